@@ -1,0 +1,239 @@
+/*
+ * The process's loop thread and the queue other threads use to reach it. See loop.h.
+ */
+#include "consensus/io/loop.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+struct io_loop {
+    uv_loop_t loop;
+    uv_async_t async; /* wakes the loop when work is queued */
+    uv_thread_t thread;
+    pthread_mutex_t mu; /* guards head, tail, stopping */
+    struct io_work *head, *tail;
+    bool stopping;
+    void (*on_stop)(uv_loop_t *loop, void *arg);
+    void *on_stop_arg;
+    pthread_t tid;
+    pthread_mutex_t start_mu;
+    pthread_cond_t start_cv;
+    bool started;
+};
+
+uint64_t io_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static void close_async_cb(uv_handle_t *h)
+{
+    (void)h;
+}
+
+/* Drains the queue; runs on the loop thread. */
+static void drain(uv_async_t *a)
+{
+    struct io_loop *l = a->data;
+    struct io_work *w;
+    bool stopping;
+
+    pthread_mutex_lock(&l->mu);
+    w = l->head;
+    l->head = l->tail = NULL;
+    stopping = l->stopping;
+    pthread_mutex_unlock(&l->mu);
+
+    while (w != NULL) {
+        struct io_work *next = w->next;
+        w->next = NULL;
+        w->fn(w);
+        w = next;
+    }
+    if (stopping) {
+        if (l->on_stop != NULL) {
+            l->on_stop(&l->loop, l->on_stop_arg);
+            l->on_stop = NULL;
+        }
+        if (!uv_is_closing((uv_handle_t *)&l->async)) {
+            uv_close((uv_handle_t *)&l->async, close_async_cb);
+        }
+    }
+}
+
+static void run(void *arg)
+{
+    struct io_loop *l = arg;
+    pthread_mutex_lock(&l->start_mu);
+    l->tid = pthread_self();
+    l->started = true;
+    pthread_cond_signal(&l->start_cv);
+    pthread_mutex_unlock(&l->start_mu);
+    uv_run(&l->loop, UV_RUN_DEFAULT);
+}
+
+int io_loop_start(struct io_loop **out)
+{
+    struct io_loop *l = calloc(1, sizeof *l);
+    int rv;
+    if (l == NULL) {
+        return -ENOMEM;
+    }
+    rv = uv_loop_init(&l->loop);
+    if (rv != 0) {
+        goto err_after_alloc;
+    }
+    rv = uv_async_init(&l->loop, &l->async, drain);
+    if (rv != 0) {
+        goto err_after_loop;
+    }
+    l->async.data = l;
+    pthread_mutex_init(&l->mu, NULL);
+    pthread_mutex_init(&l->start_mu, NULL);
+    pthread_cond_init(&l->start_cv, NULL);
+    rv = uv_thread_create(&l->thread, run, l);
+    if (rv != 0) {
+        goto err_after_async;
+    }
+    pthread_mutex_lock(&l->start_mu);
+    while (!l->started) {
+        pthread_cond_wait(&l->start_cv, &l->start_mu);
+    }
+    pthread_mutex_unlock(&l->start_mu);
+    *out = l;
+    return 0;
+
+err_after_async:
+    pthread_mutex_destroy(&l->mu);
+    pthread_mutex_destroy(&l->start_mu);
+    pthread_cond_destroy(&l->start_cv);
+    uv_close((uv_handle_t *)&l->async, NULL);
+    uv_run(&l->loop, UV_RUN_DEFAULT);
+err_after_loop:
+    uv_loop_close(&l->loop);
+err_after_alloc:
+    free(l);
+    return rv;
+}
+
+void io_loop_stop(struct io_loop *l, void (*on_stop)(uv_loop_t *loop, void *arg), void *arg)
+{
+    assert(!io_loop_is_current(l));
+    pthread_mutex_lock(&l->mu);
+    l->stopping = true;
+    l->on_stop = on_stop;
+    l->on_stop_arg = arg;
+    pthread_mutex_unlock(&l->mu);
+    uv_async_send(&l->async);
+    uv_thread_join(&l->thread);
+    /* Work queued after the stop flag was read never runs; nothing may be left. */
+    assert(l->head == NULL);
+    uv_loop_close(&l->loop);
+    pthread_mutex_destroy(&l->mu);
+    pthread_mutex_destroy(&l->start_mu);
+    pthread_cond_destroy(&l->start_cv);
+    free(l);
+}
+
+uv_loop_t *io_loop_uv(struct io_loop *l)
+{
+    return &l->loop;
+}
+
+bool io_loop_is_current(const struct io_loop *l)
+{
+    return l->started && pthread_equal(pthread_self(), l->tid);
+}
+
+int io_loop_post(struct io_loop *l, struct io_work *w)
+{
+    pthread_mutex_lock(&l->mu);
+    if (l->stopping) {
+        pthread_mutex_unlock(&l->mu);
+        return -ESHUTDOWN;
+    }
+    w->next = NULL;
+    if (l->tail != NULL) {
+        l->tail->next = w;
+    } else {
+        l->head = w;
+    }
+    l->tail = w;
+    pthread_mutex_unlock(&l->mu);
+    uv_async_send(&l->async);
+    return 0;
+}
+
+void io_call_init(struct io_call *c, void (*fn)(struct io_work *w), void (*free_fn)(struct io_call *c))
+{
+    memset(c, 0, sizeof *c);
+    c->work.fn = fn;
+    c->free_fn = free_fn;
+    pthread_mutex_init(&c->mu, NULL);
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&c->cv, &attr);
+    pthread_condattr_destroy(&attr);
+}
+
+void io_call_fini(struct io_call *c)
+{
+    pthread_mutex_destroy(&c->mu);
+    pthread_cond_destroy(&c->cv);
+}
+
+int io_call_wait(struct io_loop *l, struct io_call *c, int64_t timeout_ms)
+{
+    struct timespec deadline;
+    int rc;
+
+    assert(!io_loop_is_current(l));
+    rc = io_loop_post(l, &c->work);
+    if (rc != 0) {
+        return rc;
+    }
+    if (timeout_ms >= 0) {
+        clock_gettime(CLOCK_MONOTONIC, &deadline);
+        deadline.tv_sec += timeout_ms / 1000;
+        deadline.tv_nsec += (timeout_ms % 1000) * 1000000L;
+        if (deadline.tv_nsec >= 1000000000L) {
+            deadline.tv_sec += 1;
+            deadline.tv_nsec -= 1000000000L;
+        }
+    }
+    pthread_mutex_lock(&c->mu);
+    while (!c->done) {
+        if (timeout_ms < 0) {
+            pthread_cond_wait(&c->cv, &c->mu);
+        } else if (pthread_cond_timedwait(&c->cv, &c->mu, &deadline) == ETIMEDOUT && !c->done) {
+            assert(c->free_fn != NULL);
+            c->abandoned = true;
+            pthread_mutex_unlock(&c->mu);
+            return -ETIMEDOUT;
+        }
+    }
+    rc = c->rc;
+    pthread_mutex_unlock(&c->mu);
+    return rc;
+}
+
+void io_call_done(struct io_call *c, int rc)
+{
+    bool abandoned;
+    pthread_mutex_lock(&c->mu);
+    c->rc = rc;
+    c->done = true;
+    abandoned = c->abandoned;
+    pthread_cond_signal(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+    if (abandoned) {
+        io_call_fini(c);
+        c->free_fn(c);
+    }
+}

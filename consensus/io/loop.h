@@ -1,0 +1,72 @@
+/*
+ * The runtime's loop thread: one per process, running a libuv loop for every node (DESIGN §8).
+ *
+ * Other threads never touch the loop's handles. They hand it work with io_loop_post (fire and
+ * forget) or io_loop_call (post, then wait on a condition variable until the loop side says the
+ * work is done, or a timeout passes). Completion may come much later than the posted function
+ * returns: a proposal is "done" when Raft commits it. The waiter and the loop agree through a
+ * struct io_call the caller owns; see io_call_done.
+ */
+#ifndef WALRAFT_IO_LOOP_H
+#define WALRAFT_IO_LOOP_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+struct io_loop;
+
+/* A unit of work for the loop thread. `fn` runs on the loop thread with the item itself. */
+struct io_work {
+    void (*fn)(struct io_work *w);
+    struct io_work *next; /* private: queue link */
+};
+
+/* A call another thread waits on. Embed it (with io_work first) in a request struct. */
+struct io_call {
+    struct io_work work;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool done;      /* set by io_call_done */
+    bool abandoned; /* the waiter timed out and left; the loop side frees the request */
+    int rc;         /* the result the loop side reports */
+    void (*free_fn)(struct io_call *c); /* frees the request if the waiter abandoned it */
+};
+
+/* Starts the loop thread. Returns 0, or an error code (negative errno). */
+int io_loop_start(struct io_loop **out);
+
+/* Stops the loop thread: runs `on_stop` on the loop thread (close every handle there), then
+ * waits for the loop to run out of handles and joins the thread. Frees `l`. */
+void io_loop_stop(struct io_loop *l, void (*on_stop)(uv_loop_t *loop, void *arg), void *arg);
+
+/* The libuv loop; use only on the loop thread. */
+uv_loop_t *io_loop_uv(struct io_loop *l);
+
+/* True on the loop thread. */
+bool io_loop_is_current(const struct io_loop *l);
+
+/* Queues `w` to run on the loop thread. Thread-safe. Never fails; `w` must stay valid until it
+ * has run. Returns -ESHUTDOWN (and does not queue) once the loop is stopping. */
+int io_loop_post(struct io_loop *l, struct io_work *w);
+
+/* Initialises `c` for a call whose work function is `fn`. `free_fn` (may be NULL when the waiter
+ * never abandons) frees the enclosing request. */
+void io_call_init(struct io_call *c, void (*fn)(struct io_work *w), void (*free_fn)(struct io_call *c));
+
+/* Posts `c` and waits until io_call_done or `timeout_ms` passes (< 0: forever). Returns the rc
+ * given to io_call_done, or -ETIMEDOUT after which the request belongs to the loop side (it calls
+ * free_fn when done), or -ESHUTDOWN. Without a timeout the caller frees the request afterwards. */
+int io_call_wait(struct io_loop *l, struct io_call *c, int64_t timeout_ms);
+
+/* Loop side: reports the result. After this the loop side must not touch `c` again. */
+void io_call_done(struct io_call *c, int rc);
+
+/* Destroys the mutex and condition variable of a finished call. */
+void io_call_fini(struct io_call *c);
+
+/* Milliseconds on a monotonic clock. */
+uint64_t io_now_ms(void);
+
+#endif

@@ -1,0 +1,136 @@
+/* The loop thread runs posted work in order, completes calls, and lets a waiter time out. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <errno.h>
+#include <cmocka.h>
+
+#include "consensus/io/loop.h"
+
+struct counter_req {
+    struct io_call call;
+    struct io_loop *loop;
+    int *seen;
+    int value;
+};
+
+static void record(struct io_work *w)
+{
+    struct counter_req *r = (struct counter_req *)w;
+    assert_true(io_loop_is_current(r->loop));
+    *r->seen = *r->seen * 10 + r->value;
+    io_call_done(&r->call, r->value);
+}
+
+static void test_io_loop_calls_run_on_loop_in_order(void **state)
+{
+    (void)state;
+    struct io_loop *l;
+    int seen = 0;
+    assert_int_equal(io_loop_start(&l), 0);
+    assert_false(io_loop_is_current(l));
+    for (int i = 1; i <= 5; i++) {
+        struct counter_req r = {.loop = l, .seen = &seen, .value = i};
+        io_call_init(&r.call, record, NULL);
+        assert_int_equal(io_call_wait(l, &r.call, -1), i);
+        io_call_fini(&r.call);
+    }
+    assert_int_equal(seen, 12345);
+    io_loop_stop(l, NULL, NULL);
+}
+
+/* A call the loop side completes only later: the waiter times out and the loop frees it. */
+struct slow_req {
+    struct io_call call;
+    uv_timer_t timer;
+    int *freed;
+};
+
+static void slow_free(struct io_call *c)
+{
+    struct slow_req *r = (struct slow_req *)c;
+    *r->freed = 1;
+    free(r);
+}
+
+static void slow_timer_closed(uv_handle_t *h)
+{
+    struct slow_req *r = h->data;
+    io_call_done(&r->call, 7);
+}
+
+static void slow_fire(uv_timer_t *t)
+{
+    uv_close((uv_handle_t *)t, slow_timer_closed);
+}
+
+static void slow_start(struct io_work *w)
+{
+    struct slow_req *r = (struct slow_req *)w;
+    extern uv_loop_t *test_loop;
+    uv_timer_init(test_loop, &r->timer);
+    r->timer.data = r;
+    uv_timer_start(&r->timer, slow_fire, 200, 0);
+}
+
+uv_loop_t *test_loop;
+
+static void test_io_loop_waiter_times_out_and_loop_frees(void **state)
+{
+    (void)state;
+    struct io_loop *l;
+    int freed = 0;
+    assert_int_equal(io_loop_start(&l), 0);
+    test_loop = io_loop_uv(l);
+    struct slow_req *r = calloc(1, sizeof *r);
+    r->freed = &freed;
+    io_call_init(&r->call, slow_start, slow_free);
+    uint64_t t0 = io_now_ms();
+    assert_int_equal(io_call_wait(l, &r->call, 20), -ETIMEDOUT);
+    assert_true(io_now_ms() - t0 < 190);
+    /* Stopping drains the timer; the loop side then frees the abandoned request. */
+    io_loop_stop(l, NULL, NULL);
+    assert_int_equal(freed, 1);
+}
+
+struct flag_work {
+    struct io_work work;
+    int ran;
+};
+
+static void set_flag(struct io_work *w)
+{
+    ((struct flag_work *)w)->ran++;
+}
+
+static void stop_hook(uv_loop_t *loop, void *arg)
+{
+    (void)loop;
+    *(int *)arg = 1;
+}
+
+/* Work posted before a stop runs exactly once, and the stop hook runs on the loop. */
+static void test_io_loop_runs_posted_work_before_stop(void **state)
+{
+    (void)state;
+    struct io_loop *l;
+    int hook = 0;
+    assert_int_equal(io_loop_start(&l), 0);
+    struct flag_work w = {.work.fn = set_flag};
+    assert_int_equal(io_loop_post(l, &w.work), 0);
+    io_loop_stop(l, stop_hook, &hook);
+    assert_int_equal(w.ran, 1);
+    assert_int_equal(hook, 1);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_io_loop_calls_run_on_loop_in_order),
+        cmocka_unit_test(test_io_loop_waiter_times_out_and_loop_frees),
+        cmocka_unit_test(test_io_loop_runs_posted_work_before_stop),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
