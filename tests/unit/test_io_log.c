@@ -1,0 +1,765 @@
+/*
+ * The durable log: round trips across segments, the start-up scan's tail and corruption rules
+ * (every cut of the last record, flipped bits), truncation both ways, snapshot reset, full-disk
+ * faults injected through io_sys, and a group-commit benchmark that only prints.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "consensus/io/log.h"
+#include "consensus/io/sys.h"
+
+/* --- fixtures -------------------------------------------------------------------------------- */
+
+struct fx {
+    char dir[256];
+    struct io_log log;
+};
+
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+static int setup(void **state)
+{
+    struct fx *f = calloc(1, sizeof *f);
+    const char *tmp = getenv("TMPDIR") != NULL ? getenv("TMPDIR") : "/tmp";
+    snprintf(f->dir, sizeof f->dir, "%s/walraft-log-XXXXXX", tmp);
+    if (mkdtemp(f->dir) == NULL) {
+        return -1;
+    }
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fx *f = *state;
+    io_sys_restore();
+    nftw(f->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    free(f);
+    return 0;
+}
+
+/* Deterministic payloads: half compressible text, half noise; some big. */
+static size_t payload_len(uint64_t index)
+{
+    return (size_t)((index * 37) % 700) + (index % 7 == 0 ? 3000 : 0);
+}
+
+static void payload_fill(uint64_t index, uint64_t term, unsigned char *buf, size_t len)
+{
+    uint64_t x = index * 0x9e3779b97f4a7c15ull ^ term * 0xbf58476d1ce4e5b9ull ^ 1;
+    for (size_t i = 0; i < len; i++) {
+        if (index % 2 == 0) {
+            buf[i] = (unsigned char)("replicated page image "[i % 22] + (index % 3));
+        } else {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            buf[i] = (unsigned char)x;
+        }
+    }
+}
+
+/* Appends entries from..to (inclusive) with `term`, in batches of `batch`, syncing each batch. */
+static void append_range(struct io_log *log, uint64_t from, uint64_t to, uint64_t term,
+                         size_t batch)
+{
+    struct io_entry es[64];
+    unsigned char *bufs[64];
+    assert_true(batch <= 64);
+    for (uint64_t i = from; i <= to;) {
+        size_t n = 0;
+        for (; n < batch && i <= to; n++, i++) {
+            size_t len = payload_len(i);
+            bufs[n] = malloc(len + 1);
+            payload_fill(i, term, bufs[n], len);
+            es[n] = (struct io_entry){
+                .term = term, .index = i, .type = (uint8_t)(i % 3), .buf = bufs[n], .len = len};
+        }
+        int rc = io_log_append(log, es, n);
+        if (rc != 0) {
+            fail_msg("append: %s: %s", io_log_strerror(rc), io_log_errmsg(log));
+        }
+        for (size_t k = 0; k < n; k++) {
+            free(bufs[k]);
+        }
+        rc = io_log_sync(log);
+        if (rc != 0) {
+            fail_msg("sync: %s: %s", io_log_strerror(rc), io_log_errmsg(log));
+        }
+    }
+}
+
+static int entry_matches(const struct io_entry *e, uint64_t term)
+{
+    size_t len = payload_len(e->index);
+    if (e->len != len || e->term != term || e->type != e->index % 3) {
+        return 0;
+    }
+    unsigned char *want = malloc(len + 1);
+    payload_fill(e->index, term, want, len);
+    int ok = len == 0 || memcmp(want, e->buf, len) == 0;
+    free(want);
+    return ok;
+}
+
+/* What the load callback saw. */
+struct seen {
+    uint64_t first, last, count;
+    uint64_t term_split; /* entries >= term_split have term2, others term1 */
+    uint64_t term1, term2;
+    int bad;
+};
+
+static int on_load(void *arg, const struct io_entry *e)
+{
+    struct seen *s = arg;
+    if (s->count == 0) {
+        s->first = e->index;
+    } else if (e->index != s->last + 1) {
+        s->bad++;
+    }
+    s->last = e->index;
+    s->count++;
+    uint64_t term = s->term_split != 0 && e->index >= s->term_split ? s->term2 : s->term1;
+    if (!entry_matches(e, term)) {
+        s->bad++;
+    }
+    return 0;
+}
+
+static void open_ok(struct fx *f, const struct io_log_config *cfg, struct seen *s)
+{
+    int rc = io_log_open(&f->log, f->dir, cfg, s != NULL ? on_load : NULL, s);
+    if (rc != 0) {
+        fail_msg("open: %s: %s", io_log_strerror(rc), io_log_errmsg(&f->log));
+    }
+}
+
+static int count_files(const char *dir, const char *prefix)
+{
+    DIR *d = opendir(dir);
+    struct dirent *de;
+    int n = 0;
+    while ((de = readdir(d)) != NULL) {
+        if (strncmp(de->d_name, prefix, strlen(prefix)) == 0) {
+            n++;
+        }
+    }
+    closedir(d);
+    return n;
+}
+
+/* The name of the first file in dir starting with prefix (by sorted name). */
+static void find_file(const char *dir, const char *prefix, char *out, size_t len)
+{
+    struct dirent **list;
+    int n = scandir(dir, &list, NULL, alphasort);
+    out[0] = 0;
+    for (int i = 0; i < n; i++) {
+        if (out[0] == 0 && strncmp(list[i]->d_name, prefix, strlen(prefix)) == 0) {
+            snprintf(out, len, "%s/%s", dir, list[i]->d_name);
+        }
+        free(list[i]);
+    }
+    free(list);
+    assert_true(out[0] != 0);
+}
+
+static unsigned char *slurp(const char *path, size_t *len)
+{
+    FILE *fp = fopen(path, "rb");
+    assert_non_null(fp);
+    fseek(fp, 0, SEEK_END);
+    long n = ftell(fp);
+    fseek(fp, 0, SEEK_SET);
+    unsigned char *buf = malloc((size_t)n + 1);
+    assert_int_equal(fread(buf, 1, (size_t)n, fp), (size_t)n);
+    fclose(fp);
+    *len = (size_t)n;
+    return buf;
+}
+
+static void spit(const char *path, const unsigned char *buf, size_t len)
+{
+    FILE *fp = fopen(path, "wb");
+    assert_non_null(fp);
+    assert_int_equal(fwrite(buf, 1, len, fp), len);
+    fclose(fp);
+}
+
+static off_t file_size(const char *path)
+{
+    struct stat st;
+    assert_int_equal(stat(path, &st), 0);
+    return st.st_size;
+}
+
+static const struct io_log_config small_segments = {.segment_bytes_max = 16 * 1024,
+                                                    .buffer_bytes = 4096};
+
+/* --- tests ----------------------------------------------------------------------------------- */
+
+static void test_io_log_round_trip_across_segments(void **state)
+{
+    struct fx *f = *state;
+    struct seen s = {.term1 = 3};
+
+    open_ok(f, &small_segments, NULL);
+    assert_int_equal(io_log_last_index(&f->log), 0);
+    assert_int_equal(io_log_first_index(&f->log), 1);
+    append_range(&f->log, 1, 1000, 3, 17);
+    assert_int_equal(io_log_durable_index(&f->log), 1000);
+
+    /* Read back before close, one of them still only in the write buffer. */
+    struct io_entry one = {.term = 3, .index = 1001, .type = 1001 % 3};
+    unsigned char b[4096];
+    one.len = payload_len(1001);
+    payload_fill(1001, 3, b, one.len);
+    one.buf = b;
+    assert_int_equal(io_log_append(&f->log, &one, 1), 0);
+    struct io_entry got;
+    assert_int_equal(io_log_get(&f->log, 1001, &got), 0);
+    assert_true(entry_matches(&got, 3));
+    io_log_entry_release(&got);
+    assert_int_equal(io_log_sync(&f->log), 0);
+    io_log_close(&f->log);
+    assert_true(count_files(f->dir, "0") >= 3);
+    assert_int_equal(count_files(f->dir, "open-"), 1);
+
+    open_ok(f, &small_segments, &s);
+    assert_int_equal(s.bad, 0);
+    assert_int_equal(s.first, 1);
+    assert_int_equal(s.last, 1001);
+    assert_int_equal(s.count, 1001);
+    assert_int_equal(io_log_last_index(&f->log), 1001);
+    assert_int_equal(io_log_last_term(&f->log), 3);
+    for (uint64_t i = 1; i <= 1001; i += 13) {
+        assert_int_equal(io_log_get(&f->log, i, &got), 0);
+        assert_true(entry_matches(&got, 3));
+        io_log_entry_release(&got);
+    }
+    assert_int_equal(io_log_get(&f->log, 1002, &got), IO_LOG_ENOENT);
+    /* Appending continues in the reopened open segment. */
+    append_range(&f->log, 1002, 1100, 4, 64);
+    io_log_close(&f->log);
+    s = (struct seen){.term1 = 3, .term2 = 4, .term_split = 1002};
+    open_ok(f, &small_segments, &s);
+    assert_int_equal(s.bad, 0);
+    assert_int_equal(s.count, 1100);
+    assert_int_equal(io_log_last_term(&f->log), 4);
+    io_log_close(&f->log);
+}
+
+/* Writes entries 1..n (one sync each) and returns the open segment's path and the offset of the
+ * last record. */
+static off_t write_n(struct fx *f, uint64_t n, char *path, size_t path_len)
+{
+    open_ok(f, NULL, NULL);
+    append_range(&f->log, 1, n - 1, 1, 1);
+    find_file(f->dir, "open-", path, path_len);
+    off_t last_off = file_size(path);
+    append_range(&f->log, n, n, 1, 1);
+    io_log_close(&f->log);
+    return last_off;
+}
+
+static void test_io_log_every_cut_of_last_record_is_a_torn_tail(void **state)
+{
+    struct fx *f = *state;
+    char path[512];
+    size_t len;
+    const uint64_t n = 21; /* entry 21: noise, 777 bytes: header and payload both get cut */
+
+    off_t last_off = write_n(f, n, path, sizeof path);
+    unsigned char *orig = slurp(path, &len);
+    assert_true((size_t)last_off + 40 < len);
+    setenv("WALRAFT_LOG", "error", 1); /* hundreds of expected warnings */
+    for (size_t cut = (size_t)last_off; cut < len; cut++) {
+        struct seen s = {.term1 = 1};
+        spit(path, orig, cut);
+        open_ok(f, NULL, &s);
+        assert_int_equal(s.bad, 0);
+        assert_int_equal(s.count, n - 1);
+        assert_int_equal(io_log_last_index(&f->log), n - 1);
+        io_log_close(&f->log);
+        assert_int_equal(file_size(path), last_off);
+    }
+    /* And the entry can be written again at the same index. */
+    open_ok(f, NULL, NULL);
+    append_range(&f->log, n, n, 1, 1);
+    io_log_close(&f->log);
+    struct seen s = {.term1 = 1};
+    open_ok(f, NULL, &s);
+    assert_int_equal(s.count, n);
+    io_log_close(&f->log);
+    free(orig);
+}
+
+static void test_io_log_flipped_bit_in_tail_record_is_dropped(void **state)
+{
+    struct fx *f = *state;
+    char path[512];
+    size_t len;
+    const uint64_t n = 21;
+
+    off_t last_off = write_n(f, n, path, sizeof path);
+    unsigned char *orig = slurp(path, &len);
+    /* A bit in the header (term), then one in the payload. */
+    size_t spots[] = {(size_t)last_off + 9, (size_t)last_off + 40 + 100, len - 1};
+    for (size_t k = 0; k < sizeof spots / sizeof spots[0]; k++) {
+        struct seen s = {.term1 = 1};
+        unsigned char *copy = malloc(len);
+        memcpy(copy, orig, len);
+        copy[spots[k]] ^= 0x10;
+        spit(path, copy, len);
+        free(copy);
+        open_ok(f, NULL, &s);
+        assert_int_equal(s.bad, 0);
+        assert_int_equal(s.count, n - 1);
+        io_log_close(&f->log);
+        assert_int_equal(file_size(path), last_off);
+    }
+    free(orig);
+}
+
+static void test_io_log_flipped_bit_in_middle_record_fails_open(void **state)
+{
+    struct fx *f = *state;
+    char path[512], want[600];
+    size_t len;
+    const uint64_t n = 21;
+
+    write_n(f, n, path, sizeof path);
+    unsigned char *buf = slurp(path, &len);
+    /* Record 1 starts at 0; record 2 at 40 + its stored length. Hit record 2's payload. */
+    size_t rec1 = 40 + (size_t)(buf[24] | buf[25] << 8 | buf[26] << 16);
+    buf[rec1 + 45] ^= 0x01;
+    spit(path, buf, len);
+    int rc = io_log_open(&f->log, f->dir, NULL, NULL, NULL);
+    assert_int_equal(rc, IO_LOG_ECORRUPT);
+    snprintf(want, sizeof want, "%s: offset %zu:", path, rec1);
+    if (strstr(io_log_errmsg(&f->log), want) == NULL) {
+        fail_msg("error message '%s' does not name '%s'", io_log_errmsg(&f->log), want);
+    }
+    assert_non_null(strstr(io_log_errmsg(&f->log), "checksum mismatch"));
+    /* Nothing was truncated: the evidence stays for the operator. */
+    assert_int_equal((size_t)file_size(path), len);
+    free(buf);
+}
+
+static void test_io_log_flipped_bit_in_closed_segment_fails_open(void **state)
+{
+    struct fx *f = *state;
+    char path[512], want[600];
+    size_t len;
+
+    open_ok(f, &small_segments, NULL);
+    append_range(&f->log, 1, 300, 1, 8);
+    io_log_close(&f->log);
+    find_file(f->dir, "0", path, sizeof path); /* the first closed segment */
+    unsigned char *buf = slurp(path, &len);
+    buf[len - 1] ^= 0x80; /* the last record of a closed segment is no tail */
+    spit(path, buf, len);
+    assert_int_equal(io_log_open(&f->log, f->dir, &small_segments, NULL, NULL), IO_LOG_ECORRUPT);
+    snprintf(want, sizeof want, "%s: offset ", path);
+    assert_non_null(strstr(io_log_errmsg(&f->log), want));
+    free(buf);
+}
+
+static void test_io_log_gap_between_segments_fails_open(void **state)
+{
+    struct fx *f = *state;
+    struct dirent **list;
+
+    open_ok(f, &small_segments, NULL);
+    append_range(&f->log, 1, 300, 1, 8);
+    io_log_close(&f->log);
+    int n = scandir(f->dir, &list, NULL, alphasort);
+    int closed = 0;
+    for (int i = 0; i < n; i++) {
+        if (list[i]->d_name[0] == '0' && ++closed == 2) {
+            char p[600];
+            snprintf(p, sizeof p, "%s/%s", f->dir, list[i]->d_name);
+            assert_int_equal(unlink(p), 0);
+        }
+        free(list[i]);
+    }
+    free(list);
+    assert_true(closed >= 3);
+    assert_int_equal(io_log_open(&f->log, f->dir, &small_segments, NULL, NULL), IO_LOG_ECORRUPT);
+    assert_non_null(strstr(io_log_errmsg(&f->log), "gap"));
+}
+
+static void test_io_log_malformed_segment_name_fails_open(void **state)
+{
+    struct fx *f = *state;
+    char p[600];
+
+    open_ok(f, NULL, NULL);
+    append_range(&f->log, 1, 5, 1, 5);
+    io_log_close(&f->log);
+    snprintf(p, sizeof p, "%s/00000000000000x1-0000000000000002", f->dir);
+    spit(p, (const unsigned char *)"", 0);
+    assert_int_equal(io_log_open(&f->log, f->dir, NULL, NULL, NULL), IO_LOG_ECORRUPT);
+    assert_non_null(strstr(io_log_errmsg(&f->log), "00000000000000x1-0000000000000002"));
+    unlink(p);
+    /* Files of other owners are left alone. */
+    snprintf(p, sizeof p, "%s/metadata", f->dir);
+    spit(p, (const unsigned char *)"x", 1);
+    open_ok(f, NULL, NULL);
+    assert_int_equal(io_log_last_index(&f->log), 5);
+    io_log_close(&f->log);
+}
+
+static void test_io_log_truncate_suffix_then_append_same_indexes(void **state)
+{
+    struct fx *f = *state;
+    struct seen s;
+
+    open_ok(f, &small_segments, NULL);
+    append_range(&f->log, 1, 400, 1, 16);
+    /* Inside the open segment first. */
+    assert_int_equal(io_log_truncate_suffix(&f->log, 395), 0);
+    assert_int_equal(io_log_last_index(&f->log), 394);
+    assert_int_equal(io_log_durable_index(&f->log), 394);
+    append_range(&f->log, 395, 400, 1, 3);
+    /* Then deep inside a closed segment: later segments go, that one is cut and reopened. */
+    assert_int_equal(io_log_truncate_suffix(&f->log, 150), 0);
+    assert_int_equal(io_log_last_index(&f->log), 149);
+    assert_int_equal(io_log_last_term(&f->log), 1);
+    append_range(&f->log, 150, 420, 2, 9);
+    io_log_close(&f->log);
+
+    s = (struct seen){.term1 = 1, .term2 = 2, .term_split = 150};
+    open_ok(f, &small_segments, &s);
+    assert_int_equal(s.bad, 0);
+    assert_int_equal(s.count, 420);
+    assert_int_equal(io_log_last_term(&f->log), 2);
+    struct io_entry got;
+    assert_int_equal(io_log_get(&f->log, 150, &got), 0);
+    assert_int_equal(got.term, 2);
+    io_log_entry_release(&got);
+    /* At a segment's very first entry, without a sync in between. */
+    char first_closed[512];
+    find_file(f->dir, "0", first_closed, sizeof first_closed);
+    const char *base = strrchr(first_closed, '/') + 1;
+    uint64_t seg2 = strtoull(base + 17, NULL, 10) + 1;
+    assert_int_equal(io_log_truncate_suffix(&f->log, seg2), 0);
+    assert_int_equal(io_log_last_index(&f->log), seg2 - 1);
+    assert_int_equal(io_log_truncate_suffix(&f->log, 0), IO_LOG_EINVAL);
+    io_log_close(&f->log);
+    s = (struct seen){.term1 = 1};
+    open_ok(f, &small_segments, &s);
+    assert_int_equal(s.bad, 0);
+    assert_int_equal(s.last, seg2 - 1);
+    append_range(&f->log, seg2, seg2 + 10, 3, 4);
+    io_log_close(&f->log);
+    s = (struct seen){.term1 = 1, .term2 = 3, .term_split = seg2};
+    open_ok(f, &small_segments, &s);
+    assert_int_equal(s.bad, 0);
+    assert_int_equal(s.last, seg2 + 10);
+    io_log_close(&f->log);
+}
+
+static void test_io_log_truncate_prefix_survives_reopen(void **state)
+{
+    struct fx *f = *state;
+    struct seen s = {.term1 = 5};
+
+    open_ok(f, &small_segments, NULL);
+    append_range(&f->log, 1, 600, 5, 32);
+    int before = count_files(f->dir, "0");
+    assert_int_equal(io_log_truncate_prefix(&f->log, 450), 0);
+    assert_int_equal(io_log_first_index(&f->log), 451);
+    assert_true(count_files(f->dir, "0") < before);
+    struct io_entry got;
+    assert_int_equal(io_log_get(&f->log, 450, &got), IO_LOG_ECOMPACTED);
+    assert_int_equal(io_log_get(&f->log, 451, &got), 0);
+    io_log_entry_release(&got);
+    assert_int_equal(io_log_truncate_prefix(&f->log, 601), IO_LOG_EINVAL);
+    io_log_close(&f->log);
+
+    open_ok(f, &small_segments, &s);
+    assert_int_equal(s.bad, 0);
+    assert_int_equal(s.first, 451);
+    assert_int_equal(s.last, 600);
+    assert_int_equal(io_log_first_index(&f->log), 451);
+    assert_int_equal(io_log_last_index(&f->log), 600);
+    /* Compacting everything leaves an empty log that still knows its last index and term. */
+    assert_int_equal(io_log_truncate_prefix(&f->log, 600), 0);
+    io_log_close(&f->log);
+    s = (struct seen){.term1 = 5};
+    open_ok(f, &small_segments, &s);
+    assert_int_equal(s.count, 0);
+    assert_int_equal(io_log_first_index(&f->log), 601);
+    assert_int_equal(io_log_last_index(&f->log), 600);
+    assert_int_equal(io_log_last_term(&f->log), 5);
+    append_range(&f->log, 601, 610, 5, 5);
+    io_log_close(&f->log);
+    s = (struct seen){.term1 = 5};
+    open_ok(f, &small_segments, &s);
+    assert_int_equal(s.first, 601);
+    assert_int_equal(s.last, 610);
+    io_log_close(&f->log);
+}
+
+static void test_io_log_reset_to_snapshot_survives_reopen(void **state)
+{
+    struct fx *f = *state;
+    struct seen s = {.term1 = 7};
+
+    open_ok(f, &small_segments, NULL);
+    append_range(&f->log, 1, 200, 2, 10);
+    assert_int_equal(io_log_reset(&f->log, 1000, 7), 0);
+    assert_int_equal(io_log_first_index(&f->log), 1001);
+    assert_int_equal(io_log_last_index(&f->log), 1000);
+    assert_int_equal(io_log_last_term(&f->log), 7);
+    assert_int_equal(count_files(f->dir, "0") + count_files(f->dir, "open-"), 0);
+    io_log_close(&f->log);
+
+    open_ok(f, &small_segments, &s);
+    assert_int_equal(s.count, 0);
+    assert_int_equal(io_log_last_index(&f->log), 1000);
+    assert_int_equal(io_log_last_term(&f->log), 7);
+    append_range(&f->log, 1001, 1100, 7, 7);
+    io_log_close(&f->log);
+    s = (struct seen){.term1 = 7};
+    open_ok(f, &small_segments, &s);
+    assert_int_equal(s.bad, 0);
+    assert_int_equal(s.first, 1001);
+    assert_int_equal(s.last, 1100);
+    io_log_close(&f->log);
+}
+
+/* --- fault injection ------------------------------------------------------------------------- */
+
+static long write_budget = -1; /* bytes pwrite may still write; -1: no limit */
+static int fdatasync_fails;
+
+static ssize_t full_disk_pwrite(int fd, const void *buf, size_t len, off_t off)
+{
+    if (write_budget >= 0) {
+        if (write_budget == 0) {
+            errno = ENOSPC;
+            return -1;
+        }
+        if ((long)len > write_budget) {
+            len = (size_t)write_budget; /* a short write, as a filling disk gives */
+        }
+        write_budget -= (long)len;
+    }
+    return pwrite(fd, buf, len, off);
+}
+
+static int failing_fdatasync(int fd)
+{
+    if (fdatasync_fails) {
+        errno = ENOSPC;
+        return -1;
+    }
+    return fdatasync(fd);
+}
+
+static void test_io_log_enospc_during_append_keeps_log_consistent(void **state)
+{
+    struct fx *f = *state;
+    struct io_entry es[64];
+    unsigned char *bufs[64];
+    int failed = 0;
+
+    open_ok(f, &small_segments, NULL);
+    append_range(&f->log, 1, 100, 1, 10);
+    io_sys.pwrite = full_disk_pwrite;
+    write_budget = 20000;
+    uint64_t next = 101;
+    for (int round = 0; round < 20 && !failed; round++) {
+        for (size_t k = 0; k < 32; k++, next++) {
+            size_t len = payload_len(next);
+            bufs[k] = malloc(len + 1);
+            payload_fill(next, 1, bufs[k], len);
+            es[k] = (struct io_entry){
+                .term = 1, .index = next, .type = (uint8_t)(next % 3), .buf = bufs[k], .len = len};
+        }
+        int rc = io_log_append(&f->log, es, 32);
+        if (rc == 0) {
+            rc = io_log_sync(&f->log);
+        }
+        for (size_t k = 0; k < 32; k++) {
+            free(bufs[k]);
+        }
+        if (rc != 0) {
+            assert_int_equal(rc, IO_LOG_ENOSPC);
+            assert_non_null(strstr(io_log_errmsg(&f->log), "No space left"));
+            failed = 1;
+        }
+        next = io_log_last_index(&f->log) + 1;
+    }
+    assert_true(failed);
+    uint64_t durable = io_log_durable_index(&f->log);
+    assert_true(durable >= 100);
+    assert_true(io_log_last_index(&f->log) >= durable);
+    /* Still full: more appends fail, and the log does not move backwards or break. */
+    assert_int_not_equal(io_log_sync(&f->log) == 0 &&
+                             io_log_append(&f->log,
+                                           &(struct io_entry){.term = 1,
+                                                              .index = io_log_last_index(&f->log) + 1,
+                                                              .buf = "x",
+                                                              .len = 1},
+                                           1) == 0 &&
+                             io_log_sync(&f->log) == 0,
+                         1);
+    uint64_t last = io_log_last_index(&f->log);
+    io_log_close(&f->log);
+
+    /* A restart on the full disk finds a consistent log. */
+    struct seen s = {.term1 = 1};
+    open_ok(f, &small_segments, &s);
+    assert_int_equal(s.bad, 0);
+    assert_true(s.last >= durable);
+    assert_true(s.last <= last);
+    /* Space returns: appends work again. */
+    write_budget = -1;
+    append_range(&f->log, s.last + 1, 900, 1, 32);
+    io_log_close(&f->log);
+    s = (struct seen){.term1 = 1};
+    open_ok(f, &small_segments, &s);
+    assert_int_equal(s.bad, 0);
+    assert_int_equal(s.count, 900);
+    io_log_close(&f->log);
+}
+
+static void test_io_log_failed_fsync_is_not_durable(void **state)
+{
+    struct fx *f = *state;
+    unsigned char buf[4096];
+
+    open_ok(f, NULL, NULL);
+    append_range(&f->log, 1, 50, 1, 10);
+    io_sys.fdatasync = failing_fdatasync;
+    fdatasync_fails = 1;
+    for (uint64_t i = 51; i <= 60; i++) {
+        size_t len = payload_len(i);
+        payload_fill(i, 1, buf, len);
+        struct io_entry e = {.term = 1, .index = i, .type = (uint8_t)(i % 3), .buf = buf, .len = len};
+        assert_int_equal(io_log_append(&f->log, &e, 1), 0);
+    }
+    assert_int_equal(io_log_sync(&f->log), IO_LOG_ENOSPC);
+    assert_non_null(strstr(io_log_errmsg(&f->log), "fdatasync"));
+    /* Not durable, and not pretended to be there either. */
+    assert_int_equal(io_log_durable_index(&f->log), 50);
+    assert_int_equal(io_log_last_index(&f->log), 50);
+    struct io_entry got;
+    assert_int_equal(io_log_get(&f->log, 51, &got), IO_LOG_ENOENT);
+    fdatasync_fails = 0;
+    append_range(&f->log, 51, 70, 1, 4);
+    io_log_close(&f->log);
+    struct seen s = {.term1 = 1};
+    open_ok(f, NULL, &s);
+    assert_int_equal(s.bad, 0);
+    assert_int_equal(s.count, 70);
+    io_log_close(&f->log);
+}
+
+static void test_io_log_bad_appends_are_refused(void **state)
+{
+    struct fx *f = *state;
+    open_ok(f, NULL, NULL);
+    append_range(&f->log, 1, 3, 2, 3);
+    struct io_entry gap = {.term = 2, .index = 5, .buf = "x", .len = 1};
+    assert_int_equal(io_log_append(&f->log, &gap, 1), IO_LOG_EINVAL);
+    struct io_entry old = {.term = 1, .index = 4, .buf = "x", .len = 1};
+    assert_int_equal(io_log_append(&f->log, &old, 1), IO_LOG_EINVAL);
+    assert_int_equal(io_log_last_index(&f->log), 3);
+    assert_string_equal(io_log_strerror(IO_LOG_ENOSPC), "no space left on device");
+    assert_string_equal(io_log_strerror(9999), "unknown error");
+    io_log_close(&f->log);
+}
+
+/* Prints appends/s for 1 KiB entries with a sync per batch of 1 and of 64. No assertion on time. */
+static void test_io_log_bench_group_commit(void **state)
+{
+    struct fx *f = *state;
+    unsigned char payload[1024];
+    struct io_entry es[64];
+    uint64_t next = 1;
+
+    for (size_t i = 0; i < sizeof payload; i++) {
+        payload[i] = (unsigned char)(i * 131 + 7);
+    }
+    open_ok(f, NULL, NULL);
+    size_t batches[] = {1, 64};
+    for (size_t b = 0; b < 2; b++) {
+        struct timespec t0, t1;
+        uint64_t done = 0;
+        double secs = 0;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        while (secs < 1.0 && done < 200000) {
+            for (size_t k = 0; k < batches[b]; k++) {
+                es[k] = (struct io_entry){.term = 1, .index = next++, .buf = payload, .len = 1024};
+            }
+            assert_int_equal(io_log_append(&f->log, es, batches[b]), 0);
+            assert_int_equal(io_log_sync(&f->log), 0);
+            done += batches[b];
+            clock_gettime(CLOCK_MONOTONIC, &t1);
+            secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+        }
+        printf("bench: 1 KiB entries, batch %2zu per fdatasync: %8.0f appends/s (%" PRIu64
+               " in %.2f s, %s)\n",
+               batches[b], (double)done / secs, done, secs, f->dir);
+    }
+    io_log_close(&f->log);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_io_log_round_trip_across_segments, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_io_log_every_cut_of_last_record_is_a_torn_tail,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_io_log_flipped_bit_in_tail_record_is_dropped, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_io_log_flipped_bit_in_middle_record_fails_open,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_io_log_flipped_bit_in_closed_segment_fails_open,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_io_log_gap_between_segments_fails_open, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_io_log_malformed_segment_name_fails_open, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_io_log_truncate_suffix_then_append_same_indexes,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_io_log_truncate_prefix_survives_reopen, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_io_log_reset_to_snapshot_survives_reopen, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_io_log_enospc_during_append_keeps_log_consistent,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_io_log_failed_fsync_is_not_durable, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_io_log_bad_appends_are_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_io_log_bench_group_commit, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
