@@ -10,6 +10,7 @@
 #include <assert.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -425,6 +426,11 @@ static void conn_flush(struct io_conn *c)
         bufs[0] = uv_buf_init((char *)c->hs_frame, (unsigned)c->hs_frame_len);
         n = 1;
     } else {
+        /* An outgoing connection sends nothing until the peer proved to be the node we meant:
+         * a stale address must not deliver our messages to some other node. */
+        if (c->outgoing && !c->hs_received) {
+            return;
+        }
         struct io_queue *q = conn_queue(c);
         struct io_msg *m = q != NULL ? queue_pop(q) : NULL;
         if (m == NULL) {
@@ -544,6 +550,7 @@ static void handshake_done(struct io_conn *c)
     io_logf(IO_LOG_INFO, "transport", "%s connection %s %s, advertising \"%s\"",
             c->outgoing ? "outgoing" : "incoming", c->outgoing ? "to" : "from",
             conn_name(c, name, sizeof name), hs.addr);
+    conn_flush(c);
 }
 
 /* A whole frame is in: header in c->hdr/c->h, payload in c->payload. */
@@ -864,6 +871,20 @@ static int listen_socket(const struct sockaddr_storage *sa, int *fd_out, int *po
     return 0;
 }
 
+/*
+ * A write to a connection the peer has reset raises SIGPIPE, whose default action kills the
+ * process: a node must survive its peers. Only the default disposition is changed; a handler
+ * the host installed is left alone.
+ */
+static void ignore_sigpipe(void)
+{
+    struct sigaction old;
+    if (sigaction(SIGPIPE, NULL, &old) == 0 && old.sa_handler == SIG_DFL &&
+        (old.sa_flags & SA_SIGINFO) == 0) {
+        signal(SIGPIPE, SIG_IGN);
+    }
+}
+
 /* --- public API -------------------------------------------------------------------------------- */
 
 int io_transport_init(struct io_transport *t, uv_loop_t *loop,
@@ -897,6 +918,7 @@ int io_transport_init(struct io_transport *t, uv_loop_t *loop,
         return IO_TRANSPORT_EINVAL;
     }
     t->rng = cfg->seed;
+    ignore_sigpipe();
 
     int fd = -1;
     if (cfg->listen_addr != NULL) {
