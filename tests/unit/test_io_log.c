@@ -217,6 +217,34 @@ static off_t file_size(const char *path)
     return st.st_size;
 }
 
+
+/* Sends stderr to a file while the code under test logs; returns what was logged. */
+static int saved_stderr = -1;
+static char capture_path[300];
+
+static void capture_begin(const struct fx *f)
+{
+    snprintf(capture_path, sizeof capture_path, "%s.stderr", f->dir);
+    int fd = open(capture_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    assert_true(fd >= 0);
+    fflush(stderr);
+    saved_stderr = dup(2);
+    dup2(fd, 2);
+    close(fd);
+}
+
+static char *capture_end(void)
+{
+    size_t len;
+    fflush(stderr);
+    dup2(saved_stderr, 2);
+    close(saved_stderr);
+    unsigned char *buf = slurp(capture_path, &len);
+    unlink(capture_path);
+    buf[len] = 0;
+    return (char *)buf;
+}
+
 static const struct io_log_config small_segments = {.segment_bytes_max = 16 * 1024,
                                                     .buffer_bytes = 4096};
 
@@ -296,11 +324,22 @@ static void test_io_log_every_cut_of_last_record_is_a_torn_tail(void **state)
     off_t last_off = write_n(f, n, path, sizeof path);
     unsigned char *orig = slurp(path, &len);
     assert_true((size_t)last_off + 40 < len);
-    setenv("WALRAFT_LOG", "error", 1); /* hundreds of expected warnings */
     for (size_t cut = (size_t)last_off; cut < len; cut++) {
         struct seen s = {.term1 = 1};
         spit(path, orig, cut);
+        capture_begin(f);
         open_ok(f, NULL, &s);
+        char *logged = capture_end();
+        if (cut > (size_t)last_off) {
+            char want[600];
+            snprintf(want, sizeof want, "%s: offset %zu:", path, (size_t)last_off);
+            assert_non_null(strstr(logged, "WARN"));
+            assert_non_null(strstr(logged, want));
+            assert_non_null(strstr(logged, "torn tail"));
+        } else {
+            assert_string_equal(logged, "");
+        }
+        free(logged);
         assert_int_equal(s.bad, 0);
         assert_int_equal(s.count, n - 1);
         assert_int_equal(io_log_last_index(&f->log), n - 1);
@@ -336,7 +375,12 @@ static void test_io_log_flipped_bit_in_tail_record_is_dropped(void **state)
         copy[spots[k]] ^= 0x10;
         spit(path, copy, len);
         free(copy);
+        capture_begin(f);
         open_ok(f, NULL, &s);
+        char *logged = capture_end();
+        assert_non_null(strstr(logged, "WARN"));
+        assert_non_null(strstr(logged, "torn tail"));
+        free(logged);
         assert_int_equal(s.bad, 0);
         assert_int_equal(s.count, n - 1);
         io_log_close(&f->log);
@@ -554,6 +598,83 @@ static void test_io_log_reset_to_snapshot_survives_reopen(void **state)
     io_log_close(&f->log);
 }
 
+
+static void test_io_log_leftover_open_segment_is_closed_at_startup(void **state)
+{
+    struct fx *f = *state;
+    struct dirent **list;
+    char last_closed[300] = "", from[600], to[600];
+
+    open_ok(f, &small_segments, NULL);
+    append_range(&f->log, 1, 300, 1, 8);
+    io_log_close(&f->log);
+    /* As if the rename that closed the newest full segment never reached the disk. */
+    int n = scandir(f->dir, &list, NULL, alphasort);
+    for (int i = 0; i < n; i++) {
+        if (list[i]->d_name[0] == '0') {
+            snprintf(last_closed, sizeof last_closed, "%s", list[i]->d_name);
+        }
+        free(list[i]);
+    }
+    free(list);
+    assert_true(last_closed[0] != 0);
+    snprintf(from, sizeof from, "%s/%s", f->dir, last_closed);
+    snprintf(to, sizeof to, "%s/open-0000000000000000", f->dir);
+    assert_int_equal(rename(from, to), 0);
+    struct seen s = {.term1 = 1};
+    open_ok(f, &small_segments, &s);
+    assert_int_equal(s.bad, 0);
+    assert_int_equal(s.count, 300);
+    assert_int_equal(count_files(f->dir, "open-"), 1);
+    assert_int_equal(access(from, F_OK), 0);
+    append_range(&f->log, 301, 320, 1, 8);
+    io_log_close(&f->log);
+    s = (struct seen){.term1 = 1};
+    open_ok(f, &small_segments, &s);
+    assert_int_equal(s.count, 320);
+    io_log_close(&f->log);
+}
+
+static void test_io_log_compresses_only_when_it_helps(void **state)
+{
+    struct fx *f = *state;
+    char path[512];
+    static unsigned char text[8192], noise[8192];
+    uint64_t x = 88172645463325252ull;
+
+    for (size_t i = 0; i < sizeof text; i++) {
+        text[i] = (unsigned char)("CREATE TABLE t(a, b); "[i % 22]);
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        noise[i] = (unsigned char)x;
+    }
+    open_ok(f, NULL, NULL);
+    struct io_entry es[2] = {{.term = 1, .index = 1, .buf = text, .len = sizeof text},
+                             {.term = 1, .index = 2, .buf = noise, .len = sizeof noise}};
+    assert_int_equal(io_log_append(&f->log, es, 2), 0);
+    assert_int_equal(io_log_sync(&f->log), 0);
+    find_file(f->dir, "open-", path, sizeof path);
+    size_t len;
+    unsigned char *buf = slurp(path, &len);
+    assert_int_equal(buf[6], IO_LOG_FLAG_LZ4);
+    size_t stored1 = (size_t)(buf[24] | buf[25] << 8 | buf[26] << 16);
+    assert_true(stored1 < sizeof text / 4);
+    assert_int_equal(buf[40 + stored1 + 6], 0); /* noise is stored as is */
+    assert_int_equal(len, 2 * 40 + stored1 + sizeof noise);
+    free(buf);
+    io_log_close(&f->log);
+    open_ok(f, NULL, NULL);
+    for (uint64_t i = 1; i <= 2; i++) {
+        struct io_entry got;
+        assert_int_equal(io_log_get(&f->log, i, &got), 0);
+        assert_int_equal(got.len, 8192);
+        assert_memory_equal(got.buf, i == 1 ? text : noise, 8192);
+        io_log_entry_release(&got);
+    }
+    io_log_close(&f->log);
+}
+
 /* --- fault injection ------------------------------------------------------------------------- */
 
 static long write_budget = -1; /* bytes pwrite may still write; -1: no limit */
@@ -683,6 +804,129 @@ static void test_io_log_failed_fsync_is_not_durable(void **state)
     io_log_close(&f->log);
 }
 
+
+static int create_fails;
+
+static int failing_open(const char *path, int flags, mode_t mode)
+{
+    if (create_fails && (flags & O_CREAT)) {
+        errno = ENOSPC;
+        return -1;
+    }
+    return open(path, flags, mode);
+}
+
+static void test_io_log_enospc_creating_a_segment_then_recovers(void **state)
+{
+    struct fx *f = *state;
+    unsigned char payload[1024] = {1};
+    struct io_entry es[32];
+
+    open_ok(f, &small_segments, NULL);
+    io_sys.open = failing_open;
+    create_fails = 1;
+    uint64_t next = 1;
+    int rc = 0;
+    for (int round = 0; round < 10 && rc == 0; round++) {
+        for (size_t k = 0; k < 32; k++) {
+            es[k] = (struct io_entry){.term = 1, .index = next + k, .buf = payload, .len = 1024};
+        }
+        rc = io_log_append(&f->log, es, 32);
+        if (rc == 0) {
+            rc = io_log_sync(&f->log);
+        }
+        next = io_log_last_index(&f->log) + 1;
+    }
+    /* The very first segment cannot be created. */
+    assert_int_equal(rc, IO_LOG_ENOSPC);
+    assert_int_equal(io_log_last_index(&f->log), 0);
+    create_fails = 0;
+    for (int round = 0; round < 20; round++) {
+        for (size_t k = 0; k < 32; k++) {
+            es[k] = (struct io_entry){.term = 1, .index = next + k, .buf = payload, .len = 1024};
+        }
+        assert_int_equal(io_log_append(&f->log, es, 32), 0);
+        assert_int_equal(io_log_sync(&f->log), 0);
+        next += 32;
+        if (round == 5) {
+            create_fails = 1; /* full again at the next segment roll */
+            rc = 0;
+            for (int r2 = 0; r2 < 10 && rc == 0; r2++) {
+                for (size_t k = 0; k < 32; k++) {
+                    es[k] = (struct io_entry){
+                        .term = 1, .index = next + k, .buf = payload, .len = 1024};
+                }
+                rc = io_log_append(&f->log, es, 32);
+                if (rc == 0) {
+                    rc = io_log_sync(&f->log);
+                }
+                next = io_log_last_index(&f->log) + 1;
+            }
+            assert_int_equal(rc, IO_LOG_ENOSPC);
+            create_fails = 0;
+            assert_int_equal(io_log_sync(&f->log), 0);
+            assert_int_equal(io_log_durable_index(&f->log), next - 1);
+        }
+    }
+    io_log_close(&f->log);
+    struct io_log l2;
+    assert_int_equal(io_log_open(&l2, f->dir, &small_segments, NULL, NULL), 0);
+    assert_int_equal(io_log_last_index(&l2), next - 1);
+    io_log_close(&l2);
+}
+
+static int truncate_fails;
+
+static int failing_ftruncate(int fd, off_t len)
+{
+    if (truncate_fails) {
+        errno = EIO;
+        return -1;
+    }
+    return ftruncate(fd, len);
+}
+
+/* A short write whose clean-up also fails leaves a torn record behind: the log refuses to go on,
+ * and the next open cuts the torn tail. */
+static void test_io_log_failed_cleanup_breaks_log_until_reopen(void **state)
+{
+    struct fx *f = *state;
+    unsigned char buf[4096];
+
+    open_ok(f, NULL, NULL);
+    append_range(&f->log, 1, 30, 1, 10);
+    io_sys.pwrite = full_disk_pwrite;
+    io_sys.ftruncate = failing_ftruncate;
+    write_budget = 1000;
+    truncate_fails = 1;
+    int rc = 0;
+    for (uint64_t i = 31; i <= 40 && rc == 0; i++) {
+        size_t len = payload_len(i);
+        payload_fill(i, 1, buf, len);
+        struct io_entry e = {.term = 1, .index = i, .type = (uint8_t)(i % 3), .buf = buf, .len = len};
+        rc = io_log_append(&f->log, &e, 1);
+        if (rc == 0) {
+            rc = io_log_sync(&f->log);
+        }
+    }
+    assert_int_equal(rc, IO_LOG_ENOSPC);
+    assert_int_equal(io_log_sync(&f->log), IO_LOG_EBROKEN);
+    uint64_t durable = io_log_durable_index(&f->log);
+    io_log_close(&f->log);
+    write_budget = -1;
+    truncate_fails = 0;
+    struct seen s = {.term1 = 1};
+    capture_begin(f);
+    open_ok(f, NULL, &s);
+    char *logged = capture_end();
+    assert_non_null(strstr(logged, "torn tail")); /* the short write's remains */
+    free(logged);
+    assert_int_equal(s.bad, 0);
+    assert_int_equal(s.last, durable);
+    append_range(&f->log, durable + 1, 50, 1, 3);
+    io_log_close(&f->log);
+}
+
 static void test_io_log_bad_appends_are_refused(void **state)
 {
     struct fx *f = *state;
@@ -758,6 +1002,14 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_io_log_enospc_during_append_keeps_log_consistent,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_io_log_failed_fsync_is_not_durable, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_io_log_enospc_creating_a_segment_then_recovers,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_io_log_failed_cleanup_breaks_log_until_reopen,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_io_log_leftover_open_segment_is_closed_at_startup,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_io_log_compresses_only_when_it_helps, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_io_log_bad_appends_are_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_io_log_bench_group_commit, setup, teardown),
     };
