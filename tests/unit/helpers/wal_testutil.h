@@ -288,15 +288,23 @@ static inline int wt_walcheck(const char *shm, const char *wal)
         printf("notice: cannot run walcheck.py, second-opinion check skipped\n");
         return 0;
     }
-    if (WEXITSTATUS(st) != 0) {
-        char out[600];
-        snprintf(out, sizeof out, "%s.walcheck", wal);
-        size_t n;
-        uint8_t *txt = wt_read_file(out, &n);
-        if (txt != NULL) {
+    char out[600];
+    snprintf(out, sizeof out, "%s.walcheck", wal);
+    size_t n;
+    uint8_t *txt = wt_read_file(out, &n);
+    if (txt != NULL) {
+        if (WEXITSTATUS(st) != 0) {
             fprintf(stderr, "walcheck says:\n%.*s\n", (int)(n > 4000 ? 4000 : n), (char *)txt);
-            free(txt);
+        } else {
+            /* The summary line: "checked N frames, M distinct pages". */
+            const char *c = memmem(txt, n, "checked", 7);
+            const char *e = c ? memchr(c, '\n', n - (size_t)(c - (const char *)txt)) : NULL;
+            if (c != NULL && e != NULL) {
+                printf("walcheck: %.*s\n", (int)(e - c), c);
+            }
         }
+        free(txt);
+        unlink(out);
     }
     return WEXITSTATUS(st);
 }
