@@ -26,6 +26,7 @@
 #define PAYLOAD_KEEP_MAX (256u * 1024u) /* read buffers above this are freed after each frame */
 #define LISTEN_BACKLOG 128
 #define REMOTE_MAX (IO_WIRE_ADDR_MAX + 1)
+#define INCOMING_MAX 1024 /* incoming connections at once: each holds a 64 KiB read buffer */
 
 /* One queued frame. Copies keep the payload inline after the struct. */
 struct io_msg {
@@ -70,6 +71,7 @@ struct io_conn {
     struct io_transport *t;
     uint64_t id;
     bool outgoing;
+    bool counted; /* in t->incoming */
     enum conn_state state;
     struct io_peer *peer;  /* outgoing only; NULL once detached */
     struct io_queue own_q; /* incoming only: replies */
@@ -304,6 +306,9 @@ static void on_conn_closed(uv_handle_t *h)
     }
     if (c->next != NULL) {
         c->next->prev = c->prev;
+    }
+    if (c->counted) {
+        t->incoming--;
     }
     queue_drop_all(&c->own_q);
     free(c->payload);
@@ -545,6 +550,7 @@ static void handshake_done(struct io_conn *c)
     c->remote_id = hs.node_id;
     if (c->outgoing && c->peer != NULL) {
         c->peer->backoff_ms = t->cfg.backoff_min_ms;
+        c->peer->stats.connected = true;
     }
     char name[REMOTE_MAX + 40];
     io_logf(IO_LOG_INFO, "transport", "%s connection %s %s, advertising \"%s\"",
@@ -710,9 +716,6 @@ static void on_connect(uv_connect_t *req, int status)
         conn_close(c);
         return;
     }
-    if (c->peer != NULL) {
-        c->peer->stats.connected = true;
-    }
     conn_start(c);
 }
 
@@ -824,6 +827,14 @@ static void on_connection(uv_stream_t *server, int status)
         return;
     }
     struct io_conn *c = conn_new(t, false);
+    if (c != NULL && t->incoming >= INCOMING_MAX) {
+        /* Accept and close at once: leaving it in the backlog would wake us again and again. */
+        io_logf(IO_LOG_WARN, "transport", "refusing a connection: %d incoming already open",
+                INCOMING_MAX);
+        (void)uv_accept(server, (uv_stream_t *)&c->tcp); /* the close releases it either way */
+        conn_close(c);
+        return;
+    }
     if (c == NULL) {
         io_logf(IO_LOG_WARN, "transport", "cannot accept a connection: out of memory");
         return;
@@ -842,6 +853,8 @@ static void on_connection(uv_stream_t *server, int status)
         snprintf(c->remote, sizeof c->remote, "?");
     }
     uv_tcp_nodelay(&c->tcp, 1);
+    t->incoming++;
+    c->counted = true;
     conn_start(c);
 }
 

@@ -92,7 +92,7 @@ struct io_transport_config {
 
 struct io_transport_peer_stats {
     uint64_t id;
-    bool connected;          /* outgoing connection established */
+    bool connected;          /* outgoing connection up and the peer's handshake accepted */
     uint64_t bytes_sent;     /* frame bytes written (headers included) */
     uint64_t bytes_received; /* frame bytes received from this node on any connection */
     uint64_t msgs_sent;
@@ -121,7 +121,8 @@ struct io_transport {
     struct io_conn *conns; /* doubly linked, every open connection */
     uint64_t next_conn_id;
     uint64_t rng;
-    unsigned handles; /* handles open or closing */
+    unsigned handles;  /* handles open or closing */
+    unsigned incoming; /* accepted connections open */
     io_transport_filter_fn filter;
     void *filter_ctx;
     io_transport_close_cb close_cb;
