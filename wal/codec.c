@@ -118,8 +118,8 @@ void wal_frame_encode(struct wal_chain *c, uint32_t pgno, uint32_t commit, const
     wal_put_be32(out + 20, c->cksum[1]);
 }
 
-int wal_frame_decode(struct wal_chain *c, const uint8_t hdr[WAL_FRAME_HDR_SIZE], const uint8_t *page,
-                     struct wal_frame_hdr *out)
+int wal_frame_decode(struct wal_chain *c, const uint8_t hdr[WAL_FRAME_HDR_SIZE],
+                     const uint8_t *page, struct wal_frame_hdr *out)
 {
     if (wal_get_be32(hdr + 8) != c->salt1 || wal_get_be32(hdr + 12) != c->salt2) {
         return WAL_ESALT;

@@ -52,10 +52,12 @@ int wal_frameset_encode(const struct wal_frameset *fs, uint8_t **out /* OUT */,
                         size_t *out_len /* OUT */);
 
 /* Decodes len bytes of in (borrowed; not referenced after return). On success fs->pages and every
- * page image point into fs->buf, one allocation of at most sizeof(struct wal_page) * n + body
- * bytes, owned by fs: release with wal_frameset_free. The body (uncompressed) may not exceed
- * max_body_bytes: WAL_ETOOBIG. Other errors: WAL_ETRUNCATED, WAL_EMAGIC, WAL_EVERSION,
- * WAL_EPAGESIZE, WAL_ECHECKSUM, WAL_ECORRUPT, WAL_EPGNO, WAL_ENOMEM; fs is then empty. */
+ * page image point into fs->buf, one allocation of sizeof(struct wal_page) * n + body bytes
+ * (n <= body / 516, so at most about 1.03 * max_body_bytes), owned by fs: release with
+ * wal_frameset_free. A temporary array of n page numbers is freed before returning. The body
+ * (uncompressed) may not exceed max_body_bytes: WAL_ETOOBIG. Other errors: WAL_ETRUNCATED,
+ * WAL_EMAGIC, WAL_EVERSION, WAL_EPAGESIZE, WAL_ECHECKSUM, WAL_ECORRUPT, WAL_EPGNO, WAL_ENOMEM; fs
+ * is then empty. */
 int wal_frameset_decode(const uint8_t *in, size_t len, size_t max_body_bytes,
                         struct wal_frameset *fs /* OUT */);
 

@@ -9,12 +9,12 @@
 #include "wal/bytes.h"
 #include "wal/wal.h"
 
-#define HDR_WORDS 12u           /* one index header, in u32 words */
-#define CKPT_OFFSET 96u         /* checkpoint info, bytes from the start of region 0 */
-#define HASH_OFFSET 16384u      /* the u16 hash table, bytes from the start of every region */
+#define HDR_WORDS 12u      /* one index header, in u32 words */
+#define CKPT_OFFSET 96u    /* checkpoint info, bytes from the start of region 0 */
+#define HASH_OFFSET 16384u /* the u16 hash table, bytes from the start of every region */
 
-_Static_assert(WAL_INDEX_HDR_BYTES == 2 * sizeof(struct wal_index_hdr) +
-                                         sizeof(struct wal_ckpt_info),
+_Static_assert(WAL_INDEX_HDR_BYTES ==
+                   2 * sizeof(struct wal_index_hdr) + sizeof(struct wal_ckpt_info),
                "index header bytes");
 _Static_assert(WAL_INDEX_HDR_BYTES + WAL_INDEX_NPAGE_ONE * 4 == HASH_OFFSET, "block 0 map size");
 _Static_assert(WAL_INDEX_NPAGE * 4 == HASH_OFFSET, "block map size");
@@ -33,7 +33,8 @@ static int host_big_endian(void)
     return __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__;
 }
 
-static int map_region(const struct wal_shm *shm, uint32_t region, int extend, volatile uint8_t **out)
+static int map_region(const struct wal_shm *shm, uint32_t region, int extend,
+                      volatile uint8_t **out)
 {
     volatile void *p = NULL;
     if (shm->map(shm->ctx, region, extend, &p) != 0 || p == NULL) {

@@ -55,7 +55,8 @@
  *     32   8  aSalt[2]: the WAL header's salt BYTES as stored there (big-endian), not values
  *     40   8  aCksum[2]: checksum over bytes 0..39, words in native order
  *   A writer publishes by storing copy 2, a memory barrier, then copy 1. A reader loads copy 1, a
- *   barrier, copy 2, and trusts them only when both are equal, isInit is set and the checksum holds.
+ *   barrier, copy 2, and trusts them only when both are equal, isInit is set and the checksum
+ * holds.
  *
  *   Checkpoint info (40 bytes at offset 96):
  *      0   4  nBackfill: frames already copied into the database file
@@ -76,8 +77,8 @@
  *   above a rolled-back mxFrame first clears the entries above it (wal_index_cleanup).
  *
  * Locks the caller holds (this module takes none): WRITE (slot 0) around wal_append_txn,
- * wal_index_append, wal_index_cleanup and wal_index_hdr_publish; additionally READ(1..4) exclusively
- * around a log restart, so that no reader is using the frames being overwritten.
+ * wal_index_append, wal_index_cleanup and wal_index_hdr_publish; additionally READ(1..4)
+ * exclusively around a log restart, so that no reader is using the frames being overwritten.
  */
 #ifndef WALRAFT_WAL_H
 #define WALRAFT_WAL_H
@@ -85,7 +86,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* --- errors ------------------------------------------------------------------------------------ */
+/* --- errors ------------------------------------------------------------------------------------
+ */
 
 /* X(name, value, message). 0 is success; every error is negative. */
 #define WAL_ERRORS(X)                                                                              \
@@ -101,11 +103,11 @@
     X(WAL_ETOOBIG, -9, "input exceeds the size limit")                                             \
     X(WAL_ECORRUPT, -10, "input is corrupt")                                                       \
     X(WAL_ENOMEM, -11, "out of memory")                                                            \
-    X(WAL_EINDEX_HDR, -12, "wal-index header is not consistent (recovery needed)")                \
-    X(WAL_EINDEX_CORRUPT, -13, "wal-index hash table is corrupt")                                 \
+    X(WAL_EINDEX_HDR, -12, "wal-index header is not consistent (recovery needed)")                 \
+    X(WAL_EINDEX_CORRUPT, -13, "wal-index hash table is corrupt")                                  \
     X(WAL_EMAP, -14, "cannot map a wal-index region")                                              \
     X(WAL_EIO, -15, "WAL file read or write failed")                                               \
-    X(WAL_ENOT_CHECKPOINTED, -16, "log restart needs a fully checkpointed log")                   \
+    X(WAL_ENOT_CHECKPOINTED, -16, "log restart needs a fully checkpointed log")                    \
     X(WAL_EFULL, -17, "WAL would exceed the largest frame number")
 
 enum wal_error {
@@ -117,7 +119,8 @@ enum wal_error {
 /* A static message for any return code of this module; "unknown wal error" for anything else. */
 const char *wal_strerror(int rc);
 
-/* --- constants --------------------------------------------------------------------------------- */
+/* --- constants ---------------------------------------------------------------------------------
+ */
 
 #define WAL_MAGIC_LE 0x377f0682u
 #define WAL_MAGIC_BE 0x377f0683u
@@ -129,15 +132,16 @@ const char *wal_strerror(int rc);
 
 #define WAL_INDEX_VERSION 3007000u
 #define WAL_INDEX_REGION_SIZE 32768u
-#define WAL_INDEX_HDR_BYTES 136u   /* two header copies + checkpoint info */
-#define WAL_INDEX_NPAGE 4096u      /* frames per hash block, blocks >= 1 */
-#define WAL_INDEX_NPAGE_ONE 4062u  /* frames in block 0: 4096 - 136/4 */
-#define WAL_INDEX_NSLOT 8192u      /* u16 hash slots per block */
+#define WAL_INDEX_HDR_BYTES 136u  /* two header copies + checkpoint info */
+#define WAL_INDEX_NPAGE 4096u     /* frames per hash block, blocks >= 1 */
+#define WAL_INDEX_NPAGE_ONE 4062u /* frames in block 0: 4096 - 136/4 */
+#define WAL_INDEX_NSLOT 8192u     /* u16 hash slots per block */
 #define WAL_INDEX_HASH_MUL 383u
 #define WAL_NREADER 5u
 #define WAL_READMARK_UNUSED 0xffffffffu
 
-/* --- checksums, WAL header, frames --------------------------------------------------------------- */
+/* --- checksums, WAL header, frames ---------------------------------------------------------------
+ */
 
 /* Advances the running checksum s[2] over n bytes of data (n a multiple of 8), reading 32-bit
  * words big-endian when big_endian is non-zero, little-endian otherwise. */
@@ -157,19 +161,20 @@ struct wal_hdr {
 
 /* Fills h for a new log (version, magic for the requested checksum byte order, checksum) and
  * writes its 32 bytes to out. */
-void wal_hdr_build(struct wal_hdr *h /* OUT */, int big_endian, uint32_t page_size, uint32_t ckpt_seq,
-                   uint32_t salt1, uint32_t salt2, uint8_t out[WAL_HDR_SIZE] /* OUT */);
+void wal_hdr_build(struct wal_hdr *h /* OUT */, int big_endian, uint32_t page_size,
+                   uint32_t ckpt_seq, uint32_t salt1, uint32_t salt2,
+                   uint8_t out[WAL_HDR_SIZE] /* OUT */);
 
 /* Decodes and validates 32 header bytes: magic, version, page size, checksum. */
 int wal_hdr_decode(const uint8_t in[WAL_HDR_SIZE], struct wal_hdr *h /* OUT */);
 
 /* The running state of a frame chain: what the next frame must carry. */
 struct wal_chain {
-    int big_endian;       /* checksum byte order (from the magic) */
+    int big_endian; /* checksum byte order (from the magic) */
     uint32_t page_size;
     uint32_t salt1;
     uint32_t salt2;
-    uint32_t cksum[2];    /* running checksum after the last frame (or the WAL header) */
+    uint32_t cksum[2]; /* running checksum after the last frame (or the WAL header) */
 };
 
 /* Starts a chain right after a decoded header. */
@@ -197,10 +202,10 @@ int wal_frame_decode(struct wal_chain *c /* IN/OUT */, const uint8_t hdr[WAL_FRA
 /* What a scan of a whole WAL image found. */
 struct wal_scan {
     struct wal_hdr hdr;
-    uint32_t n_valid;      /* frames whose salts and checksum chain hold */
-    uint32_t mx_frame;     /* last valid commit frame (0: nothing committed) */
-    uint32_t n_page;       /* commit size of frame mx_frame */
-    uint32_t n_commits;    /* commit frames among the first mx_frame */
+    uint32_t n_valid;       /* frames whose salts and checksum chain hold */
+    uint32_t mx_frame;      /* last valid commit frame (0: nothing committed) */
+    uint32_t n_page;        /* commit size of frame mx_frame */
+    uint32_t n_commits;     /* commit frames among the first mx_frame */
     struct wal_chain chain; /* chain state after frame mx_frame */
 };
 
@@ -213,7 +218,8 @@ typedef int (*wal_frame_cb)(void *arg, uint32_t frame, const struct wal_frame_hd
 int wal_scan_image(const uint8_t *wal, size_t len, struct wal_scan *out /* OUT */,
                    wal_frame_cb on_frame, void *arg);
 
-/* --- wal-index --------------------------------------------------------------------------------- */
+/* --- wal-index ---------------------------------------------------------------------------------
+ */
 
 /* The caller's view of the shared memory. map() returns in *out the address of 32 KiB region
  * `region`; with extend == 0 it may fail when the region does not exist yet; with extend != 0 it
@@ -273,8 +279,8 @@ int wal_index_append(const struct wal_shm *shm, uint32_t frame, uint32_t pgno);
 
 /* Finds the newest frame holding pgno among frames min_frame..mx_frame; *frame_out = 0 when
  * none (the page is read from the database file). */
-int wal_index_lookup(const struct wal_shm *shm, uint32_t pgno, uint32_t min_frame, uint32_t mx_frame,
-                     uint32_t *frame_out /* OUT */);
+int wal_index_lookup(const struct wal_shm *shm, uint32_t pgno, uint32_t min_frame,
+                     uint32_t mx_frame, uint32_t *frame_out /* OUT */);
 
 /* Removes every hash and page-map entry above mx_frame in the block holding mx_frame (later
  * blocks are zeroed when their first frame is written). As SQLite's writer does before it reuses
@@ -289,7 +295,8 @@ int wal_index_cleanup(const struct wal_shm *shm, uint32_t mx_frame);
 int wal_index_restart(const struct wal_shm *shm, struct wal_index_hdr *h /* IN/OUT */,
                       uint32_t salt2);
 
-/* --- transaction appender ------------------------------------------------------------------------ */
+/* --- transaction appender ------------------------------------------------------------------------
+ */
 
 /* I/O on the WAL file, supplied by the caller. write() and read() return 0 on success (the whole
  * range), non-zero otherwise. read may be NULL; it is used only to take the checkpoint sequence
@@ -310,9 +317,9 @@ struct wal_txn {
     uint32_t commit_pages;        /* database size in pages after the transaction */
     const struct wal_page *pages; /* n_pages entries, borrowed; each page number at most once */
     uint32_t n_pages;
-    int restart;                  /* restart the log first (caller checked it may) */
-    uint32_t salt[2];             /* caller's random values: salt[1] is salt-2 on a restart; both
-                                     are the salts of a brand-new log whose index has none */
+    int restart;      /* restart the log first (caller checked it may) */
+    uint32_t salt[2]; /* caller's random values: salt[1] is salt-2 on a restart; both
+                         are the salts of a brand-new log whose index has none */
 };
 
 struct wal_append_result {

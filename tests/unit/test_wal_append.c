@@ -20,7 +20,8 @@
 #define REPLY_TIMEOUT_MS 30000
 #define LOCK_TIMEOUT_MS 5000
 
-/* --- the reader process --------------------------------------------------------------------------- */
+/* --- the reader process
+ * --------------------------------------------------------------------------- */
 
 /* Line protocol, one reply line per command:
  *   open PATH   -> ok | ERR msg
@@ -211,7 +212,8 @@ static int teardown(void **state)
     return 0;
 }
 
-/* --- the leader ------------------------------------------------------------------------------------ */
+/* --- the leader
+ * ------------------------------------------------------------------------------------ */
 
 struct leader {
     sqlite3 *db;
@@ -362,7 +364,11 @@ static int follower_apply(const struct shipped *s, int page_size, int restart, i
     assert_true(fio.fd >= 0);
     struct wal_io io = {&fio, fio_write, fio_read};
     struct wal_shm shm = {&f, wt_file_map};
-    struct wal_txn txn = {(uint32_t)page_size, s->commit, s->pages, s->n, restart,
+    struct wal_txn txn = {(uint32_t)page_size,
+                          s->commit,
+                          s->pages,
+                          s->n,
+                          restart,
                           {(uint32_t)random(), (uint32_t)random()}};
     int rc = wal_append_txn(&shm, &io, &txn, res);
     close(fio.fd);
@@ -433,7 +439,8 @@ static void start_follower(struct leader *l, struct reader *r)
     assert_true(reader_int(r, "SELECT count(*) FROM t") > 0); /* creates and recovers -shm */
 }
 
-/* --- tests ----------------------------------------------------------------------------------------- */
+/* --- tests
+ * ----------------------------------------------------------------------------------------- */
 
 static void test_wal_append_live_reader_keeps_snapshot(void **state)
 {
@@ -619,8 +626,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_wal_append_live_reader_keeps_snapshot, setup,
                                         teardown),
-        cmocka_unit_test_setup_teardown(test_wal_append_restarts_checkpointed_log, setup,
-                                        teardown),
+        cmocka_unit_test_setup_teardown(test_wal_append_restarts_checkpointed_log, setup, teardown),
         cmocka_unit_test_setup_teardown(test_wal_append_second_hash_block, setup, teardown),
         cmocka_unit_test_setup_teardown(test_wal_append_page_size_65536, setup, teardown),
     };

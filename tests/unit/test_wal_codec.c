@@ -126,12 +126,13 @@ static void check_sqlite_wal(int page_size)
 
     /* SQLite's own count of frames in the log (mxFrame) agrees. */
     int log_frames = -1, ckpt_frames = -1;
-    assert_int_equal(sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_PASSIVE, &log_frames,
-                                               &ckpt_frames),
-                     SQLITE_OK);
+    assert_int_equal(
+        sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_PASSIVE, &log_frames, &ckpt_frames),
+        SQLITE_OK);
     assert_int_equal((uint32_t)log_frames, scan.mx_frame);
 
-    /* The newest image of each page up to mxFrame equals the page SQLite checkpoints into a copy. */
+    /* The newest image of each page up to mxFrame equals the page SQLite checkpoints into a copy.
+     */
     wt_copy_file(path, copy);
     wt_write_file(copywal, wal, len);
     sqlite3 *cdb;

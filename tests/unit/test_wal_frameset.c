@@ -175,16 +175,16 @@ static void test_wal_frameset_decode_rejects_corrupt(void **state)
             {8, 0, WAL_EPAGESIZE},
             {8, 513, WAL_EPAGESIZE},
             {8, 1u << 17, WAL_EPAGESIZE},
-            {8, 1024, WAL_ECORRUPT},          /* body length no longer matches */
-            {12, 0, WAL_ECORRUPT},            /* commit size 0 */
-            {16, 0, WAL_ECORRUPT},            /* no pages */
-            {16, 7, WAL_ECORRUPT},            /* body length no longer matches */
-            {16, 0xffffffffu, WAL_ETOOBIG},   /* absurd page count */
-            {16, 200000, WAL_ETOOBIG},        /* a 103 MB body, over the 50 MB limit */
-            {20, 0xffffffffu, WAL_ECORRUPT},  /* absurd uncompressed length */
-            {24, 0xffffffffu, WAL_ECORRUPT},  /* absurd stored length */
-            {24, 1, WAL_ECORRUPT},            /* stored length != input */
-            {28, 1, WAL_ECORRUPT},            /* reserved */
+            {8, 1024, WAL_ECORRUPT},         /* body length no longer matches */
+            {12, 0, WAL_ECORRUPT},           /* commit size 0 */
+            {16, 0, WAL_ECORRUPT},           /* no pages */
+            {16, 7, WAL_ECORRUPT},           /* body length no longer matches */
+            {16, 0xffffffffu, WAL_ETOOBIG},  /* absurd page count */
+            {16, 200000, WAL_ETOOBIG},       /* a 103 MB body, over the 50 MB limit */
+            {20, 0xffffffffu, WAL_ECORRUPT}, /* absurd uncompressed length */
+            {24, 0xffffffffu, WAL_ECORRUPT}, /* absurd stored length */
+            {24, 1, WAL_ECORRUPT},           /* stored length != input */
+            {28, 1, WAL_ECORRUPT},           /* reserved */
         };
         for (size_t i = 0; i < sizeof lies / sizeof lies[0]; i++) {
             memcpy(w, enc, len);

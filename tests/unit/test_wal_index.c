@@ -196,11 +196,12 @@ static void test_wal_index_cleanup_then_reappend(void **state)
     wt_mem_free(&m2);
 }
 
-/* --- appender over a file WAL and a memory index, checked by walcheck.py ------------------------ */
+/* --- appender over a file WAL and a memory index, checked by walcheck.py ------------------------
+ */
 
 struct failing_io {
     int fd;
-    int fail_at;  /* fail the write call with this number (1-based), 0 = never */
+    int fail_at; /* fail the write call with this number (1-based), 0 = never */
     int calls;
 };
 
@@ -329,10 +330,10 @@ static void test_wal_index_appender_walcheck(void **state)
     struct wal_txn txn = {page_size, max_pgno, pages, 10, 1, {0, 0xabcdef01u}};
     assert_int_equal(wal_append_txn(&shm, &io, &txn, NULL), WAL_ENOT_CHECKPOINTED);
     uint32_t *ck = (uint32_t *)(m.region[0] + 96);
-    ck[0] = mx;      /* nBackfill: everything checkpointed */
-    ck[2] = mx;      /* a reader's old mark */
+    ck[0] = mx; /* nBackfill: everything checkpointed */
+    ck[2] = mx; /* a reader's old mark */
     ck[3] = 17;
-    ck[8] = mx;      /* nBackfillAttempted */
+    ck[8] = mx; /* nBackfillAttempted */
     struct wal_append_result res;
     assert_int_equal(wal_append_txn(&shm, &io, &txn, &res), WAL_OK);
     assert_int_equal(res.restarted, 1);
@@ -366,6 +367,19 @@ static void test_wal_index_appender_walcheck(void **state)
         pg[1 + i] = pages[i].pgno;
     }
     check_all_lookups(&shm, pg, max_pgno, 1, 10);
+    /* Block 0 was zeroed when frame 1 was written again: exactly 10 hash slots and 10 map
+     * entries remain, none of the old generation's. */
+    const uint16_t *hash = (const uint16_t *)(m.region[0] + 16384);
+    const uint32_t *map = (const uint32_t *)(m.region[0] + WAL_INDEX_HDR_BYTES);
+    uint32_t slots = 0, entries = 0;
+    for (uint32_t i = 0; i < WAL_INDEX_NSLOT; i++) {
+        slots += hash[i] != 0;
+    }
+    for (uint32_t j = 0; j < WAL_INDEX_NPAGE_ONE; j++) {
+        entries += map[j] != 0;
+    }
+    assert_int_equal(slots, 10);
+    assert_int_equal(entries, 10);
     wt_mem_dump(&m, shmp);
     assert_int_equal(wt_walcheck(shmp, walp), 0);
 
@@ -442,7 +456,8 @@ static void test_wal_index_appender_continues_big_endian_log(void **state)
     wt_rmrf(dir);
 }
 
-/* --- against SQLite's own wal-index --------------------------------------------------------------- */
+/* --- against SQLite's own wal-index
+ * --------------------------------------------------------------- */
 
 /* In a child process: write a WAL database with SQLite and exit without closing it, leaving the
  * -wal and -shm exactly as SQLite's writer left them (as after a crash). */
@@ -565,9 +580,9 @@ static void test_wal_index_reads_sqlite_index(void **state)
     assert_string_equal((const char *)sqlite3_column_text(st, 0), "ok");
     sqlite3_finalize(st);
     int log_frames = 0, ckpt = 0;
-    assert_int_equal(sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_PASSIVE, &log_frames,
-                                               &ckpt),
-                     SQLITE_OK);
+    assert_int_equal(
+        sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_PASSIVE, &log_frames, &ckpt),
+        SQLITE_OK);
     assert_int_equal((uint32_t)log_frames, res.mx_frame);
     sqlite3_close(db);
     wt_rmrf(dir);
