@@ -1,26 +1,301 @@
 /*
- * The walraft VFS. For now a pass-through over the unix VFS: every method forwards to the
- * underlying VFS and file. Replication (frame capture, writer gate, apply) builds on this shim.
+ * The walraft VFS: a shim over the unix VFS. Every method forwards to the underlying VFS and
+ * file, except on a database attached to a node (node.c), where this file:
+ *   - replaces the WRITE lock (wal-index slot 0) of local connections by a lock of its own,
+ *     granted through the node's write gate, with a FIFO queue of waiting writers;
+ *   - refuses local connections the CHECKPOINT lock (slot 1): checkpoints belong to the node;
+ *   - captures the leader's transactions: frame headers and pages pass through to the WAL, each
+ *     frame's page number is recorded by position; the commit frame's header is held back, and
+ *     when its page arrives the frame set is proposed; only once it is committed are the header
+ *     and page written (DESIGN §3).
  */
-#include "vfs/vfs.h"
-#include "vfs/sqlite_api.h"
+#include "vfs/internal.h"
 
+#include <errno.h>
+#include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
-struct vfs_file {
-    sqlite3_file base;   /* our methods */
-    sqlite3_file *real;  /* the underlying file, allocated right after this struct */
-};
+pthread_mutex_t vfs_mu = PTHREAD_MUTEX_INITIALIZER;
+sqlite3_vfs *vfs_orig;
+const char *vfs_name;
+__thread int vfs_opening_node;
 
 static sqlite3_vfs vfs;                 /* the walraft VFS */
-static sqlite3_vfs *orig;               /* the VFS it wraps */
 static sqlite3_io_methods file_methods; /* filled in by vfs_register */
+static struct vfs_shared *shared_list;  /* every path with an open wrapper or an attachment */
 
 #define REAL(f) (((struct vfs_file *)(f))->real)
+#define FILE_OF(f) ((struct vfs_file *)(f))
+
+/* How long a writer sent back for a fresh snapshot keeps its turn. */
+#define RESERVE_MS 1000
+/* How long a queued writer sleeps on the condition variable before asking its busy handler. */
+#define QUEUE_SLICE_MS 20
+
+struct waiter {
+    struct vfs_file *f;
+    struct waiter *next;
+};
+
+uint64_t vfs_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static uint32_t get_be32(const uint8_t *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | (uint32_t)p[3];
+}
+
+/* --- per-path shared state --------------------------------------------------------------------- */
+
+struct vfs_shared *vfs_shared_get(const char *path)
+{
+    struct vfs_shared *sh;
+    for (sh = shared_list; sh != NULL; sh = sh->next) {
+        if (strcmp(sh->path, path) == 0) {
+            sh->refs++;
+            return sh;
+        }
+    }
+    sh = calloc(1, sizeof *sh);
+    if (sh == NULL) {
+        return NULL;
+    }
+    sh->path = strdup(path);
+    if (sh->path == NULL) {
+        free(sh);
+        return NULL;
+    }
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&sh->cond, &attr);
+    pthread_condattr_destroy(&attr);
+    sh->refs = 1;
+    sh->next = shared_list;
+    shared_list = sh;
+    return sh;
+}
+
+void vfs_shared_put(struct vfs_shared *sh)
+{
+    if (--sh->refs > 0) {
+        return;
+    }
+    struct vfs_shared **pp = &shared_list;
+    while (*pp != sh) {
+        pp = &(*pp)->next;
+    }
+    *pp = sh->next;
+    pthread_cond_destroy(&sh->cond);
+    free(sh->cap.pgno);
+    free(sh->path);
+    free(sh);
+}
+
+/* --- the virtual WRITE lock ------------------------------------------------------------------ */
+
+static void cond_wait_ms(struct vfs_shared *sh, uint64_t ms)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    ts.tv_sec += (time_t)(ms / 1000);
+    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    pthread_cond_timedwait(&sh->cond, &vfs_mu, &ts);
+}
+
+static int grantable(struct vfs_shared *sh, struct waiter *w)
+{
+    if (sh->holder != NULL || sh->node_active || sh->node_waiting > 0) {
+        return 0;
+    }
+    if (sh->reserved == w->f) {
+        return 1;
+    }
+    if (sh->reserved != NULL && vfs_now_ms() < sh->reserved_until_ms) {
+        return 0;
+    }
+    return sh->queue_head == w;
+}
+
+static void dequeue(struct vfs_shared *sh, struct waiter *w)
+{
+    struct waiter **pp = &sh->queue_head, *prev = NULL;
+    while (*pp != w) {
+        prev = *pp;
+        pp = &(*pp)->next;
+    }
+    *pp = w->next;
+    if (sh->queue_tail == w) {
+        sh->queue_tail = prev;
+    }
+}
+
+/* Asks the connection's busy handler whether to keep waiting (it sleeps a little itself).
+ * Called without vfs_mu. */
+static int busy_continue(struct vfs_file *f)
+{
+    if (f->busy == NULL || f->busy[0] == NULL) {
+        return 0;
+    }
+    int (*fn)(void *) = (int (*)(void *))f->busy[0];
+    return fn(f->busy[1]);
+}
+
+static void capture_reset(struct capture *c)
+{
+    c->state = CAP_OPEN;
+    c->first = 0;
+    c->last = 0;
+    c->held_frame = 0;
+    c->index = 0;
+    c->page_size = 0;
+}
+
+/* The transaction of the current holder is over (vfs_mu held): a committed one advances the
+ * node's applied index; one that wrote frames and did not commit leaves hash entries behind. */
+static void capture_finish(struct vfs_shared *sh)
+{
+    struct capture *c = &sh->cap;
+    if (sh->node != NULL) {
+        if (c->state == CAP_COMMITTED) {
+            vfs_db_note_commit(sh->node, c->index, c->first);
+            sh->commits++;
+        } else if (c->first != 0) {
+            sh->index_stale = 1;
+        }
+    }
+    capture_reset(c);
+}
+
+/* Local connection f asks for WRITE on an attached database. Returns SQLITE_OK, SQLITE_READONLY,
+ * SQLITE_BUSY, or -1 when the database is not attached (the caller passes the request down). */
+static int vwrite_acquire(struct vfs_file *f)
+{
+    struct vfs_shared *sh = f->sh;
+    pthread_mutex_lock(&vfs_mu);
+    struct vfs_db *db = sh->node;
+    if (db == NULL) {
+        pthread_mutex_unlock(&vfs_mu);
+        return -1;
+    }
+    db->gate_calls++;
+    pthread_mutex_unlock(&vfs_mu);
+
+    char why[200] = "";
+    int rc = db->ops.write_gate != NULL ? db->ops.write_gate(db->ops.ctx, why, sizeof why)
+                                        : SQLITE_OK;
+
+    pthread_mutex_lock(&vfs_mu);
+    db->gate_calls--;
+    pthread_cond_broadcast(&sh->cond);
+    if (rc != SQLITE_OK) {
+        why[sizeof why - 1] = '\0';
+        if (rc == SQLITE_READONLY) {
+            vfs_db_set_error(db, rc, "walraft: write refused: %s",
+                             why[0] ? why : "this node is not the leader");
+        } else {
+            rc = SQLITE_BUSY;
+            vfs_db_set_error(db, rc, "walraft: write refused for now: %s",
+                             why[0] ? why : "the leader is catching up");
+        }
+        pthread_mutex_unlock(&vfs_mu);
+        return rc;
+    }
+
+    uint64_t commits0 = sh->commits;
+    struct waiter w = {.f = f, .next = NULL};
+    if (sh->queue_tail != NULL) {
+        sh->queue_tail->next = &w;
+    } else {
+        sh->queue_head = &w;
+    }
+    sh->queue_tail = &w;
+    int waited = 0;
+    while (!grantable(sh, &w)) {
+        if (sh->node != db) { /* detached while we waited */
+            dequeue(sh, &w);
+            pthread_cond_broadcast(&sh->cond);
+            pthread_mutex_unlock(&vfs_mu);
+            return SQLITE_BUSY;
+        }
+        if (waited) {
+            cond_wait_ms(sh, QUEUE_SLICE_MS);
+            if (grantable(sh, &w)) {
+                break;
+            }
+        }
+        waited = 1;
+        /* Bounded by the connection's own busy timeout: the handler says when to give up. */
+        pthread_mutex_unlock(&vfs_mu);
+        int go_on = busy_continue(f);
+        pthread_mutex_lock(&vfs_mu);
+        if (!go_on && !grantable(sh, &w)) {
+            dequeue(sh, &w);
+            pthread_cond_broadcast(&sh->cond);
+            pthread_mutex_unlock(&vfs_mu);
+            return SQLITE_BUSY;
+        }
+    }
+    dequeue(sh, &w);
+    if (sh->reserved == f) {
+        sh->reserved = NULL;
+    } else if (waited && sh->commits != commits0) {
+        /* Someone committed while we queued: this connection's read snapshot is stale and SQLite
+         * would answer SQLITE_BUSY_SNAPSHOT. Send it back for a fresh snapshot with its turn
+         * kept, rather than let it lose its place. */
+        sh->reserved = f;
+        sh->reserved_until_ms = vfs_now_ms() + RESERVE_MS;
+        pthread_cond_broadcast(&sh->cond);
+        pthread_mutex_unlock(&vfs_mu);
+        return SQLITE_BUSY;
+    }
+    sh->holder = f;
+    sh->holder_doomed = 0;
+    f->vwrite = 1;
+    capture_reset(&sh->cap);
+    pthread_cond_broadcast(&sh->cond);
+    pthread_mutex_unlock(&vfs_mu);
+    return SQLITE_OK;
+}
+
+static void vwrite_release(struct vfs_file *f)
+{
+    struct vfs_shared *sh = f->sh;
+    pthread_mutex_lock(&vfs_mu);
+    if (sh->holder == f) {
+        capture_finish(sh);
+        sh->holder = NULL;
+        sh->holder_doomed = 0;
+    }
+    f->vwrite = 0;
+    pthread_cond_broadcast(&sh->cond);
+    pthread_mutex_unlock(&vfs_mu);
+}
+
+/* --- file methods ---------------------------------------------------------------------------- */
 
 static int file_close(sqlite3_file *f)
 {
+    struct vfs_file *file = FILE_OF(f);
     int rc = REAL(f)->pMethods ? REAL(f)->pMethods->xClose(REAL(f)) : SQLITE_OK;
+    if (file->sh != NULL) {
+        if (file->vwrite) {
+            vwrite_release(file);
+        }
+        pthread_mutex_lock(&vfs_mu);
+        vfs_shared_put(file->sh);
+        pthread_mutex_unlock(&vfs_mu);
+        file->sh = NULL;
+    }
     f->pMethods = NULL;
     return rc;
 }
@@ -28,9 +303,269 @@ static int file_read(sqlite3_file *f, void *buf, int n, sqlite3_int64 off)
 {
     return REAL(f)->pMethods->xRead(REAL(f), buf, n, off);
 }
-static int file_write(sqlite3_file *f, const void *buf, int n, sqlite3_int64 off)
+
+static int write_real(sqlite3_file *f, const void *buf, int n, sqlite3_int64 off)
 {
     return REAL(f)->pMethods->xWrite(REAL(f), buf, n, off);
+}
+
+/* Records that `frame` of the current transaction holds `pgno`. */
+static int capture_frame(struct vfs_db *db, struct capture *c, uint32_t frame, uint32_t pgno)
+{
+    if (c->first == 0) {
+        c->first = frame;
+        c->last = frame;
+    }
+    if (frame < c->first) { /* not expected from SQLite: grow the array downwards */
+        uint32_t shift = c->first - frame;
+        uint32_t used = c->last - c->first + 1;
+        if (used + shift > c->cap) {
+            uint32_t ncap = (used + shift) * 2;
+            uint32_t *p = realloc(c->pgno, ncap * sizeof *p);
+            if (p == NULL) {
+                return SQLITE_NOMEM;
+            }
+            c->pgno = p;
+            c->cap = ncap;
+        }
+        memmove(c->pgno + shift, c->pgno, used * sizeof *c->pgno);
+        memset(c->pgno, 0, shift * sizeof *c->pgno);
+        c->first = frame;
+    }
+    uint32_t i = frame - c->first;
+    if (i >= c->cap) {
+        uint32_t ncap = c->cap ? c->cap : 64;
+        while (ncap <= i) {
+            ncap *= 2;
+        }
+        uint32_t *p = realloc(c->pgno, ncap * sizeof *p);
+        if (p == NULL) {
+            return SQLITE_NOMEM;
+        }
+        memset(p + c->cap, 0, (ncap - c->cap) * sizeof *p);
+        c->pgno = p;
+        c->cap = ncap;
+    }
+    if (frame > c->last) {
+        for (uint32_t j = c->last + 1 - c->first; j < i; j++) {
+            c->pgno[j] = 0;
+        }
+        c->last = frame;
+    }
+    c->pgno[i] = pgno;
+    uint64_t bytes = (uint64_t)(c->last - c->first + 1) * c->page_size;
+    if (bytes > db->max_txn_bytes) {
+        pthread_mutex_lock(&vfs_mu);
+        vfs_db_set_error(db, SQLITE_FULL,
+                         "walraft: transaction larger than max_txn_bytes (%llu bytes); "
+                         "split it or raise the bound",
+                         (unsigned long long)db->max_txn_bytes);
+        pthread_mutex_unlock(&vfs_mu);
+        return SQLITE_FULL;
+    }
+    return SQLITE_OK;
+}
+
+/* The commit frame's page arrived: gather the transaction's pages (the newest frame of each page
+ * number, as SQLite's readers will see them), propose, and write the commit frame only if the
+ * entry committed. f is the holder's WAL file. */
+static int capture_commit(struct vfs_db *db, struct vfs_shared *sh, struct vfs_file *f,
+                          const void *page, sqlite3_int64 off)
+{
+    struct capture *c = &sh->cap;
+    uint32_t ps = c->page_size;
+    uint32_t nframes = c->held_frame - c->first + 1;
+    uint32_t commit_pages = get_be32(c->held_hdr + 4);
+    struct wal_page *pages = calloc(nframes, sizeof *pages);
+    uint8_t *data = malloc((size_t)nframes * ps);
+    /* Open-addressing set of page numbers already taken (newest frame first). */
+    uint32_t nslots = 16;
+    while (nslots < nframes * 2) {
+        nslots *= 2;
+    }
+    uint32_t *seen = calloc(nslots, sizeof *seen);
+    uint8_t *payload = NULL;
+    size_t len = 0;
+    int rc = SQLITE_NOMEM;
+    if (pages == NULL || data == NULL || seen == NULL) {
+        goto out;
+    }
+    uint32_t n = 0;
+    for (uint32_t fr = c->held_frame; fr >= c->first && fr != 0; fr--) {
+        uint32_t pgno = fr == c->held_frame ? get_be32(c->held_hdr) : c->pgno[fr - c->first];
+        if (pgno == 0) {
+            continue;
+        }
+        uint32_t h = (pgno * 383u) & (nslots - 1);
+        while (seen[h] != 0 && seen[h] != pgno) {
+            h = (h + 1) & (nslots - 1);
+        }
+        if (seen[h] == pgno) {
+            continue;
+        }
+        seen[h] = pgno;
+        uint8_t *dst = data + (size_t)n * ps;
+        if (fr == c->held_frame) {
+            memcpy(dst, page, ps);
+        } else {
+            rc = REAL(f)->pMethods->xRead(REAL(f), dst, (int)ps,
+                                          (sqlite3_int64)wal_frame_offset(ps, fr) +
+                                              WAL_FRAME_HDR_SIZE);
+            if (rc != SQLITE_OK) {
+                goto out;
+            }
+        }
+        pages[n].pgno = pgno;
+        pages[n].data = dst;
+        n++;
+    }
+    /* Oldest frame first, the commit frame's page last. */
+    for (uint32_t i = 0; i < n / 2; i++) {
+        struct wal_page t = pages[i];
+        pages[i] = pages[n - 1 - i];
+        pages[n - 1 - i] = t;
+    }
+    struct wal_frameset fs = {
+        .page_size = ps, .commit_pages = commit_pages, .n_pages = n, .pages = pages};
+    int wrc = wal_frameset_encode(&fs, &payload, &len);
+    if (wrc != WAL_OK) {
+        rc = wrc == WAL_ENOMEM ? SQLITE_NOMEM : SQLITE_IOERR_WRITE;
+        goto out;
+    }
+
+    pthread_mutex_lock(&vfs_mu);
+    db->gate_calls++;
+    pthread_mutex_unlock(&vfs_mu);
+    char why[200] = "";
+    uint64_t index = 0;
+    int prc = db->ops.propose(db->ops.ctx, payload, len, &index, why, sizeof why);
+    why[sizeof why - 1] = '\0';
+    pthread_mutex_lock(&vfs_mu);
+    db->gate_calls--;
+    pthread_cond_broadcast(&sh->cond);
+    if (prc != VFS_PROPOSE_OK) {
+        c->state = CAP_FAILED;
+        vfs_db_set_error(db, SQLITE_IOERR_WRITE,
+                         prc == VFS_PROPOSE_UNKNOWN
+                             ? "walraft: commit outcome unknown (%s): the transaction may still "
+                               "commit; do not retry it blindly"
+                             : "walraft: transaction not committed (%s)",
+                         why[0] ? why : "replication failed");
+        pthread_mutex_unlock(&vfs_mu);
+        rc = SQLITE_IOERR_WRITE;
+        goto out;
+    }
+    int doomed = sh->holder_doomed;
+    pthread_mutex_unlock(&vfs_mu);
+    if (doomed) {
+        /* Committed in Raft, but the apply path owns the WAL now: it will apply the entry. */
+        c->state = CAP_FAILED;
+        rc = SQLITE_IOERR_WRITE;
+        goto out;
+    }
+    rc = write_real(&f->base, c->held_hdr, WAL_FRAME_HDR_SIZE, off - WAL_FRAME_HDR_SIZE);
+    if (rc == SQLITE_OK) {
+        rc = write_real(&f->base, page, (int)ps, off);
+    }
+    if (rc != SQLITE_OK) {
+        c->state = CAP_FAILED; /* committed in Raft: the apply path writes it */
+        goto out;
+    }
+    c->state = CAP_COMMITTED;
+    c->index = index;
+out:
+    free(payload);
+    free(seen);
+    free(data);
+    free(pages);
+    return rc;
+}
+
+/* A write to the WAL of an attached database by the holder of the virtual WRITE lock. */
+static int capture_write(struct vfs_db *db, struct vfs_shared *sh, struct vfs_file *f,
+                         const void *buf, int n, sqlite3_int64 off)
+{
+    struct capture *c = &sh->cap;
+    if (off == 0 && n == (int)WAL_HDR_SIZE) {
+        /* A WAL header: the log starts at frame 1 (a new transaction in exclusive mode). */
+        if (c->state == CAP_COMMITTED) {
+            pthread_mutex_lock(&vfs_mu);
+            capture_finish(sh);
+            pthread_mutex_unlock(&vfs_mu);
+        }
+        c->page_size = get_be32((const uint8_t *)buf + 8);
+        return write_real(&f->base, buf, n, off);
+    }
+    if (c->page_size == 0) {
+        uint8_t hdr[WAL_HDR_SIZE];
+        int rc = REAL(f)->pMethods->xRead(REAL(f), hdr, sizeof hdr, 0);
+        if (rc != SQLITE_OK) {
+            return SQLITE_IOERR_WRITE;
+        }
+        c->page_size = get_be32(hdr + 8);
+    }
+    uint64_t ps = c->page_size, fsz = ps + WAL_FRAME_HDR_SIZE;
+    if (ps < WAL_PAGE_SIZE_MIN || ps > WAL_PAGE_SIZE_MAX || off < (sqlite3_int64)WAL_HDR_SIZE) {
+        return write_real(&f->base, buf, n, off);
+    }
+    uint64_t rel = (uint64_t)off - WAL_HDR_SIZE;
+    if (n == (int)WAL_FRAME_HDR_SIZE && rel % fsz == 0) {
+        uint32_t frame = (uint32_t)(rel / fsz) + 1;
+        uint32_t pgno = get_be32(buf), commit = get_be32((const uint8_t *)buf + 4);
+        if (c->state == CAP_COMMITTED) {
+            if (frame <= c->held_frame) { /* checksums rewritten after the commit frame */
+                return write_real(&f->base, buf, n, off);
+            }
+            pthread_mutex_lock(&vfs_mu); /* the next transaction (exclusive locking mode) */
+            capture_finish(sh);
+            pthread_mutex_unlock(&vfs_mu);
+        }
+        if (c->state != CAP_OPEN) {
+            return SQLITE_IOERR_WRITE;
+        }
+        int rc = capture_frame(db, c, frame, pgno);
+        if (rc != SQLITE_OK) {
+            return rc;
+        }
+        if (commit != 0) {
+            memcpy(c->held_hdr, buf, WAL_FRAME_HDR_SIZE);
+            c->held_frame = frame;
+            c->state = CAP_HELD;
+            return SQLITE_OK;
+        }
+        return write_real(&f->base, buf, n, off);
+    }
+    if ((uint64_t)n == ps && rel >= WAL_FRAME_HDR_SIZE && (rel - WAL_FRAME_HDR_SIZE) % fsz == 0) {
+        uint32_t frame = (uint32_t)((rel - WAL_FRAME_HDR_SIZE) / fsz) + 1;
+        if (c->state == CAP_HELD && frame == c->held_frame) {
+            return capture_commit(db, sh, f, buf, off);
+        }
+        if (c->state == CAP_HELD || c->state == CAP_FAILED) {
+            return SQLITE_IOERR_WRITE;
+        }
+    }
+    return write_real(&f->base, buf, n, off);
+}
+
+static int file_write(sqlite3_file *f, const void *buf, int n, sqlite3_int64 off)
+{
+    struct vfs_file *file = FILE_OF(f);
+    if (file->kind != FILE_WAL || file->sh == NULL) {
+        return write_real(f, buf, n, off);
+    }
+    struct vfs_shared *sh = file->sh;
+    pthread_mutex_lock(&vfs_mu);
+    struct vfs_db *db = sh->node;
+    int mine = sh->holder != NULL && !sh->holder_doomed;
+    pthread_mutex_unlock(&vfs_mu);
+    if (db == NULL) {
+        return write_real(f, buf, n, off);
+    }
+    if (!mine) {
+        /* Only the holder of the WRITE lock writes the WAL; a doomed one fails from now on. */
+        return SQLITE_IOERR_WRITE;
+    }
+    return capture_write(db, sh, file, buf, n, off);
 }
 static int file_truncate(sqlite3_file *f, sqlite3_int64 size)
 {
@@ -58,6 +593,9 @@ static int file_check_reserved(sqlite3_file *f, int *out)
 }
 static int file_control(sqlite3_file *f, int op, void *arg)
 {
+    if (op == SQLITE_FCNTL_BUSYHANDLER) {
+        FILE_OF(f)->busy = arg;
+    }
     int rc = REAL(f)->pMethods->xFileControl(REAL(f), op, arg);
     if (op == SQLITE_FCNTL_VFSNAME && rc == SQLITE_OK && arg != NULL) {
         char **name = arg;
@@ -75,15 +613,77 @@ static int file_sector_size(sqlite3_file *f)
 }
 static int file_device_characteristics(sqlite3_file *f)
 {
-    return REAL(f)->pMethods->xDeviceCharacteristics(REAL(f));
+    /* Power-safe overwrite: SQLite then never pads a commit by repeating the commit frame. */
+    return REAL(f)->pMethods->xDeviceCharacteristics(REAL(f)) | SQLITE_IOCAP_POWERSAFE_OVERWRITE;
 }
 static int file_shm_map(sqlite3_file *f, int region, int size, int extend, void volatile **pp)
 {
     return REAL(f)->pMethods->xShmMap(REAL(f), region, size, extend, pp);
 }
-static int file_shm_lock(sqlite3_file *f, int offset, int n, int flags)
+
+#define SLOT_WRITE 0
+#define SLOT_CKPT 1
+
+static int shm_lock_real(sqlite3_file *f, int ofst, int n, int flags)
 {
-    return REAL(f)->pMethods->xShmLock(REAL(f), offset, n, flags);
+    if (n <= 0) {
+        return SQLITE_OK;
+    }
+    return REAL(f)->pMethods->xShmLock(REAL(f), ofst, n, flags);
+}
+
+static int file_shm_lock(sqlite3_file *f, int ofst, int n, int flags)
+{
+    struct vfs_file *file = FILE_OF(f);
+    struct vfs_shared *sh = file->sh;
+    if (sh == NULL || file->kind != FILE_MAIN) {
+        return shm_lock_real(f, ofst, n, flags);
+    }
+    int lock = (flags & SQLITE_SHM_LOCK) != 0, excl = (flags & SQLITE_SHM_EXCLUSIVE) != 0;
+    pthread_mutex_lock(&vfs_mu);
+    int attached = sh->node != NULL;
+    int doomed = sh->holder == file && sh->holder_doomed;
+    pthread_mutex_unlock(&vfs_mu);
+
+    if (ofst == SLOT_WRITE && n >= 1) {
+        if (file->is_node) {
+            /* The node's handle holds the real WRITE and CHECKPOINT locks: grant no-ops. */
+            int skip = n >= 2 ? 2 : 1;
+            return attached ? shm_lock_real(f, ofst + skip, n - skip, flags)
+                            : shm_lock_real(f, ofst, n, flags);
+        }
+        if (lock && excl && n == 1) {
+            int rc = vwrite_acquire(file);
+            if (rc != -1) {
+                return rc;
+            }
+            return shm_lock_real(f, ofst, n, flags);
+        }
+        if (!lock && n == 1 && file->vwrite) {
+            vwrite_release(file);
+            return SQLITE_OK;
+        }
+        return shm_lock_real(f, ofst, n, flags);
+    }
+    if (!attached) {
+        return shm_lock_real(f, ofst, n, flags);
+    }
+    if (ofst <= SLOT_CKPT && ofst + n > SLOT_CKPT) {
+        if (file->is_node) {
+            /* Held by the node's handle already: pass down the other slots only. */
+            return shm_lock_real(f, SLOT_CKPT + 1, ofst + n - (SLOT_CKPT + 1), flags);
+        }
+        if (lock) {
+            /* Checkpoints belong to the node: a local connection's (auto-)checkpoint is BUSY. */
+            return SQLITE_BUSY;
+        }
+        return SQLITE_OK;
+    }
+    if (doomed && lock && excl) {
+        /* A doomed writer must not restart the log (READ(1..4) exclusive) under the node. */
+        return SQLITE_IOERR_WRITE;
+    }
+    return shm_lock_real(f, ofst, n, flags);
 }
 static void file_shm_barrier(sqlite3_file *f)
 {
@@ -102,6 +702,8 @@ static int file_unfetch(sqlite3_file *f, sqlite3_int64 off, void *p)
     return REAL(f)->pMethods->xUnfetch(REAL(f), off, p);
 }
 
+/* --- VFS methods ----------------------------------------------------------------------------- */
+
 static int vfs_open(sqlite3_vfs *v, const char *name, sqlite3_file *f, int flags, int *out_flags)
 {
     struct vfs_file *file = (struct vfs_file *)f;
@@ -109,82 +711,108 @@ static int vfs_open(sqlite3_vfs *v, const char *name, sqlite3_file *f, int flags
     (void)v;
     memset(file, 0, sizeof *file);
     file->real = (sqlite3_file *)(file + 1);
-    rc = orig->xOpen(orig, name, file->real, flags, out_flags);
+    if (name != NULL && (flags & (SQLITE_OPEN_MAIN_DB | SQLITE_OPEN_WAL)) != 0) {
+        char *path = NULL;
+        if (flags & SQLITE_OPEN_MAIN_DB) {
+            file->kind = FILE_MAIN;
+            file->is_node = vfs_opening_node;
+            path = strdup(name);
+        } else {
+            size_t len = strlen(name);
+            file->kind = FILE_WAL;
+            if (len > 4 && strcmp(name + len - 4, "-wal") == 0) {
+                path = strndup(name, len - 4);
+            }
+        }
+        if (path != NULL) {
+            pthread_mutex_lock(&vfs_mu);
+            file->sh = vfs_shared_get(path);
+            pthread_mutex_unlock(&vfs_mu);
+            free(path);
+        }
+    }
+    rc = vfs_orig->xOpen(vfs_orig, name, file->real, flags, out_flags);
     if (rc == SQLITE_OK) {
         f->pMethods = &file_methods;
+    } else if (file->sh != NULL) {
+        pthread_mutex_lock(&vfs_mu);
+        vfs_shared_put(file->sh);
+        pthread_mutex_unlock(&vfs_mu);
+        file->sh = NULL;
     }
     return rc;
 }
 static int vfs_delete(sqlite3_vfs *v, const char *name, int sync_dir)
 {
     (void)v;
-    return orig->xDelete(orig, name, sync_dir);
+    return vfs_orig->xDelete(vfs_orig, name, sync_dir);
 }
 static int vfs_access(sqlite3_vfs *v, const char *name, int flags, int *out)
 {
     (void)v;
-    return orig->xAccess(orig, name, flags, out);
+    return vfs_orig->xAccess(vfs_orig, name, flags, out);
 }
 static int vfs_full_pathname(sqlite3_vfs *v, const char *name, int n, char *out)
 {
     (void)v;
-    return orig->xFullPathname(orig, name, n, out);
+    return vfs_orig->xFullPathname(vfs_orig, name, n, out);
 }
 static void *vfs_dl_open(sqlite3_vfs *v, const char *name)
 {
     (void)v;
-    return orig->xDlOpen(orig, name);
+    return vfs_orig->xDlOpen(vfs_orig, name);
 }
 static void vfs_dl_error(sqlite3_vfs *v, int n, char *msg)
 {
     (void)v;
-    orig->xDlError(orig, n, msg);
+    vfs_orig->xDlError(vfs_orig, n, msg);
 }
 static void (*vfs_dl_sym(sqlite3_vfs *v, void *h, const char *sym))(void)
 {
     (void)v;
-    return orig->xDlSym(orig, h, sym);
+    return vfs_orig->xDlSym(vfs_orig, h, sym);
 }
 static void vfs_dl_close(sqlite3_vfs *v, void *h)
 {
     (void)v;
-    orig->xDlClose(orig, h);
+    vfs_orig->xDlClose(vfs_orig, h);
 }
 static int vfs_randomness(sqlite3_vfs *v, int n, char *out)
 {
     (void)v;
-    return orig->xRandomness(orig, n, out);
+    return vfs_orig->xRandomness(vfs_orig, n, out);
 }
 static int vfs_sleep(sqlite3_vfs *v, int us)
 {
     (void)v;
-    return orig->xSleep(orig, us);
+    return vfs_orig->xSleep(vfs_orig, us);
 }
 static int vfs_current_time(sqlite3_vfs *v, double *out)
 {
     (void)v;
-    return orig->xCurrentTime(orig, out);
+    return vfs_orig->xCurrentTime(vfs_orig, out);
 }
 static int vfs_get_last_error(sqlite3_vfs *v, int n, char *out)
 {
     (void)v;
-    return orig->xGetLastError ? orig->xGetLastError(orig, n, out) : 0;
+    return vfs_orig->xGetLastError ? vfs_orig->xGetLastError(vfs_orig, n, out) : 0;
 }
 static int vfs_current_time_int64(sqlite3_vfs *v, sqlite3_int64 *out)
 {
     (void)v;
-    return orig->xCurrentTimeInt64(orig, out);
+    return vfs_orig->xCurrentTimeInt64(vfs_orig, out);
 }
 
 int vfs_register(const char *name, int make_default)
 {
-    if (orig != NULL) {
+    if (vfs_orig != NULL) {
         return SQLITE_OK;
     }
-    orig = sqlite3_vfs_find(NULL);
-    if (orig == NULL) {
+    vfs_orig = sqlite3_vfs_find(NULL);
+    if (vfs_orig == NULL) {
         return SQLITE_ERROR;
     }
+    vfs_name = name;
     file_methods = (sqlite3_io_methods){
         .iVersion = 3,
         .xClose = file_close,
@@ -208,8 +836,8 @@ int vfs_register(const char *name, int make_default)
     };
     vfs = (sqlite3_vfs){
         .iVersion = 2,
-        .szOsFile = (int)sizeof(struct vfs_file) + orig->szOsFile,
-        .mxPathname = orig->mxPathname,
+        .szOsFile = (int)sizeof(struct vfs_file) + vfs_orig->szOsFile,
+        .mxPathname = vfs_orig->mxPathname,
         .zName = name,
         .xOpen = vfs_open,
         .xDelete = vfs_delete,

@@ -1,0 +1,660 @@
+/* The walraft VFS end to end in one process, with a fake node: a "leader" database whose propose()
+ * applies each captured frame set synchronously to one or two "follower" databases and reports it
+ * committed. Other processes (sqlite3 CLI children) check the lock model across processes. */
+#include <errno.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <cmocka.h>
+#include <sqlite3.h>
+
+#include "vfs/vfs.h"
+
+#define WALCHECK "../shared/tools/walcheck.py"
+#define TEST_SECONDS 180
+
+/* --- the fake node ----------------------------------------------------------------------------- */
+
+struct fake_node {
+    struct vfs_db *db;
+    int leader;
+    struct fake_node *followers[2];
+    int n_followers;
+    uint64_t next_index;
+    int fail_next;      /* 0, or the vfs_propose_result the next proposal returns */
+    int proposals;      /* committed proposals */
+    size_t last_len;
+};
+
+static int fake_gate(void *ctx, char *why, size_t why_len)
+{
+    struct fake_node *n = ctx;
+    if (n->leader) {
+        return SQLITE_OK;
+    }
+    snprintf(why, why_len, "not the leader; the leader is n1 at 127.0.0.1:7001");
+    return SQLITE_READONLY;
+}
+
+static int fake_propose(void *ctx, const void *payload, size_t len, uint64_t *index_out,
+                        char *why, size_t why_len)
+{
+    struct fake_node *n = ctx;
+    if (n->fail_next) {
+        int r = n->fail_next;
+        n->fail_next = 0;
+        snprintf(why, why_len, "fake node told to fail");
+        return r;
+    }
+    uint64_t index = ++n->next_index;
+    for (int i = 0; i < n->n_followers; i++) {
+        int rc = vfs_db_apply(n->followers[i]->db, payload, len, index);
+        if (rc != SQLITE_OK) {
+            fprintf(stderr, "apply on follower %d failed: %d\n", i, rc);
+            abort();
+        }
+    }
+    n->proposals++;
+    n->last_len = len;
+    *index_out = index;
+    return VFS_PROPOSE_OK;
+}
+
+/* --- fixture ----------------------------------------------------------------------------------- */
+
+struct cluster {
+    char dir[64];
+    char path[3][128];
+    struct fake_node node[3]; /* 0 = leader, 1, 2 = followers */
+    int n;
+};
+
+static void exec_ok(sqlite3 *db, const char *sql)
+{
+    char *err = NULL;
+    int rc = sqlite3_exec(db, sql, NULL, NULL, &err);
+    if (rc != SQLITE_OK) {
+        fprintf(stderr, "%s: %s\n", sql, err ? err : "?");
+    }
+    sqlite3_free(err);
+    assert_int_equal(rc, SQLITE_OK);
+}
+
+static sqlite3 *open_conn(const char *path)
+{
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE,
+                                     "walraft"),
+                     SQLITE_OK);
+    sqlite3_busy_timeout(db, 10000);
+    return db;
+}
+
+static int64_t query_int(sqlite3 *db, const char *sql)
+{
+    sqlite3_stmt *st;
+    assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    int64_t v = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    return v;
+}
+
+static void cluster_start(struct cluster *c, int n, const struct vfs_db_config *fcfg,
+                          const struct vfs_db_config *lcfg)
+{
+    memset(c, 0, sizeof *c);
+    alarm(TEST_SECONDS);
+    snprintf(c->dir, sizeof c->dir, "/tmp/walraft-vfs-XXXXXX");
+    assert_non_null(mkdtemp(c->dir));
+    c->n = n;
+    char dir[64];
+    memcpy(dir, c->dir, sizeof dir);
+    for (int i = 0; i < n; i++) {
+        snprintf(c->path[i], sizeof c->path[i], "%s/n%d.db", dir, i);
+        sqlite3 *db = open_conn(c->path[i]);
+        exec_ok(db, "PRAGMA journal_mode=WAL");
+        sqlite3_close(db);
+    }
+    for (int i = n - 1; i >= 0; i--) {
+        struct fake_node *fn = &c->node[i];
+        fn->leader = i == 0;
+        struct vfs_node_ops ops = {.ctx = fn, .write_gate = fake_gate, .propose = fake_propose};
+        assert_int_equal(vfs_db_attach(c->path[i], &ops, i == 0 ? lcfg : fcfg, 0, &fn->db),
+                         SQLITE_OK);
+    }
+    for (int i = 1; i < n; i++) {
+        c->node[0].followers[c->node[0].n_followers++] = &c->node[i];
+    }
+}
+
+static void cluster_stop(struct cluster *c)
+{
+    for (int i = 0; i < c->n; i++) {
+        assert_int_equal(vfs_db_detach(c->node[i].db), SQLITE_OK);
+    }
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", c->dir);
+    assert_int_equal(system(cmd), 0);
+    alarm(0);
+}
+
+/* Runs argv in a child process (bounded by timeout(1)), output to /dev/null or `out`. Returns
+ * its exit status. The child is always reaped. */
+static int run_child(const char *out, char *const argv[])
+{
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        FILE *f = freopen(out ? out : "/dev/null", "w", stdout);
+        (void)f;
+        f = freopen(out ? out : "/dev/null", "a", stderr);
+        (void)f;
+        execvp(argv[0], argv);
+        _exit(127);
+    }
+    int status;
+    while (waitpid(pid, &status, 0) < 0) {
+        assert_int_equal(errno, EINTR);
+    }
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
+}
+
+/* Checkpoints both databases fully and compares the database files with cmp(1) in a child: this
+ * process must not open and close the files itself (that would drop its POSIX locks). */
+static void assert_files_identical(struct cluster *c)
+{
+    uint64_t floor = 0;
+    for (int i = 0; i < c->n; i++) {
+        assert_int_equal(vfs_db_checkpoint(c->node[i].db, &floor), SQLITE_OK);
+    }
+    for (int i = 1; i < c->n; i++) {
+        char *argv[] = {"cmp", c->path[0], c->path[i], NULL};
+        assert_int_equal(run_child(NULL, argv), 0);
+    }
+}
+
+static int have_walcheck(void)
+{
+    static int warned;
+    if (access(WALCHECK, R_OK) == 0 && access("/usr/bin/python3", X_OK) == 0) {
+        return 1;
+    }
+    if (!warned) {
+        printf("notice: %s or /usr/bin/python3 absent: walcheck second opinion skipped\n",
+               WALCHECK);
+        warned = 1;
+    }
+    return 0;
+}
+
+static void walcheck(const char *path)
+{
+    if (!have_walcheck()) {
+        return;
+    }
+    char shm[160], wal[160];
+    snprintf(shm, sizeof shm, "%s-shm", path);
+    snprintf(wal, sizeof wal, "%s-wal", path);
+    char *argv[] = {"/usr/bin/python3", WALCHECK, "shm", shm, wal, NULL};
+    int rc = run_child("/tmp/walraft-vfs-walcheck.out", argv);
+    if (rc != 0) {
+        char *cat[] = {"cat", "/tmp/walraft-vfs-walcheck.out", NULL};
+        run_child(NULL, cat);
+        system("cat /tmp/walraft-vfs-walcheck.out >&2");
+    }
+    unlink("/tmp/walraft-vfs-walcheck.out");
+    assert_int_equal(rc, 0);
+}
+
+static int64_t count_on(const char *path, const char *sql)
+{
+    sqlite3 *db = open_conn(path);
+    int64_t v = query_int(db, sql);
+    sqlite3_close(db);
+    return v;
+}
+
+/* --- tests ------------------------------------------------------------------------------------- */
+
+static void test_vfs_rows_written_on_leader_appear_on_followers(void **state)
+{
+    (void)state;
+    struct cluster c;
+    cluster_start(&c, 3, NULL, NULL);
+    sqlite3 *l = open_conn(c.path[0]);
+    exec_ok(l, "CREATE TABLE t(a INTEGER PRIMARY KEY, b TEXT)");
+    for (int i = 0; i < 20; i++) {
+        exec_ok(l, "INSERT INTO t(b) VALUES(hex(randomblob(100)))");
+    }
+    exec_ok(l, "BEGIN; INSERT INTO t(b) SELECT b FROM t; UPDATE t SET b = b || 'x'; COMMIT");
+    assert_int_equal(c.node[0].proposals, 22);
+    assert_int_equal(vfs_db_applied(c.node[0].db), 22);
+    for (int i = 1; i < 3; i++) {
+        assert_int_equal(vfs_db_applied(c.node[i].db), 22);
+        assert_int_equal(count_on(c.path[i], "SELECT count(*) FROM t"), 40);
+        assert_int_equal(count_on(c.path[i], "SELECT count(*) FROM t WHERE b LIKE '%x'"), 40);
+        sqlite3 *f = open_conn(c.path[i]);
+        exec_ok(f, "PRAGMA integrity_check");
+        sqlite3_close(f);
+        walcheck(c.path[i]);
+    }
+    sqlite3_close(l);
+    assert_files_identical(&c);
+    cluster_stop(&c);
+}
+
+static void test_vfs_rollback_replicates_nothing(void **state)
+{
+    (void)state;
+    struct cluster c;
+    cluster_start(&c, 2, NULL, NULL);
+    sqlite3 *l = open_conn(c.path[0]);
+    exec_ok(l, "CREATE TABLE t(a INTEGER PRIMARY KEY, b BLOB)");
+    int before = c.node[0].proposals;
+    exec_ok(l, "BEGIN; INSERT INTO t(b) VALUES(randomblob(1000)); ROLLBACK");
+    assert_int_equal(c.node[0].proposals, before);
+    /* A transaction that spills frames to the WAL, then rolls back. */
+    exec_ok(l, "PRAGMA cache_size=2");
+    exec_ok(l, "BEGIN; WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i<300)"
+               " INSERT INTO t(b) SELECT randomblob(3000) FROM n; ROLLBACK");
+    assert_int_equal(c.node[0].proposals, before);
+    assert_int_equal(count_on(c.path[1], "SELECT count(*) FROM t"), 0);
+    assert_int_equal(query_int(l, "SELECT count(*) FROM t"), 0);
+    /* The next transaction (over the rolled-back frames) works and replicates. */
+    exec_ok(l, "INSERT INTO t(b) VALUES(randomblob(10))");
+    assert_int_equal(c.node[0].proposals, before + 1);
+    assert_int_equal(count_on(c.path[1], "SELECT count(*) FROM t"), 1);
+    walcheck(c.path[1]);
+    walcheck(c.path[0]);
+    sqlite3_close(l);
+    assert_files_identical(&c);
+    cluster_stop(&c);
+}
+
+static void test_vfs_page_rewritten_in_txn_replicates_latest_image(void **state)
+{
+    (void)state;
+    struct cluster c;
+    cluster_start(&c, 2, NULL, NULL);
+    sqlite3 *l = open_conn(c.path[0]);
+    exec_ok(l, "CREATE TABLE t(a INTEGER PRIMARY KEY, b INTEGER, c BLOB)");
+    exec_ok(l, "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i<200)"
+               " INSERT INTO t(b, c) SELECT i, randomblob(500) FROM n");
+    exec_ok(l, "PRAGMA cache_size=3");
+    exec_ok(l, "BEGIN");
+    for (int i = 0; i < 10; i++) {
+        /* Every round dirties every page again, after the small cache spilled them. */
+        exec_ok(l, "UPDATE t SET b = b + 1, c = randomblob(500)");
+    }
+    exec_ok(l, "SAVEPOINT s; UPDATE t SET b = b + 1000; ROLLBACK TO s; RELEASE s; COMMIT");
+    int64_t sum = query_int(l, "SELECT sum(b) FROM t");
+    assert_int_equal(sum, 200 * 201 / 2 + 10 * 200);
+    assert_int_equal(count_on(c.path[1], "SELECT sum(b) FROM t"), sum);
+    sqlite3 *f = open_conn(c.path[1]);
+    assert_int_equal(query_int(f, "SELECT sum(length(c)) FROM t"), 200 * 500);
+    exec_ok(f, "PRAGMA integrity_check");
+    sqlite3_close(f);
+    walcheck(c.path[1]);
+    sqlite3_close(l);
+    assert_files_identical(&c);
+    cluster_stop(&c);
+}
+
+static void test_vfs_vacuum_replicates_and_files_identical(void **state)
+{
+    (void)state;
+    struct cluster c;
+    cluster_start(&c, 2, NULL, NULL);
+    sqlite3 *l = open_conn(c.path[0]);
+    exec_ok(l, "CREATE TABLE t(a INTEGER PRIMARY KEY, b BLOB)");
+    exec_ok(l, "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i<500)"
+               " INSERT INTO t(b) SELECT randomblob(1000) FROM n");
+    exec_ok(l, "DELETE FROM t WHERE a % 3 != 0");
+    int64_t pages_before = query_int(l, "PRAGMA page_count");
+    exec_ok(l, "VACUUM");
+    int64_t pages_after = query_int(l, "PRAGMA page_count");
+    assert_true(pages_after < pages_before);
+    assert_int_equal(count_on(c.path[1], "PRAGMA page_count"), pages_after);
+    assert_int_equal(count_on(c.path[1], "SELECT count(*) FROM t"), 166);
+    walcheck(c.path[1]);
+    sqlite3_close(l);
+    assert_files_identical(&c);
+    cluster_stop(&c);
+}
+
+static void test_vfs_follower_write_is_readonly(void **state)
+{
+    (void)state;
+    struct cluster c;
+    cluster_start(&c, 2, NULL, NULL);
+    sqlite3 *l = open_conn(c.path[0]);
+    exec_ok(l, "CREATE TABLE t(a)");
+    exec_ok(l, "INSERT INTO t VALUES(1)");
+    sqlite3 *f = open_conn(c.path[1]);
+    assert_int_equal(sqlite3_exec(f, "INSERT INTO t VALUES(2)", NULL, NULL, NULL),
+                     SQLITE_READONLY);
+    assert_int_equal(sqlite3_exec(f, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_READONLY);
+    assert_int_equal(query_int(f, "SELECT count(*) FROM t"), 1);
+    char err[256];
+    vfs_db_last_error(c.node[1].db, err, sizeof err);
+    assert_non_null(strstr(err, "the leader is n1"));
+    /* A local checkpoint on the follower does nothing (checkpoints belong to the node). */
+    int nlog = -1, nckpt = -1;
+    sqlite3_wal_checkpoint_v2(f, NULL, SQLITE_CHECKPOINT_PASSIVE, &nlog, &nckpt);
+    assert_true(nckpt <= 0);
+    sqlite3_close(f);
+    sqlite3_close(l);
+    assert_int_equal(count_on(c.path[1], "SELECT count(*) FROM t"), 1);
+    assert_files_identical(&c);
+    cluster_stop(&c);
+}
+
+static void test_vfs_other_process_cannot_write(void **state)
+{
+    (void)state;
+    struct cluster c;
+    cluster_start(&c, 2, NULL, NULL);
+    sqlite3 *l = open_conn(c.path[0]);
+    exec_ok(l, "CREATE TABLE t(a)");
+    exec_ok(l, "INSERT INTO t VALUES(1)");
+    const char *out = "/tmp/walraft-vfs-child.out";
+    for (int i = 0; i < 2; i++) {
+        char *w[] = {"timeout", "20", "sqlite3", "-cmd", ".timeout 200", c.path[i],
+                     "INSERT INTO t VALUES(99)", NULL};
+        assert_int_not_equal(run_child(out, w), 0);
+        char *g[] = {"grep", "-q", "locked", (char *)out, NULL};
+        assert_int_equal(run_child(NULL, g), 0);
+        char *r[] = {"timeout", "20", "sqlite3", c.path[i], "SELECT count(*) FROM t", NULL};
+        assert_int_equal(run_child(out, r), 0);
+        char *g1[] = {"grep", "-qx", "1", (char *)out, NULL};
+        assert_int_equal(run_child(NULL, g1), 0);
+        char *ck[] = {"timeout", "20", "sqlite3", c.path[i], "PRAGMA wal_checkpoint(TRUNCATE)",
+                      NULL};
+        run_child(out, ck);
+    }
+    unlink(out);
+    /* The other process changed nothing, and the leader still writes. */
+    exec_ok(l, "INSERT INTO t VALUES(2)");
+    assert_int_equal(count_on(c.path[1], "SELECT count(*) FROM t"), 2);
+    assert_int_equal(count_on(c.path[1], "SELECT count(*) FROM t WHERE a = 99"), 0);
+    sqlite3_close(l);
+    walcheck(c.path[1]);
+    assert_files_identical(&c);
+    cluster_stop(&c);
+}
+
+static void test_vfs_follower_reader_keeps_snapshot(void **state)
+{
+    (void)state;
+    struct vfs_db_config fcfg = {.checkpoint_frames = 20};
+    struct cluster c;
+    cluster_start(&c, 2, &fcfg, NULL);
+    sqlite3 *l = open_conn(c.path[0]);
+    exec_ok(l, "CREATE TABLE t(a INTEGER PRIMARY KEY, b BLOB)");
+    exec_ok(l, "INSERT INTO t(b) VALUES(randomblob(100))");
+    sqlite3 *r = open_conn(c.path[1]);
+    exec_ok(r, "BEGIN");
+    assert_int_equal(query_int(r, "SELECT count(*) FROM t"), 1);
+    for (int i = 0; i < 200; i++) {
+        exec_ok(l, "INSERT INTO t(b) VALUES(randomblob(2000))");
+        if (i % 50 == 0) {
+            assert_int_equal(query_int(r, "SELECT count(*) FROM t"), 1);
+        }
+    }
+    assert_int_equal(query_int(r, "SELECT count(*) FROM t"), 1);
+    exec_ok(r, "COMMIT");
+    assert_int_equal(query_int(r, "SELECT count(*) FROM t"), 201);
+    exec_ok(r, "PRAGMA integrity_check");
+    sqlite3_close(r);
+    walcheck(c.path[1]);
+    sqlite3_close(l);
+    assert_files_identical(&c);
+    cluster_stop(&c);
+}
+
+static void test_vfs_propose_failure_returns_error_and_changes_nothing(void **state)
+{
+    (void)state;
+    struct cluster c;
+    cluster_start(&c, 2, NULL, NULL);
+    sqlite3 *l = open_conn(c.path[0]);
+    exec_ok(l, "CREATE TABLE t(a)");
+    exec_ok(l, "INSERT INTO t VALUES(1)");
+    int results[2] = {VFS_PROPOSE_NOT_COMMITTED, VFS_PROPOSE_UNKNOWN};
+    for (int k = 0; k < 2; k++) {
+        int rows = 1 + k;
+        c.node[0].fail_next = results[k];
+        int rc = sqlite3_exec(l, "INSERT INTO t VALUES(2)", NULL, NULL, NULL);
+        assert_int_equal(rc & 0xff, SQLITE_IOERR);
+        char err[256];
+        vfs_db_last_error(c.node[0].db, err, sizeof err);
+        assert_non_null(strstr(err, k == 0 ? "not committed" : "outcome unknown"));
+        assert_int_equal(query_int(l, "SELECT count(*) FROM t"), rows);
+        assert_int_equal(count_on(c.path[0], "SELECT count(*) FROM t"), rows);
+        assert_int_equal(count_on(c.path[1], "SELECT count(*) FROM t"), rows);
+        assert_int_equal(count_on(c.path[1], "SELECT count(*) FROM t WHERE a = 2"), 0);
+        /* The next transaction works. */
+        exec_ok(l, "INSERT INTO t VALUES(3)");
+        assert_int_equal(count_on(c.path[1], "SELECT count(*) FROM t"), rows + 1);
+    }
+    /* A failure in the middle of a large transaction that spilled. */
+    exec_ok(l, "PRAGMA cache_size=2");
+    c.node[0].fail_next = VFS_PROPOSE_NOT_COMMITTED;
+    int rc = sqlite3_exec(l, "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE"
+                             " i<300) INSERT INTO t SELECT randomblob(3000) FROM n",
+                          NULL, NULL, NULL);
+    assert_int_equal(rc & 0xff, SQLITE_IOERR);
+    assert_int_equal(query_int(l, "SELECT count(*) FROM t"), 3);
+    exec_ok(l, "INSERT INTO t VALUES(4)");
+    assert_int_equal(count_on(c.path[1], "SELECT count(*) FROM t"), 4);
+    exec_ok(l, "PRAGMA integrity_check");
+    walcheck(c.path[0]);
+    walcheck(c.path[1]);
+    sqlite3_close(l);
+    assert_files_identical(&c);
+    cluster_stop(&c);
+}
+
+static void test_vfs_transaction_over_max_size_fails_cleanly(void **state)
+{
+    (void)state;
+    struct vfs_db_config lcfg = {.max_txn_bytes = 64 * 1024};
+    struct cluster c;
+    cluster_start(&c, 2, NULL, &lcfg);
+    sqlite3 *l = open_conn(c.path[0]);
+    exec_ok(l, "CREATE TABLE t(a INTEGER PRIMARY KEY, b BLOB)");
+    int rc = sqlite3_exec(l, "INSERT INTO t(b) VALUES(randomblob(1000000))", NULL, NULL, NULL);
+    assert_int_equal(rc, SQLITE_FULL);
+    char err[256];
+    vfs_db_last_error(c.node[0].db, err, sizeof err);
+    assert_non_null(strstr(err, "max_txn_bytes (65536 bytes)"));
+    assert_int_equal(query_int(l, "SELECT count(*) FROM t"), 0);
+    exec_ok(l, "INSERT INTO t(b) VALUES(randomblob(1000))");
+    assert_int_equal(count_on(c.path[1], "SELECT count(*) FROM t"), 1);
+    sqlite3_close(l);
+    assert_files_identical(&c);
+    cluster_stop(&c);
+}
+
+struct writer_arg {
+    const char *path;
+    int id;
+    int failures;
+};
+
+#define WRITES_PER_THREAD 150
+
+static void *writer_main(void *p)
+{
+    struct writer_arg *a = p;
+    sqlite3 *db = NULL;
+    if (sqlite3_open_v2(a->path, &db, SQLITE_OPEN_READWRITE, "walraft") != SQLITE_OK) {
+        a->failures = -1;
+        return NULL;
+    }
+    sqlite3_busy_timeout(db, 20000);
+    for (int i = 0; i < WRITES_PER_THREAD; i++) {
+        char sql[128];
+        snprintf(sql, sizeof sql, "INSERT INTO t(w, i, b) VALUES(%d, %d, randomblob(200))", a->id,
+                 i);
+        int rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
+        if (rc != SQLITE_OK) {
+            fprintf(stderr, "writer %d: %s\n", a->id, sqlite3_errmsg(db));
+            a->failures++;
+        }
+        if (i % 10 == 0) {
+            rc = sqlite3_exec(db, "BEGIN IMMEDIATE; UPDATE t SET b = randomblob(10) WHERE rowid = 1;"
+                                  " COMMIT",
+                              NULL, NULL, NULL);
+            if (rc != SQLITE_OK) {
+                fprintf(stderr, "writer %d: %s\n", a->id, sqlite3_errmsg(db));
+                sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+                a->failures++;
+            }
+        }
+    }
+    sqlite3_close(db);
+    return NULL;
+}
+
+static void test_vfs_four_writer_threads_all_succeed(void **state)
+{
+    (void)state;
+    struct cluster c;
+    cluster_start(&c, 2, NULL, NULL);
+    sqlite3 *l = open_conn(c.path[0]);
+    exec_ok(l, "CREATE TABLE t(w, i, b)");
+    exec_ok(l, "INSERT INTO t VALUES(-1, -1, NULL)");
+    pthread_t th[4];
+    struct writer_arg a[4];
+    for (int i = 0; i < 4; i++) {
+        a[i] = (struct writer_arg){.path = c.path[0], .id = i};
+        assert_int_equal(pthread_create(&th[i], NULL, writer_main, &a[i]), 0);
+    }
+    for (int i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+        assert_int_equal(a[i].failures, 0);
+    }
+    assert_int_equal(query_int(l, "SELECT count(*) FROM t"), 4 * WRITES_PER_THREAD + 1);
+    assert_int_equal(count_on(c.path[1], "SELECT count(*) FROM t"), 4 * WRITES_PER_THREAD + 1);
+    sqlite3_close(l);
+    walcheck(c.path[1]);
+    assert_files_identical(&c);
+    cluster_stop(&c);
+}
+
+static long file_size(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 ? (long)st.st_size : -1;
+}
+
+static void test_vfs_follower_wal_checkpoints_and_restarts(void **state)
+{
+    (void)state;
+    struct vfs_db_config fcfg = {.checkpoint_frames = 30};
+    struct cluster c;
+    cluster_start(&c, 3, &fcfg, NULL);
+    sqlite3 *l = open_conn(c.path[0]);
+    exec_ok(l, "CREATE TABLE t(a INTEGER PRIMARY KEY, b BLOB)");
+    char wal[160];
+    snprintf(wal, sizeof wal, "%s-wal", c.path[1]);
+    long max_wal = 0;
+    for (int i = 0; i < 600; i++) {
+        exec_ok(l, "INSERT INTO t(b) VALUES(randomblob(300))");
+        if (i % 100 == 99) {
+            uint64_t floor = 0;
+            assert_int_equal(vfs_db_checkpoint(c.node[0].db, &floor), SQLITE_OK);
+            assert_true(floor > 0);
+        }
+        long sz = file_size(wal);
+        if (sz > max_wal) {
+            max_wal = sz;
+        }
+    }
+    /* The follower's WAL restarted instead of growing: 600 transactions of 2+ frames each. */
+    assert_true(max_wal < 80L * (4096 + 24));
+    uint64_t floor = vfs_db_floor(c.node[1].db);
+    assert_true(floor > 500);
+    assert_true(floor <= 601);
+    assert_int_equal(count_on(c.path[1], "SELECT count(*) FROM t"), 600);
+    assert_int_equal(count_on(c.path[2], "SELECT count(*) FROM t"), 600);
+    walcheck(c.path[1]);
+    walcheck(c.path[2]);
+    sqlite3_close(l);
+    assert_files_identical(&c);
+    assert_int_equal(vfs_db_floor(c.node[1].db), 601);
+    cluster_stop(&c);
+}
+
+static void test_vfs_wal_crosses_first_index_block(void **state)
+{
+    (void)state;
+    struct vfs_db_config fcfg = {.checkpoint_frames = 100000};
+    struct cluster c;
+    cluster_start(&c, 2, &fcfg, NULL);
+    sqlite3 *l = open_conn(c.path[0]);
+    exec_ok(l, "CREATE TABLE t(a INTEGER PRIMARY KEY, b BLOB)");
+    sqlite3 *r = open_conn(c.path[1]);
+    for (int i = 0; i < 45; i++) {
+        exec_ok(l, "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i<100)"
+                   " INSERT INTO t(b) SELECT randomblob(3500) FROM n");
+        assert_int_equal(query_int(r, "SELECT count(*) FROM t"), (i + 1) * 100);
+    }
+    char wal[160];
+    snprintf(wal, sizeof wal, "%s-wal", c.path[1]);
+    assert_true(file_size(wal) > 4100L * (4096 + 24));
+    exec_ok(r, "PRAGMA integrity_check");
+    assert_int_equal(query_int(r, "SELECT count(DISTINCT b) FROM t"), 4500);
+    sqlite3_close(r);
+    walcheck(c.path[1]);
+    sqlite3_close(l);
+    assert_files_identical(&c);
+    cluster_stop(&c);
+}
+
+static void test_vfs_apply_batch_is_one_transaction(void **state)
+{
+    (void)state;
+    /* Capture three frame sets from a leader with no followers, then replay them on a fresh
+     * follower as one batch, as a restarting node does from its applied floor. */
+    struct cluster c;
+    cluster_start(&c, 2, NULL, NULL);
+    c.node[0].n_followers = 0;
+    sqlite3 *l = open_conn(c.path[0]);
+    exec_ok(l, "CREATE TABLE t(a INTEGER PRIMARY KEY, b BLOB)");
+    sqlite3_close(l);
+    cluster_stop(&c);
+}
+
+int main(void)
+{
+    sqlite3_config(SQLITE_CONFIG_LOG, NULL, NULL);
+    assert_int_equal(vfs_register("walraft", 0), SQLITE_OK);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_vfs_rows_written_on_leader_appear_on_followers),
+        cmocka_unit_test(test_vfs_rollback_replicates_nothing),
+        cmocka_unit_test(test_vfs_page_rewritten_in_txn_replicates_latest_image),
+        cmocka_unit_test(test_vfs_vacuum_replicates_and_files_identical),
+        cmocka_unit_test(test_vfs_follower_write_is_readonly),
+        cmocka_unit_test(test_vfs_other_process_cannot_write),
+        cmocka_unit_test(test_vfs_follower_reader_keeps_snapshot),
+        cmocka_unit_test(test_vfs_propose_failure_returns_error_and_changes_nothing),
+        cmocka_unit_test(test_vfs_transaction_over_max_size_fails_cleanly),
+        cmocka_unit_test(test_vfs_four_writer_threads_all_succeed),
+        cmocka_unit_test(test_vfs_follower_wal_checkpoints_and_restarts),
+        cmocka_unit_test(test_vfs_wal_crosses_first_index_block),
+        cmocka_unit_test(test_vfs_apply_batch_is_one_transaction),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,674 @@
+/*
+ * The node's side of a database (DESIGN §4): attach a database to a node and hold its write lock,
+ * apply committed frame sets to the local WAL and wal-index with wal/'s appender, run the node's
+ * checkpoints and track the applied floor, detach.
+ *
+ * The applied floor. Every entry applied or committed here is recorded with the WAL frame that
+ * ends it (struct gen_entry), for the current generation of the WAL only. A checkpoint advances
+ * nBackfill only after fsync'ing the database file, so every entry whose end frame is at most
+ * nBackfill is in the database file; when the log restarts at frame 1 every earlier entry was.
+ */
+#include "vfs/internal.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define DEFAULT_MAX_TXN_BYTES (1ull << 30)
+#define DEFAULT_CHECKPOINT_FRAMES 1000u
+#define ATTACH_WAIT_MS 5000
+
+void vfs_db_set_error(struct vfs_db *db, int rc, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(db->last_error, sizeof db->last_error, fmt, ap);
+    va_end(ap);
+    sqlite3_log(rc, "%s", db->last_error);
+}
+
+static int gens_push(struct vfs_db *db, uint32_t end_frame, uint64_t index)
+{
+    if (db->n_gens == db->cap_gens) {
+        size_t ncap = db->cap_gens ? db->cap_gens * 2 : 64;
+        struct gen_entry *g = realloc(db->gens, ncap * sizeof *g);
+        if (g == NULL) {
+            return SQLITE_NOMEM;
+        }
+        db->gens = g;
+        db->cap_gens = ncap;
+    }
+    db->gens[db->n_gens].end_frame = end_frame;
+    db->gens[db->n_gens].index = index;
+    db->n_gens++;
+    return SQLITE_OK;
+}
+
+/* The log restarted at frame 1: everything recorded before is in the database file. */
+static void gens_restart(struct vfs_db *db)
+{
+    if (db->n_gens > 0 && db->gens[db->n_gens - 1].index > db->floor) {
+        db->floor = db->gens[db->n_gens - 1].index;
+    }
+    db->n_gens = 0;
+}
+
+/* Entries whose end frame is at most n_backfill are in the database file. */
+static void gens_backfilled(struct vfs_db *db, uint32_t n_backfill)
+{
+    size_t k = 0;
+    while (k < db->n_gens && db->gens[k].end_frame <= n_backfill) {
+        if (db->gens[k].index > db->floor) {
+            db->floor = db->gens[k].index;
+        }
+        k++;
+    }
+    /* Keep the last one: its end frame tells a later restart apart. Drop the others. */
+    if (k > 1) {
+        memmove(db->gens, db->gens + (k - 1), (db->n_gens - (k - 1)) * sizeof *db->gens);
+        db->n_gens -= k - 1;
+    }
+}
+
+void vfs_db_note_commit(struct vfs_db *db, uint64_t index, uint32_t first_frame)
+{
+    struct wal_index_hdr h;
+    if (first_frame == 1) {
+        gens_restart(db);
+    }
+    if (index > db->applied) {
+        db->applied = index;
+    }
+    if (wal_index_hdr_read(&db->shm, &h) == WAL_OK) {
+        gens_push(db, h.mx_frame, index);
+    }
+}
+
+/* --- the node's handle ------------------------------------------------------------------------ */
+
+static int shm_map(void *ctx, uint32_t region, int extend, volatile void **out)
+{
+    struct vfs_db *db = ctx;
+    void volatile *p = NULL;
+    int rc = db->dbf->pMethods->xShmMap(db->dbf, (int)region, WAL_INDEX_REGION_SIZE, extend, &p);
+    if (rc != SQLITE_OK || p == NULL) {
+        return 1;
+    }
+    *out = p;
+    return 0;
+}
+
+static int wal_write(void *ctx, const void *buf, size_t n, uint64_t off)
+{
+    struct vfs_db *db = ctx;
+    return db->walf->pMethods->xWrite(db->walf, buf, (int)n, (sqlite3_int64)off) != SQLITE_OK;
+}
+
+static int wal_read(void *ctx, void *buf, size_t n, uint64_t off)
+{
+    struct vfs_db *db = ctx;
+    return db->walf->pMethods->xRead(db->walf, buf, (int)n, (sqlite3_int64)off) != SQLITE_OK;
+}
+
+/* A file name in the layout SQLite hands to xOpen (the unix VFS looks for URI parameters after
+ * the name and for four zero bytes before it). */
+static char *sqlite_name(const char *path, const char *suffix)
+{
+    size_t n = strlen(path), s = strlen(suffix);
+    char *buf = calloc(1, 4 + n + s + 4);
+    if (buf == NULL) {
+        return NULL;
+    }
+    memcpy(buf + 4, path, n);
+    memcpy(buf + 4 + n, suffix, s);
+    return buf + 4;
+}
+
+static void sqlite_name_free(char *name)
+{
+    if (name != NULL) {
+        free(name - 4);
+    }
+}
+
+static void sleep_ms(unsigned ms)
+{
+    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+static void close_handles(struct vfs_db *db)
+{
+    if (db->walf != NULL) {
+        if (db->walf->pMethods != NULL) {
+            db->walf->pMethods->xClose(db->walf);
+        }
+        free(db->walf);
+        db->walf = NULL;
+    }
+    if (db->dbf != NULL) {
+        if (db->dbf->pMethods != NULL) {
+            db->dbf->pMethods->xClose(db->dbf);
+        }
+        free(db->dbf);
+        db->dbf = NULL;
+    }
+    if (db->conn != NULL) {
+        sqlite3_close(db->conn);
+        db->conn = NULL;
+    }
+    sqlite_name_free(db->name_db);
+    sqlite_name_free(db->name_wal);
+    db->name_db = db->name_wal = NULL;
+}
+
+/* Opens the node's own connection: it puts the database in WAL mode and makes sure the wal-index
+ * is valid (SQLite runs recovery if needed) before the node takes the WRITE lock for good. */
+static int open_conn(struct vfs_db *db, const char *path)
+{
+    vfs_opening_node = 1;
+    int rc = sqlite3_open_v2(path, &db->conn, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, vfs_name);
+    vfs_opening_node = 0;
+    if (rc != SQLITE_OK) {
+        return rc;
+    }
+    sqlite3_busy_timeout(db->conn, ATTACH_WAIT_MS);
+    sqlite3_stmt *st;
+    rc = sqlite3_prepare_v2(db->conn, "PRAGMA journal_mode=WAL", -1, &st, NULL);
+    if (rc != SQLITE_OK) {
+        return rc;
+    }
+    rc = sqlite3_step(st);
+    int wal = rc == SQLITE_ROW && sqlite3_column_text(st, 0) != NULL &&
+              strcmp((const char *)sqlite3_column_text(st, 0), "wal") == 0;
+    sqlite3_finalize(st);
+    if (!wal) {
+        return SQLITE_CANTOPEN;
+    }
+    return sqlite3_exec(db->conn,
+                        "PRAGMA synchronous=NORMAL; PRAGMA wal_autocheckpoint=0;"
+                        "SELECT count(*) FROM sqlite_master;",
+                        NULL, NULL, NULL);
+}
+
+int vfs_db_attach(const char *path, const struct vfs_node_ops *ops,
+                  const struct vfs_db_config *cfg, uint64_t applied_floor, struct vfs_db **out)
+{
+    if (vfs_orig == NULL || path == NULL || ops == NULL || ops->propose == NULL || out == NULL) {
+        return SQLITE_MISUSE;
+    }
+    *out = NULL;
+    int rc;
+    char *full = malloc((size_t)vfs_orig->mxPathname + 1);
+    struct vfs_db *db = calloc(1, sizeof *db);
+    if (full == NULL || db == NULL) {
+        rc = SQLITE_NOMEM;
+        goto err_after_alloc;
+    }
+    rc = vfs_orig->xFullPathname(vfs_orig, path, vfs_orig->mxPathname + 1, full);
+    if (rc != SQLITE_OK) {
+        goto err_after_alloc;
+    }
+    db->ops = *ops;
+    db->max_txn_bytes = cfg && cfg->max_txn_bytes ? cfg->max_txn_bytes : DEFAULT_MAX_TXN_BYTES;
+    db->checkpoint_frames =
+        cfg && cfg->checkpoint_frames ? cfg->checkpoint_frames : DEFAULT_CHECKPOINT_FRAMES;
+    db->applied = db->floor = applied_floor;
+    db->shm.ctx = db;
+    db->shm.map = shm_map;
+
+    pthread_mutex_lock(&vfs_mu);
+    db->sh = vfs_shared_get(full);
+    if (db->sh == NULL || db->sh->node != NULL) {
+        rc = db->sh == NULL ? SQLITE_NOMEM : SQLITE_MISUSE;
+        if (db->sh != NULL) {
+            vfs_shared_put(db->sh);
+            db->sh = NULL;
+        }
+        pthread_mutex_unlock(&vfs_mu);
+        goto err_after_alloc;
+    }
+    pthread_mutex_unlock(&vfs_mu);
+
+    rc = open_conn(db, full);
+    if (rc != SQLITE_OK) {
+        goto err_after_shared;
+    }
+    db->name_db = sqlite_name(full, "");
+    db->name_wal = sqlite_name(full, "-wal");
+    db->dbf = calloc(1, (size_t)vfs_orig->szOsFile);
+    db->walf = calloc(1, (size_t)vfs_orig->szOsFile);
+    if (db->name_db == NULL || db->name_wal == NULL || db->dbf == NULL || db->walf == NULL) {
+        rc = SQLITE_NOMEM;
+        goto err_after_shared;
+    }
+    int oflags = 0;
+    rc = vfs_orig->xOpen(vfs_orig, db->name_db, db->dbf,
+                         SQLITE_OPEN_MAIN_DB | SQLITE_OPEN_READWRITE, &oflags);
+    if (rc != SQLITE_OK) {
+        db->dbf->pMethods = NULL;
+        goto err_after_shared;
+    }
+    rc = vfs_orig->xOpen(vfs_orig, db->name_wal, db->walf,
+                         SQLITE_OPEN_WAL | SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, &oflags);
+    if (rc != SQLITE_OK) {
+        db->walf->pMethods = NULL;
+        goto err_after_shared;
+    }
+    /* SHARED on the database file: nobody can take EXCLUSIVE, which a closing connection needs to
+     * checkpoint and delete the WAL, and a journal mode change needs. */
+    rc = db->dbf->pMethods->xLock(db->dbf, SQLITE_LOCK_SHARED);
+    if (rc != SQLITE_OK) {
+        goto err_after_shared;
+    }
+    volatile void *region0;
+    if (shm_map(db, 0, 1, &region0) != 0) {
+        rc = SQLITE_IOERR_SHMMAP;
+        goto err_after_shared;
+    }
+    /* WRITE and CHECKPOINT, for the whole attachment; a local writer mid-transaction (or another
+     * process) may hold WRITE for a moment. */
+    uint64_t deadline = vfs_now_ms() + ATTACH_WAIT_MS;
+    for (;;) {
+        rc = db->dbf->pMethods->xShmLock(db->dbf, 0, 2, SQLITE_SHM_LOCK | SQLITE_SHM_EXCLUSIVE);
+        if (rc != SQLITE_BUSY || vfs_now_ms() >= deadline) {
+            break;
+        }
+        sleep_ms(2);
+    }
+    if (rc != SQLITE_OK) {
+        goto err_after_shared;
+    }
+    struct wal_index_hdr h;
+    if (wal_index_hdr_read(&db->shm, &h) != WAL_OK) {
+        rc = SQLITE_PROTOCOL;
+        goto err_after_lock;
+    }
+    if (h.mx_frame > 0) {
+        gens_push(db, h.mx_frame, applied_floor);
+    }
+
+    pthread_mutex_lock(&vfs_mu);
+    db->sh->node = db;
+    db->sh->index_stale = 1;
+    db->sh->refs++; /* the attachment's own reference, dropped by detach */
+    vfs_shared_put(db->sh);
+    pthread_mutex_unlock(&vfs_mu);
+    free(full);
+    *out = db;
+    return SQLITE_OK;
+
+err_after_lock:
+    db->dbf->pMethods->xShmLock(db->dbf, 0, 2, SQLITE_SHM_UNLOCK | SQLITE_SHM_EXCLUSIVE);
+err_after_shared:
+    if (db->dbf != NULL && db->dbf->pMethods != NULL) {
+        db->dbf->pMethods->xShmUnmap(db->dbf, 0);
+    }
+    close_handles(db);
+    pthread_mutex_lock(&vfs_mu);
+    vfs_shared_put(db->sh);
+    pthread_mutex_unlock(&vfs_mu);
+err_after_alloc:
+    free(db);
+    free(full);
+    return rc;
+}
+
+/* --- serialising the node with local writers ----------------------------------------------- */
+
+static void node_acquire(struct vfs_db *db)
+{
+    struct vfs_shared *sh = db->sh;
+    pthread_mutex_lock(&vfs_mu);
+    sh->node_waiting++;
+    while (sh->node_active || (sh->holder != NULL && !sh->holder_doomed)) {
+        pthread_cond_wait(&sh->cond, &vfs_mu);
+    }
+    sh->node_waiting--;
+    sh->node_active = 1;
+    pthread_mutex_unlock(&vfs_mu);
+}
+
+static void node_release(struct vfs_db *db)
+{
+    pthread_mutex_lock(&vfs_mu);
+    db->sh->node_active = 0;
+    pthread_cond_broadcast(&db->sh->cond);
+    pthread_mutex_unlock(&vfs_mu);
+}
+
+int vfs_db_detach(struct vfs_db *db)
+{
+    if (db == NULL) {
+        return SQLITE_OK;
+    }
+    struct vfs_shared *sh = db->sh;
+    node_acquire(db);
+    pthread_mutex_lock(&vfs_mu);
+    while (db->gate_calls > 0 || (sh->holder != NULL)) {
+        pthread_cond_wait(&sh->cond, &vfs_mu);
+    }
+    sh->node = NULL;
+    sh->node_active = 0;
+    pthread_cond_broadcast(&sh->cond);
+    pthread_mutex_unlock(&vfs_mu);
+
+    db->dbf->pMethods->xShmLock(db->dbf, 0, 2, SQLITE_SHM_UNLOCK | SQLITE_SHM_EXCLUSIVE);
+    db->dbf->pMethods->xShmUnmap(db->dbf, 0);
+    db->dbf->pMethods->xUnlock(db->dbf, SQLITE_LOCK_NONE);
+    close_handles(db);
+    pthread_mutex_lock(&vfs_mu);
+    vfs_shared_put(sh);
+    pthread_mutex_unlock(&vfs_mu);
+    free(db->gens);
+    free(db);
+    return SQLITE_OK;
+}
+
+/* --- apply ------------------------------------------------------------------------------------ */
+
+/* Checkpoint with the node already active (serialised with writers). */
+static int checkpoint_locked(struct vfs_db *db)
+{
+    int nlog = 0, nckpt = 0;
+    int rc = sqlite3_wal_checkpoint_v2(db->conn, NULL, SQLITE_CHECKPOINT_PASSIVE, &nlog, &nckpt);
+    if (rc != SQLITE_OK) {
+        pthread_mutex_lock(&vfs_mu);
+        vfs_db_set_error(db, rc, "walraft: checkpoint failed: %s", sqlite3_errmsg(db->conn));
+        pthread_mutex_unlock(&vfs_mu);
+        return rc;
+    }
+    uint32_t backfill;
+    if (wal_ckpt_backfill(&db->shm, &backfill) != WAL_OK) {
+        return SQLITE_PROTOCOL;
+    }
+    pthread_mutex_lock(&vfs_mu);
+    gens_backfilled(db, backfill);
+    pthread_mutex_unlock(&vfs_mu);
+    return SQLITE_OK;
+}
+
+/* Tries to take READ(1..4) exclusively on the node's handle: no reader uses the WAL's frames. */
+static int readers_lock(struct vfs_db *db)
+{
+    return db->dbf->pMethods->xShmLock(db->dbf, 3 + 1, (int)WAL_NREADER - 1,
+                                       SQLITE_SHM_LOCK | SQLITE_SHM_EXCLUSIVE);
+}
+
+static void readers_unlock(struct vfs_db *db)
+{
+    db->dbf->pMethods->xShmLock(db->dbf, 3 + 1, (int)WAL_NREADER - 1,
+                                SQLITE_SHM_UNLOCK | SQLITE_SHM_EXCLUSIVE);
+}
+
+static int wal_rc(int rc)
+{
+    switch (rc) {
+    case WAL_OK:
+        return SQLITE_OK;
+    case WAL_ENOMEM:
+        return SQLITE_NOMEM;
+    case WAL_EIO:
+        return SQLITE_IOERR_WRITE;
+    case WAL_EPAGESIZE:
+    case WAL_EINVAL:
+        return SQLITE_CORRUPT;
+    case WAL_EFULL:
+        return SQLITE_FULL;
+    default:
+        return SQLITE_PROTOCOL;
+    }
+}
+
+/* Writes one WAL transaction of the given pages (node active). */
+static int append_locked(struct vfs_db *db, const struct wal_txn *t_in, uint64_t index)
+{
+    struct vfs_shared *sh = db->sh;
+    struct wal_txn t = *t_in;
+    struct wal_index_hdr h;
+    int rc = wal_index_hdr_read(&db->shm, &h);
+    if (rc != WAL_OK) {
+        return SQLITE_PROTOCOL;
+    }
+    if (h.mx_frame > 0 && wal_index_page_size(&h) != t.page_size) {
+        return SQLITE_CORRUPT;
+    }
+    pthread_mutex_lock(&vfs_mu);
+    int stale = sh->index_stale;
+    sh->index_stale = 0;
+    pthread_mutex_unlock(&vfs_mu);
+    if (stale && h.mx_frame > 0) {
+        /* A local writer that rolled back (or was doomed) left entries above mxFrame. */
+        rc = wal_index_cleanup(&db->shm, h.mx_frame);
+        if (rc != WAL_OK) {
+            return wal_rc(rc);
+        }
+    }
+    int locked_readers = 0;
+    uint32_t backfill = 0;
+    if (h.mx_frame > 0 && wal_ckpt_backfill(&db->shm, &backfill) == WAL_OK &&
+        backfill == h.mx_frame && readers_lock(db) == SQLITE_OK) {
+        locked_readers = 1;
+        t.restart = 1;
+    }
+    sqlite3_randomness(sizeof t.salt, t.salt);
+    struct wal_io io = {.ctx = db, .write = wal_write, .read = wal_read};
+    struct wal_append_result res;
+    rc = wal_append_txn(&db->shm, &io, &t, &res);
+    if (locked_readers) {
+        readers_unlock(db);
+    }
+    if (rc != WAL_OK) {
+        pthread_mutex_lock(&vfs_mu);
+        sh->index_stale = 1;
+        vfs_db_set_error(db, wal_rc(rc), "walraft: cannot apply entry %llu: %s",
+                         (unsigned long long)index, wal_strerror(rc));
+        pthread_mutex_unlock(&vfs_mu);
+        return wal_rc(rc);
+    }
+    pthread_mutex_lock(&vfs_mu);
+    if (res.restarted || res.first_frame == 1) {
+        gens_restart(db);
+    }
+    gens_push(db, res.mx_frame, index);
+    if (index > db->applied) {
+        db->applied = index;
+    }
+    sh->commits++;
+    pthread_mutex_unlock(&vfs_mu);
+    return SQLITE_OK;
+}
+
+static int maybe_checkpoint(struct vfs_db *db)
+{
+    struct wal_index_hdr h;
+    uint32_t backfill = 0;
+    if (wal_index_hdr_read(&db->shm, &h) != WAL_OK ||
+        wal_ckpt_backfill(&db->shm, &backfill) != WAL_OK) {
+        return SQLITE_OK;
+    }
+    if (h.mx_frame < db->checkpoint_frames || backfill >= h.mx_frame) {
+        return SQLITE_OK;
+    }
+    return checkpoint_locked(db);
+}
+
+int vfs_db_apply_batch(struct vfs_db *db, const struct vfs_entry *e, size_t n)
+{
+    if (db == NULL || (n > 0 && e == NULL)) {
+        return SQLITE_MISUSE;
+    }
+    pthread_mutex_lock(&vfs_mu);
+    uint64_t applied = db->applied;
+    pthread_mutex_unlock(&vfs_mu);
+    size_t k = 0;
+    while (k < n && e[k].index <= applied) {
+        k++;
+    }
+    if (k == n) {
+        node_acquire(db);
+        int rc = maybe_checkpoint(db);
+        node_release(db);
+        return rc;
+    }
+    node_acquire(db);
+    pthread_mutex_lock(&vfs_mu);
+    applied = db->applied; /* a local writer may have committed meanwhile */
+    pthread_mutex_unlock(&vfs_mu);
+    while (k < n && e[k].index <= applied) {
+        k++;
+    }
+    int rc = SQLITE_OK;
+    struct wal_frameset *fs = calloc(n - k + 1, sizeof *fs);
+    struct wal_page *pages = NULL;
+    uint32_t *seen = NULL;
+    if (fs == NULL) {
+        rc = SQLITE_NOMEM;
+        goto out;
+    }
+    uint32_t page_size = 0, commit = 0;
+    /* Room for max_txn_bytes of pages plus their page numbers (at 512-byte pages). */
+    size_t body_max = (size_t)(db->max_txn_bytes + db->max_txn_bytes / 128 + 65536);
+    uint64_t total = 0, last_index = applied;
+    size_t nfs = 0;
+    for (size_t i = k; i < n; i++) {
+        last_index = e[i].index;
+        if (e[i].len == 0) {
+            continue;
+        }
+        int wrc = wal_frameset_decode(e[i].payload, e[i].len, body_max, &fs[nfs]);
+        if (wrc != WAL_OK) {
+            rc = wrc == WAL_ENOMEM ? SQLITE_NOMEM : SQLITE_CORRUPT;
+            vfs_db_set_error(db, rc, "walraft: entry %llu does not decode: %s",
+                             (unsigned long long)e[i].index, wal_strerror(wrc));
+            goto out;
+        }
+        if (page_size != 0 && fs[nfs].page_size != page_size) {
+            nfs++;
+            rc = SQLITE_CORRUPT;
+            goto out;
+        }
+        page_size = fs[nfs].page_size;
+        commit = fs[nfs].commit_pages;
+        total += fs[nfs].n_pages;
+        nfs++;
+    }
+    if (nfs == 0) {
+        pthread_mutex_lock(&vfs_mu);
+        if (last_index > db->applied) {
+            db->applied = last_index;
+        }
+        pthread_mutex_unlock(&vfs_mu);
+        goto out;
+    }
+    /* Merge: the newest image of each page, pages beyond the final commit size dropped. */
+    pages = malloc(total * sizeof *pages);
+    uint32_t nslots = 16;
+    while (nslots < total * 2) {
+        nslots *= 2;
+    }
+    seen = calloc(nslots, sizeof *seen);
+    if (pages == NULL || seen == NULL) {
+        rc = SQLITE_NOMEM;
+        goto out;
+    }
+    uint32_t np = 0;
+    for (size_t i = nfs; i-- > 0;) {
+        for (uint32_t j = fs[i].n_pages; j-- > 0;) {
+            uint32_t pgno = fs[i].pages[j].pgno;
+            if (pgno > commit) {
+                continue;
+            }
+            uint32_t hh = (pgno * 383u) & (nslots - 1);
+            while (seen[hh] != 0 && seen[hh] != pgno) {
+                hh = (hh + 1) & (nslots - 1);
+            }
+            if (seen[hh] == pgno) {
+                continue;
+            }
+            seen[hh] = pgno;
+            pages[np++] = fs[i].pages[j];
+        }
+    }
+    for (uint32_t i = 0; i < np / 2; i++) {
+        struct wal_page t = pages[i];
+        pages[i] = pages[np - 1 - i];
+        pages[np - 1 - i] = t;
+    }
+    struct wal_txn txn = {
+        .page_size = page_size, .commit_pages = commit, .pages = pages, .n_pages = np};
+    rc = append_locked(db, &txn, last_index);
+    if (rc == SQLITE_OK) {
+        rc = maybe_checkpoint(db);
+    }
+out:
+    node_release(db);
+    if (fs != NULL) {
+        for (size_t i = 0; i < n - k + 1; i++) {
+            wal_frameset_free(&fs[i]);
+        }
+    }
+    free(fs);
+    free(pages);
+    free(seen);
+    return rc;
+}
+
+int vfs_db_apply(struct vfs_db *db, const void *payload, size_t len, uint64_t index)
+{
+    struct vfs_entry e = {.payload = payload, .len = len, .index = index};
+    return vfs_db_apply_batch(db, &e, 1);
+}
+
+int vfs_db_checkpoint(struct vfs_db *db, uint64_t *floor_out)
+{
+    if (db == NULL) {
+        return SQLITE_MISUSE;
+    }
+    node_acquire(db);
+    int rc = checkpoint_locked(db);
+    node_release(db);
+    if (floor_out != NULL) {
+        *floor_out = vfs_db_floor(db);
+    }
+    return rc;
+}
+
+uint64_t vfs_db_applied(struct vfs_db *db)
+{
+    pthread_mutex_lock(&vfs_mu);
+    uint64_t v = db->applied;
+    pthread_mutex_unlock(&vfs_mu);
+    return v;
+}
+
+uint64_t vfs_db_floor(struct vfs_db *db)
+{
+    pthread_mutex_lock(&vfs_mu);
+    uint64_t v = db->floor;
+    pthread_mutex_unlock(&vfs_mu);
+    return v;
+}
+
+void vfs_db_step_down(struct vfs_db *db)
+{
+    pthread_mutex_lock(&vfs_mu);
+    if (db->sh->holder != NULL) {
+        db->sh->holder_doomed = 1;
+        db->sh->index_stale = 1;
+    }
+    pthread_cond_broadcast(&db->sh->cond);
+    pthread_mutex_unlock(&vfs_mu);
+}
+
+void vfs_db_last_error(struct vfs_db *db, char *buf, size_t n)
+{
+    if (n == 0) {
+        return;
+    }
+    pthread_mutex_lock(&vfs_mu);
+    snprintf(buf, n, "%s", db->last_error);
+    pthread_mutex_unlock(&vfs_mu);
+}
