@@ -735,6 +735,19 @@ static int term_at(struct io_log *log, uint64_t index, uint64_t *term)
     return rc;
 }
 
+int io_log_term(struct io_log *log, uint64_t index, uint64_t *term)
+{
+    if (index + 1 < log->first_index) {
+        return fail(log, IO_LOG_ECOMPACTED, "term of %" PRIu64 ": below the first index %" PRIu64,
+                    index, log->first_index);
+    }
+    if (index > log->last_index) {
+        return fail(log, IO_LOG_ENOENT, "term of %" PRIu64 ": above the last index %" PRIu64,
+                    index, log->last_index);
+    }
+    return term_at(log, index, term);
+}
+
 /* --- truncation ------------------------------------------------------------------------------ */
 
 static int anchor_store(struct io_log *log, uint64_t first_index, uint64_t prev_term)

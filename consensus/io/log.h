@@ -165,7 +165,8 @@ struct io_log {
  * segment or an earlier open segment, indexes that do not follow each other within or across
  * segments, a closed segment whose records do not match its name, a malformed segment name.
  *
- * Returns 0 or an IO_LOG_E* code (io_log_errmsg() explains). On failure the log is closed.
+ * Returns 0 or an IO_LOG_E* code (io_log_errmsg() explains). On failure the log is closed and
+ * entries already passed to `cb` must be discarded by the caller.
  */
 int io_log_open(struct io_log *log, const char *dir, const struct io_log_config *cfg,
                 io_log_load_cb cb, void *arg);
@@ -227,5 +228,9 @@ int io_log_reset(struct io_log *log, uint64_t index, uint64_t term);
  */
 int io_log_get(struct io_log *log, uint64_t index, struct io_entry *out);
 void io_log_entry_release(struct io_entry *e);
+
+/* The term of entry `index`, from first_index - 1 (the term the log was reset or compacted to)
+ * to last_index; reads one record header at most. */
+int io_log_term(struct io_log *log, uint64_t index, uint64_t *term);
 
 #endif

@@ -430,6 +430,7 @@ static void test_io_log_flipped_bit_in_closed_segment_fails_open(void **state)
     assert_int_equal(io_log_open(&f->log, f->dir, &small_segments, NULL, NULL), IO_LOG_ECORRUPT);
     snprintf(want, sizeof want, "%s: offset ", path);
     assert_non_null(strstr(io_log_errmsg(&f->log), want));
+    assert_non_null(strstr(io_log_errmsg(&f->log), "checksum mismatch"));
     free(buf);
 }
 
@@ -495,6 +496,11 @@ static void test_io_log_truncate_suffix_then_append_same_indexes(void **state)
     assert_int_equal(io_log_last_index(&f->log), 149);
     assert_int_equal(io_log_last_term(&f->log), 1);
     append_range(&f->log, 150, 420, 2, 9);
+    uint64_t term = 0;
+    assert_int_equal(io_log_term(&f->log, 149, &term), 0);
+    assert_int_equal(term, 1);
+    assert_int_equal(io_log_term(&f->log, 150, &term), 0);
+    assert_int_equal(term, 2);
     io_log_close(&f->log);
 
     s = (struct seen){.term1 = 1, .term2 = 2, .term_split = 150};
@@ -544,6 +550,11 @@ static void test_io_log_truncate_prefix_survives_reopen(void **state)
     assert_int_equal(io_log_get(&f->log, 451, &got), 0);
     io_log_entry_release(&got);
     assert_int_equal(io_log_truncate_prefix(&f->log, 601), IO_LOG_EINVAL);
+    uint64_t term = 0;
+    assert_int_equal(io_log_term(&f->log, 450, &term), 0);
+    assert_int_equal(term, 5);
+    assert_int_equal(io_log_term(&f->log, 449, &term), IO_LOG_ECOMPACTED);
+    assert_int_equal(io_log_term(&f->log, 601, &term), IO_LOG_ENOENT);
     io_log_close(&f->log);
 
     open_ok(f, &small_segments, &s);
@@ -672,6 +683,63 @@ static void test_io_log_compresses_only_when_it_helps(void **state)
         assert_memory_equal(got.buf, i == 1 ? text : noise, 8192);
         io_log_entry_release(&got);
     }
+    io_log_close(&f->log);
+}
+
+
+static int n_fdatasync, n_fsync;
+
+static int counting_fdatasync(int fd)
+{
+    n_fdatasync++;
+    return fdatasync(fd);
+}
+
+static int counting_fsync(int fd)
+{
+    n_fsync++;
+    return fsync(fd);
+}
+
+/* Group commit: one fdatasync per sync however many entries it covers; the directory is synced
+ * exactly when a segment file was created or renamed. */
+static void test_io_log_sync_is_one_fdatasync_per_batch(void **state)
+{
+    struct fx *f = *state;
+    unsigned char payload[1024];
+    struct io_entry es[64];
+
+    payload_fill(1, 1, payload, sizeof payload); /* noise: lz4 leaves the size alone */
+    open_ok(f, &small_segments, NULL);
+    io_sys.fdatasync = counting_fdatasync;
+    io_sys.fsync = counting_fsync;
+    for (size_t k = 0; k < 8; k++) {
+        es[k] = (struct io_entry){.term = 1, .index = 1 + k, .buf = payload, .len = 100};
+    }
+    assert_int_equal(io_log_append(&f->log, es, 8), 0);
+    assert_int_equal(n_fdatasync + n_fsync, 0); /* appends never sync */
+    assert_int_equal(io_log_sync(&f->log), 0);
+    assert_int_equal(n_fdatasync, 1);
+    assert_int_equal(n_fsync, 1); /* the new open segment's directory entry */
+    n_fdatasync = n_fsync = 0;
+    for (size_t k = 0; k < 64; k++) {
+        es[k] = (struct io_entry){.term = 1, .index = 9 + k, .buf = payload, .len = 100};
+    }
+    assert_int_equal(io_log_append(&f->log, es, 64), 0);
+    assert_int_equal(io_log_sync(&f->log), 0);
+    assert_int_equal(n_fdatasync, 1);
+    assert_int_equal(n_fsync, 0);
+    assert_int_equal(io_log_sync(&f->log), 0); /* nothing new: nothing to sync */
+    assert_int_equal(n_fdatasync, 1);
+    /* Crossing a segment boundary: the roll syncs the full segment, then the directory. */
+    n_fdatasync = n_fsync = 0;
+    for (size_t k = 0; k < 20; k++) {
+        es[k] = (struct io_entry){.term = 1, .index = 73 + k, .buf = payload, .len = 1000};
+    }
+    assert_int_equal(io_log_append(&f->log, es, 20), 0);
+    assert_int_equal(io_log_sync(&f->log), 0);
+    assert_int_equal(n_fdatasync, 2);
+    assert_int_equal(n_fsync, 1);
     io_log_close(&f->log);
 }
 
@@ -1009,6 +1077,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_io_log_leftover_open_segment_is_closed_at_startup,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_io_log_compresses_only_when_it_helps, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_io_log_sync_is_one_fdatasync_per_batch, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_io_log_bad_appends_are_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_io_log_bench_group_commit, setup, teardown),
