@@ -273,8 +273,10 @@ int wal_ckpt_backfill(const struct wal_shm *shm, uint32_t *out /* OUT */);
 int wal_ckpt_read_mark(const struct wal_shm *shm, uint32_t i, uint32_t *out /* OUT */);
 
 /* Records that frame `frame` (1-based) holds page pgno: page map entry plus hash slot; zeroes the
- * block first when frame is the block's first. Frames must be appended in increasing order after
- * the published mxFrame (clear stale entries with wal_index_cleanup first). */
+ * block first when frame is the block's first. Frames are appended in increasing order after
+ * the published mxFrame; when the slot of `frame` still holds an entry left by a writer that
+ * rolled back, every entry from `frame` on is cleared first (wal_index_cleanup(frame - 1)), as
+ * SQLite's writer does. */
 int wal_index_append(const struct wal_shm *shm, uint32_t frame, uint32_t pgno);
 
 /* Finds the newest frame holding pgno among frames min_frame..mx_frame; *frame_out = 0 when
@@ -290,8 +292,9 @@ int wal_index_cleanup(const struct wal_shm *shm, uint32_t mx_frame);
 /* Restarts the log in the index, as SQLite does after a complete checkpoint: mxFrame = 0,
  * salt-1 + 1, salt-2 = the caller's random salt2, header published; then nBackfill = 0,
  * nBackfillAttempted = 0, read marks [0, 0, unused, unused, unused]. h is the current header
- * (IN) and the published one (OUT). The caller holds WRITE and READ(1..4) and has checked that
- * the log is fully checkpointed. */
+ * (IN) and the published one (OUT). The caller holds WRITE and READ(1..4), has checked that
+ * the log is fully checkpointed (nBackfill == mxFrame), and runs no checkpoint concurrently
+ * (nBackfill is reset here; DESIGN §4 serialises checkpoints with writes for this reason). */
 int wal_index_restart(const struct wal_shm *shm, struct wal_index_hdr *h /* IN/OUT */,
                       uint32_t salt2);
 
