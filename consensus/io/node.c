@@ -1,0 +1,2930 @@
+/*
+ * The node runtime: drives the Raft core with a durable log, a transport, timers, a disk thread
+ * and an apply thread. See node.h for the threads and what each owns.
+ *
+ * Loop-thread state is everything in struct io_node that is not marked otherwise; other threads
+ * see only the `pub` block (under pub_mu) and the atomics.
+ */
+#include "consensus/io/node.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <uv.h>
+#include <xxhash.h>
+
+#include "consensus/io/log.h"
+#include "consensus/io/logging.h"
+#include "consensus/io/loop.h"
+#include "consensus/io/meta.h"
+#include "consensus/io/msg.h"
+#include "consensus/io/transport.h"
+
+#define SNAP_CHUNK_BYTES (1u << 20)
+#define SNAP_ACK_TIMEOUT_MS 15000u
+#define LATENCY_SAMPLES 1024u
+
+/* ---------------------------------------------------------------------------------------------
+ * The process-wide loop, shared by every node of the process. */
+static pthread_mutex_t loop_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct io_loop *loop;
+static unsigned loop_users;
+
+static int loop_acquire(struct io_loop **out)
+{
+    int rv = 0;
+    pthread_mutex_lock(&loop_mu);
+    if (loop == NULL) {
+        rv = io_loop_start(&loop);
+    }
+    if (rv == 0) {
+        loop_users++;
+        *out = loop;
+    }
+    pthread_mutex_unlock(&loop_mu);
+    return rv;
+}
+
+static void loop_release(void)
+{
+    pthread_mutex_lock(&loop_mu);
+    assert(loop_users > 0);
+    if (--loop_users == 0) {
+        io_loop_stop(loop, NULL, NULL);
+        loop = NULL;
+    }
+    pthread_mutex_unlock(&loop_mu);
+}
+
+const char *io_node_strerror(int rc)
+{
+    switch (rc) {
+#define IO_NODE_ERROR_CASE(name, value, msg)                                                      \
+    case name:                                                                                    \
+        return msg;
+        IO_NODE_ERRORS(IO_NODE_ERROR_CASE)
+#undef IO_NODE_ERROR_CASE
+    default:
+        return raft_strerror(rc);
+    }
+}
+
+static uint64_t name_to_id(const char *name)
+{
+    uint64_t id = XXH64(name, strlen(name), 0);
+    return id != 0 ? id : 1;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Types. */
+
+enum pending_kind { P_PROPOSE, P_CONFIG, P_READ, P_TRANSFER, P_JOIN_SERVE };
+
+/* A request an application thread (or a remote joiner) waits on. */
+struct pending {
+    struct io_call call; /* first: the loop queue sees a struct io_work */
+    struct io_node *node;
+    enum pending_kind kind;
+    uint64_t cookie;
+    uint64_t index;       /* OUT: log index (proposals, reads) */
+    uint64_t deadline_ms; /* transfers */
+    uint64_t started_ms;  /* for latency */
+    bool appended;
+    /* inputs */
+    struct raft_buf *buf;
+    int op; /* config: 'a'dd, 'r'emove, 'p'romote, 'd'emote; */
+    struct raft_server server;
+    uint64_t target;
+    uint64_t conn_id; /* P_JOIN_SERVE: where to answer */
+    struct io_node_status *status;
+    struct raft_config recover_config;
+    int (*loop_fn)(struct pending *p); /* runs on the loop; returns rc (0: keep waiting) */
+    bool queued;                       /* in the node's pending list */
+    struct pending *next;
+};
+
+enum disk_kind { D_APPEND, D_TRUNCATE, D_RESET, D_COMPACT };
+
+struct disk_op {
+    enum disk_kind kind;
+    uint64_t index, term;
+    struct raft_entry *entries; /* D_APPEND; each buf holds a reference */
+    uint32_t n;
+    struct disk_op *next;
+};
+
+enum apply_kind { A_ENTRY, A_SNAP_BEGIN, A_SNAP_CHUNK, A_SNAP_END };
+
+struct apply_item {
+    enum apply_kind kind;
+    uint64_t index;
+    uint8_t type;
+    struct raft_buf *buf; /* A_ENTRY payload or A_SNAP_CHUNK data */
+    /* A_SNAP_END: what to tell the core */
+    uint64_t from, term, last_term;
+    struct raft_config config;
+    struct apply_item *next;
+};
+
+/* A snapshot being streamed to one follower (loop side; reads happen on libuv's work pool). */
+struct snap_send {
+    struct io_node *node;
+    uint64_t to, index, term;
+    struct raft_config config;
+    void *handle;
+    uint64_t size;
+    uint64_t offset;
+    uint8_t *chunk;
+    size_t chunk_len;
+    bool eof;
+    bool failed;
+    int fsm_rc;
+    uv_work_t work;
+    bool work_busy;
+    bool waiting_ack;
+    uint64_t ack_deadline_ms;
+    struct snap_send *next;
+};
+
+/* A snapshot being received (loop side). */
+struct snap_recv {
+    bool active;
+    uint64_t from, term, index, last_term;
+    uint64_t expected_offset;
+    uint64_t total;
+    uint64_t conn_from; /* leader id to ack */
+};
+
+struct io_node {
+    /* set at start, read-only after */
+    char dir[4096];
+    char name[RAFT_NAME_MAX];
+    char addr[RAFT_ADDR_MAX];
+    uint64_t id;
+    uint64_t cluster_id;
+    struct io_node_config cfg;
+    struct io_fsm fsm;
+    struct io_loop *loop;
+    int lock_fd;
+    uint32_t election_timeout_ms;
+
+    /* loop thread */
+    struct raft *raft;
+    struct io_transport transport;
+    bool transport_open;
+    uv_timer_t tick;
+    bool tick_open;
+    struct io_meta_file meta_file;
+    struct io_meta meta;
+    struct pending *pending;
+    uint64_t next_cookie;
+    struct snap_send *sends;
+    unsigned snap_works; /* uv_work_t in flight */
+    struct snap_recv recv;
+    struct raft_config committed_config;
+    uint64_t committed_config_index;
+    struct raft_config known; /* addresses learned outside the log (the join answer) */
+    bool stopping;
+    struct pending *stop_call;
+    unsigned closing_handles;
+    uint64_t latency_us[LATENCY_SAMPLES];
+    uint64_t latency_n;
+    uint64_t proposals, commits, elections, snapshots_sent, snapshots_installed, bytes_out;
+    uint8_t last_state;
+    uint64_t floor_reported;
+    /* partition hook */
+    uint64_t part_peer; /* 0: all */
+    bool part_in, part_out;
+
+    /* published to other threads */
+    pthread_mutex_t pub_mu;
+    struct {
+        uint8_t state;
+        uint64_t term;
+        uint64_t last_index;
+        bool term_committed;
+        uint64_t transfer;
+        char leader_name[RAFT_NAME_MAX];
+        char leader_addr[RAFT_ADDR_MAX];
+    } pub;
+    atomic_bool disk_failed;
+    atomic_uint_fast64_t install_done, install_total;
+
+    /* disk thread */
+    struct io_log log;
+    pthread_t disk_thread;
+    pthread_mutex_t disk_mu;
+    pthread_cond_t disk_cv;
+    struct disk_op *disk_head, *disk_tail;
+    bool disk_stop;
+
+    /* apply thread */
+    pthread_t apply_thread;
+    pthread_mutex_t apply_mu;
+    pthread_cond_t apply_cv;     /* items queued, or stop */
+    pthread_cond_t applied_cv;   /* applied advanced */
+    struct apply_item *apply_head, *apply_tail;
+    bool apply_stop;
+    uint64_t applied; /* under apply_mu */
+    bool apply_failed;
+};
+
+static void handle(struct io_node *n, struct raft_update *u);
+static void publish(struct io_node *n);
+
+/* ---------------------------------------------------------------------------------------------
+ * Small files of the node directory: identity and the snapshot record. */
+
+static int write_file_atomic(const char *dir, const char *name, const void *buf, size_t len)
+{
+    char path[4200], tmp[4210];
+    int fd, rv = -1;
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        return -1;
+    }
+    if (write(fd, buf, len) == (ssize_t)len && fdatasync(fd) == 0) {
+        rv = 0;
+    }
+    close(fd);
+    if (rv == 0 && rename(tmp, path) != 0) {
+        rv = -1;
+    }
+    if (rv == 0) {
+        int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dfd >= 0) {
+            rv = fsync(dfd);
+            close(dfd);
+        }
+    } else {
+        unlink(tmp);
+    }
+    return rv;
+}
+
+/* Reads a whole small file; returns its length or -1. */
+static ssize_t read_file(const char *dir, const char *name, void *buf, size_t cap)
+{
+    char path[4200];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        return -1;
+    }
+    ssize_t n = read(fd, buf, cap);
+    close(fd);
+    return n;
+}
+
+/* The snapshot record, "snapshot": the log's base after compaction or an installed snapshot.
+ * Layout (little endian): u32 magic "WRSN", u32 version 1, u64 index, u64 term, u32 config
+ * length, config bytes (raft_config_encode), u64 xxh64 of everything before it. */
+#define SNAP_REC_MAGIC 0x4e535257u
+
+static int snap_record_store(struct io_node *n, uint64_t index, uint64_t term,
+                             const struct raft_config *c)
+{
+    uint8_t buf[32 + RAFT_CONFIG_ENCODED_MAX];
+    size_t cfg_len = 0;
+    if (raft_config_encode(c, buf + 28, &cfg_len) != 0) {
+        return -1;
+    }
+    io_put32(buf, SNAP_REC_MAGIC);
+    io_put32(buf + 4, 1);
+    io_put64(buf + 8, index);
+    io_put64(buf + 16, term);
+    io_put32(buf + 24, (uint32_t)cfg_len);
+    io_put64(buf + 28 + cfg_len, XXH64(buf, 28 + cfg_len, 0));
+    return write_file_atomic(n->dir, "snapshot", buf, 28 + cfg_len + 8);
+}
+
+/* Returns 1 when a record was found, 0 when none, -1 when it is corrupt. */
+static int snap_record_load(const char *dir, uint64_t *index, uint64_t *term,
+                            struct raft_config *c)
+{
+    uint8_t buf[64 + RAFT_CONFIG_ENCODED_MAX];
+    ssize_t len = read_file(dir, "snapshot", buf, sizeof buf);
+    if (len < 0) {
+        return 0;
+    }
+    if (len < 36 || io_get32(buf) != SNAP_REC_MAGIC || io_get32(buf + 4) != 1) {
+        return -1;
+    }
+    uint32_t cfg_len = io_get32(buf + 24);
+    if ((size_t)len != 28 + (size_t)cfg_len + 8 ||
+        io_get64(buf + 28 + cfg_len) != XXH64(buf, 28 + cfg_len, 0)) {
+        return -1;
+    }
+    *index = io_get64(buf + 8);
+    *term = io_get64(buf + 16);
+    return raft_config_decode(buf + 28, cfg_len, c) == 0 ? 1 : -1;
+}
+
+bool io_node_exists(const char *dir)
+{
+    char buf[256];
+    return read_file(dir, "node-info", buf, sizeof buf) > 0;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Disk thread. */
+
+static void disk_push(struct io_node *n, struct disk_op *op)
+{
+    pthread_mutex_lock(&n->disk_mu);
+    op->next = NULL;
+    if (n->disk_tail != NULL) {
+        n->disk_tail->next = op;
+    } else {
+        n->disk_head = op;
+    }
+    n->disk_tail = op;
+    pthread_cond_signal(&n->disk_cv);
+    pthread_mutex_unlock(&n->disk_mu);
+}
+
+static void disk_op_free(struct disk_op *op)
+{
+    for (uint32_t i = 0; i < op->n; i++) {
+        raft_buf_unref(op->entries[i].buf);
+    }
+    free(op->entries);
+    free(op);
+}
+
+struct persisted_work {
+    struct io_work work;
+    struct io_node *node;
+    uint64_t index, term;
+};
+
+static void persisted_on_loop(struct io_work *w)
+{
+    struct persisted_work *p = (struct persisted_work *)w;
+    struct io_node *n = p->node;
+    if (!n->stopping) {
+        struct raft_event ev = {.type = RAFT_EVENT_PERSISTED, .now_ms = io_now_ms()};
+        struct raft_update u;
+        ev.persisted.index = p->index;
+        ev.persisted.term = p->term;
+        if (raft_step(n->raft, &ev, &u) == 0) {
+            handle(n, &u);
+        }
+    }
+    free(p);
+}
+
+/* Entries appended since the last successful sync, kept so a failed write can be redone. */
+struct unsynced {
+    struct raft_entry *e;
+    size_t n, cap;
+};
+
+static int unsynced_add(struct unsynced *u, const struct raft_entry *e, uint32_t n)
+{
+    if (u->n + n > u->cap) {
+        size_t cap = (u->n + n) * 2;
+        struct raft_entry *ne = realloc(u->e, cap * sizeof *ne);
+        if (ne == NULL) {
+            return -1;
+        }
+        u->e = ne;
+        u->cap = cap;
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        u->e[u->n++] = (struct raft_entry){e[i].term, e[i].index, e[i].type,
+                                           raft_buf_ref(e[i].buf)};
+    }
+    return 0;
+}
+
+static void unsynced_drop_from(struct unsynced *u, uint64_t index)
+{
+    while (u->n > 0 && u->e[u->n - 1].index >= index) {
+        raft_buf_unref(u->e[--u->n].buf);
+    }
+}
+
+static void unsynced_clear(struct unsynced *u)
+{
+    unsynced_drop_from(u, 0);
+}
+
+/* Appends the unsynced entries the log does not hold (after a rewind, all of them). */
+static int append_unsynced(struct io_log *log, struct unsynced *u)
+{
+    uint64_t last = io_log_last_index(log);
+    size_t i = 0;
+    while (i < u->n && u->e[i].index <= last) {
+        i++;
+    }
+    if (i == u->n) {
+        return 0;
+    }
+    struct io_entry *es = malloc((u->n - i) * sizeof *es);
+    if (es == NULL) {
+        return IO_LOG_ENOMEM;
+    }
+    for (size_t k = i; k < u->n; k++) {
+        const struct raft_entry *e = &u->e[k];
+        es[k - i] = (struct io_entry){e->term, e->index, e->type, e->buf ? e->buf->base : NULL,
+                                      e->buf ? e->buf->len : 0};
+    }
+    int rc = io_log_append(log, es, u->n - i);
+    free(es);
+    return rc;
+}
+
+static bool disk_should_stop(struct io_node *n)
+{
+    pthread_mutex_lock(&n->disk_mu);
+    bool stop = n->disk_stop;
+    pthread_mutex_unlock(&n->disk_mu);
+    return stop;
+}
+
+/* Retries `what` until it succeeds or the node stops; a failing disk refuses writes meanwhile. */
+static int disk_retry(struct io_node *n, int rc, const char *what)
+{
+    if (rc == 0) {
+        return 0;
+    }
+    if (!atomic_exchange(&n->disk_failed, true)) {
+        io_logf(IO_LOG_ERROR, n->name, "%s failed: %s (%s); refusing writes until it succeeds",
+                what, io_log_strerror(rc), io_log_errmsg(&n->log));
+    }
+    if (disk_should_stop(n)) {
+        return rc;
+    }
+    usleep(200 * 1000);
+    return rc;
+}
+
+static void *disk_main(void *arg)
+{
+    struct io_node *n = arg;
+    struct unsynced uns = {0};
+
+    for (;;) {
+        pthread_mutex_lock(&n->disk_mu);
+        while (n->disk_head == NULL && !n->disk_stop) {
+            pthread_cond_wait(&n->disk_cv, &n->disk_mu);
+        }
+        struct disk_op *ops = n->disk_head;
+        bool stop = n->disk_stop;
+        n->disk_head = n->disk_tail = NULL;
+        pthread_mutex_unlock(&n->disk_mu);
+        if (ops == NULL && stop) {
+            break;
+        }
+        bool appended = false;
+        for (struct disk_op *op = ops, *next; op != NULL; op = next) {
+            int rc;
+            next = op->next;
+            switch (op->kind) {
+            case D_APPEND:
+                if (unsynced_add(&uns, op->entries, op->n) != 0) {
+                    io_logf(IO_LOG_ERROR, n->name, "out of memory queueing log entries");
+                    abort();
+                }
+                do {
+                    rc = disk_retry(n, append_unsynced(&n->log, &uns), "log append");
+                } while (rc != 0 && !disk_should_stop(n));
+                appended = true;
+                break;
+            case D_TRUNCATE:
+                unsynced_drop_from(&uns, op->index);
+                if (op->index <= io_log_last_index(&n->log)) {
+                    do {
+                        rc = disk_retry(n, io_log_truncate_suffix(&n->log, op->index),
+                                        "log truncation");
+                    } while (rc != 0 && !disk_should_stop(n));
+                }
+                break;
+            case D_RESET:
+                unsynced_clear(&uns);
+                do {
+                    rc = disk_retry(n, io_log_reset(&n->log, op->index, op->term), "log reset");
+                } while (rc != 0 && !disk_should_stop(n));
+                break;
+            case D_COMPACT:
+                if (op->index >= io_log_first_index(&n->log) &&
+                    op->index <= io_log_durable_index(&n->log)) {
+                    rc = io_log_truncate_prefix(&n->log, op->index);
+                    if (rc != 0) {
+                        io_logf(IO_LOG_WARN, n->name, "log compaction to %" PRIu64 " failed: %s",
+                                op->index, io_log_errmsg(&n->log));
+                    }
+                }
+                break;
+            }
+            disk_op_free(op);
+        }
+        if (appended) {
+            int rc;
+            for (;;) {
+                rc = io_log_sync(&n->log);
+                if (rc == 0) {
+                    break;
+                }
+                disk_retry(n, rc, "log sync");
+                if (disk_should_stop(n)) {
+                    break;
+                }
+                /* The log rewound to its last durable state: write the entries again. */
+                append_unsynced(&n->log, &uns);
+            }
+            if (rc == 0) {
+                unsynced_clear(&uns);
+                if (atomic_exchange(&n->disk_failed, false)) {
+                    io_logf(IO_LOG_WARN, n->name, "disk writes succeed again");
+                }
+                struct persisted_work *p = malloc(sizeof *p);
+                if (p != NULL) {
+                    p->work.fn = persisted_on_loop;
+                    p->node = n;
+                    p->index = io_log_last_index(&n->log);
+                    p->term = io_log_last_term(&n->log);
+                    if (io_loop_post(n->loop, &p->work) != 0) {
+                        free(p);
+                    }
+                }
+            }
+        }
+    }
+    unsynced_clear(&uns);
+    free(uns.e);
+    return NULL;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Apply thread. */
+
+static void apply_push(struct io_node *n, struct apply_item *it)
+{
+    pthread_mutex_lock(&n->apply_mu);
+    it->next = NULL;
+    if (n->apply_tail != NULL) {
+        n->apply_tail->next = it;
+    } else {
+        n->apply_head = it;
+    }
+    n->apply_tail = it;
+    pthread_cond_signal(&n->apply_cv);
+    pthread_mutex_unlock(&n->apply_mu);
+}
+
+static uint64_t applied_index(struct io_node *n)
+{
+    pthread_mutex_lock(&n->apply_mu);
+    uint64_t a = n->applied;
+    pthread_mutex_unlock(&n->apply_mu);
+    return a;
+}
+
+static void set_applied(struct io_node *n, uint64_t index)
+{
+    pthread_mutex_lock(&n->apply_mu);
+    if (index > n->applied) {
+        n->applied = index;
+    }
+    pthread_cond_broadcast(&n->applied_cv);
+    pthread_mutex_unlock(&n->apply_mu);
+}
+
+struct installed_work {
+    struct io_work work;
+    struct io_node *node;
+    struct apply_item item;
+    bool ok;
+    bool chunk_ack; /* only acknowledge a chunk */
+    uint64_t ack_offset;
+};
+
+static void installed_on_loop(struct io_work *w);
+
+static void post_installed(struct io_node *n, const struct apply_item *it, bool ok, bool chunk,
+                           uint64_t offset)
+{
+    struct installed_work *p = calloc(1, sizeof *p);
+    if (p == NULL) {
+        return;
+    }
+    p->work.fn = installed_on_loop;
+    p->node = n;
+    p->item = *it;
+    p->item.buf = NULL;
+    p->ok = ok;
+    p->chunk_ack = chunk;
+    p->ack_offset = offset;
+    if (io_loop_post(n->loop, &p->work) != 0) {
+        free(p);
+    }
+}
+
+static void *apply_main(void *arg)
+{
+    struct io_node *n = arg;
+    bool installing = false;
+    uint64_t install_offset = 0;
+
+    for (;;) {
+        pthread_mutex_lock(&n->apply_mu);
+        while (n->apply_head == NULL && !n->apply_stop) {
+            pthread_cond_wait(&n->apply_cv, &n->apply_mu);
+        }
+        struct apply_item *it = n->apply_head;
+        if (it == NULL) {
+            pthread_mutex_unlock(&n->apply_mu);
+            break;
+        }
+        n->apply_head = it->next;
+        if (n->apply_head == NULL) {
+            n->apply_tail = NULL;
+        }
+        uint64_t applied = n->applied;
+        bool failed = n->apply_failed;
+        pthread_mutex_unlock(&n->apply_mu);
+
+        int rc = 0;
+        switch (it->kind) {
+        case A_ENTRY:
+            if (failed || it->index <= applied) {
+                break; /* already in the state (replay after a snapshot) */
+            }
+            if (it->type == RAFT_NORMAL && it->buf != NULL && n->fsm.apply != NULL) {
+                rc = n->fsm.apply(n->fsm.ctx, it->index, it->buf->base, it->buf->len);
+            }
+            if (rc != 0) {
+                io_logf(IO_LOG_ERROR, n->name,
+                        "state machine failed to apply entry %" PRIu64 " (rc %d): stopping apply",
+                        it->index, rc);
+                pthread_mutex_lock(&n->apply_mu);
+                n->apply_failed = true;
+                pthread_mutex_unlock(&n->apply_mu);
+            } else {
+                set_applied(n, it->index);
+            }
+            break;
+        case A_SNAP_BEGIN:
+            if (installing && n->fsm.install_end != NULL) {
+                n->fsm.install_end(n->fsm.ctx, it->index, false);
+            }
+            rc = n->fsm.install_begin != NULL ? n->fsm.install_begin(n->fsm.ctx, it->index) : -1;
+            installing = rc == 0;
+            install_offset = 0;
+            if (rc != 0) {
+                post_installed(n, it, false, false, 0);
+            }
+            break;
+        case A_SNAP_CHUNK:
+            if (!installing) {
+                break;
+            }
+            rc = n->fsm.install_chunk(n->fsm.ctx, it->buf->base, it->buf->len);
+            install_offset += it->buf->len;
+            atomic_store(&n->install_done, install_offset);
+            if (rc != 0) {
+                n->fsm.install_end(n->fsm.ctx, it->index, false);
+                installing = false;
+                post_installed(n, it, false, false, 0);
+            } else {
+                post_installed(n, it, true, true, install_offset);
+            }
+            break;
+        case A_SNAP_END:
+            if (!installing) {
+                break;
+            }
+            rc = n->fsm.install_end(n->fsm.ctx, it->index, true);
+            installing = false;
+            if (rc == 0) {
+                pthread_mutex_lock(&n->apply_mu);
+                n->applied = it->index;
+                n->apply_failed = false;
+                pthread_cond_broadcast(&n->applied_cv);
+                pthread_mutex_unlock(&n->apply_mu);
+            }
+            atomic_store(&n->install_total, 0);
+            atomic_store(&n->install_done, 0);
+            post_installed(n, it, rc == 0, false, 0);
+            break;
+        }
+        raft_buf_unref(it->buf);
+        free(it);
+    }
+    if (installing && n->fsm.install_end != NULL) {
+        n->fsm.install_end(n->fsm.ctx, 0, false);
+    }
+    return NULL;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Loop side: pending calls. */
+
+static void pending_free(struct io_call *c)
+{
+    struct pending *p = (struct pending *)c;
+    raft_buf_unref(p->buf);
+    free(p->status);
+    free(p);
+}
+
+static void pending_unlink(struct io_node *n, struct pending *p)
+{
+    for (struct pending **pp = &n->pending; *pp != NULL; pp = &(*pp)->next) {
+        if (*pp == p) {
+            *pp = p->next;
+            p->queued = false;
+            return;
+        }
+    }
+}
+
+static void join_serve_answer(struct io_node *n, struct pending *p, int rc);
+
+/* Completes `p` with `rc` (it leaves the pending list). */
+static void pending_finish(struct io_node *n, struct pending *p, int rc)
+{
+    if (p->queued) {
+        pending_unlink(n, p);
+    }
+    if (p->kind == P_JOIN_SERVE) {
+        join_serve_answer(n, p, rc);
+        pending_free(&p->call);
+        return;
+    }
+    io_call_done(&p->call, rc);
+}
+
+static struct pending *pending_find(struct io_node *n, uint64_t cookie)
+{
+    for (struct pending *p = n->pending; p != NULL; p = p->next) {
+        if (p->cookie == cookie) {
+            return p;
+        }
+    }
+    return NULL;
+}
+
+static void pending_queue(struct io_node *n, struct pending *p)
+{
+    p->queued = true;
+    p->next = n->pending;
+    n->pending = p;
+}
+
+/* What a loop_fn returns when it completed the request at once, successfully. */
+#define PENDING_DONE (-1000)
+
+/* Runs a pending's loop_fn: 0 leaves it waiting for the core, PENDING_DONE completes it with
+ * success, any other code completes it with that error. Once the node is stopping (or for a
+ * request without loop_fn, used as a barrier) it completes with RAFT_ESHUTDOWN. */
+static void pending_run(struct io_work *w)
+{
+    struct pending *p = (struct pending *)w;
+    struct io_node *n = p->node;
+    if (n->stopping || p->loop_fn == NULL) {
+        pending_finish(n, p, RAFT_ESHUTDOWN);
+        return;
+    }
+    p->cookie = ++n->next_cookie;
+    int rc = p->loop_fn(p);
+    if (rc != 0) {
+        pending_finish(n, p, rc == PENDING_DONE ? 0 : rc);
+    }
+}
+
+static struct pending *pending_new(struct io_node *n, enum pending_kind kind,
+                                   int (*fn)(struct pending *p))
+{
+    struct pending *p = calloc(1, sizeof *p);
+    if (p == NULL) {
+        return NULL;
+    }
+    io_call_init(&p->call, pending_run, pending_free);
+    p->node = n;
+    p->kind = kind;
+    p->loop_fn = fn;
+    return p;
+}
+
+/* Posts `p`, waits, and frees it unless the waiter timed out (the loop frees it then). */
+static int pending_wait(struct io_node *n, struct pending *p, int64_t timeout_ms)
+{
+    int rc = io_call_wait(n->loop, &p->call, timeout_ms);
+    if (rc == -ETIMEDOUT) {
+        return RAFT_ETIMEOUT;
+    }
+    if (rc == -ESHUTDOWN) {
+        rc = RAFT_ESHUTDOWN;
+    }
+    return rc;
+}
+
+static void pending_release(struct pending *p)
+{
+    io_call_fini(&p->call);
+    pending_free(&p->call);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Loop side: sending messages. */
+
+static const struct raft_server *server_by_id(struct io_node *n, uint64_t id)
+{
+    const struct raft_server *s = raft_config_get(raft_configuration(n->raft), id);
+    if (s == NULL) {
+        s = raft_config_get(&n->committed_config, id);
+    }
+    if (s == NULL) {
+        s = raft_config_get(&n->known, id);
+    }
+    return s;
+}
+
+static void send_raft(struct io_node *n, const struct raft_message *m)
+{
+    const struct raft_server *s = server_by_id(n, m->to);
+    if (s == NULL) {
+        return; /* not a member we know an address for */
+    }
+    size_t cap = io_msg_size(m);
+    uint8_t *buf = malloc(cap);
+    if (buf == NULL) {
+        return;
+    }
+    size_t len = io_msg_encode(m, buf, cap);
+    enum io_transport_class cls = len > 64 * 1024 ? IO_TRANSPORT_BULK : IO_TRANSPORT_CONTROL;
+    int rc = io_transport_send_owned(&n->transport, m->to, s->addr, IO_MSG_RAFT, cls, buf, len,
+                                     NULL);
+    if (rc != 0) {
+        free(buf);
+        if (rc != IO_TRANSPORT_EQUEUEFULL) {
+            io_logf(IO_LOG_DEBUG, n->name, "send to %s: %s", s->name, io_transport_strerror(rc));
+        }
+    } else if (m->type == RAFT_MSG_APPEND_ENTRIES) {
+        n->bytes_out += len;
+    }
+}
+
+static void sync_config_peers(struct io_node *n, const struct raft_config *c)
+{
+    for (uint32_t i = 0; i < c->n; i++) {
+        if (c->servers[i].id != n->id) {
+            io_transport_set_peer(&n->transport, c->servers[i].id, c->servers[i].addr);
+        }
+    }
+}
+
+static void sync_peers(struct io_node *n)
+{
+    sync_config_peers(n, &n->known);
+    sync_config_peers(n, raft_configuration(n->raft));
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Loop side: snapshots out. */
+
+/* Chunk payload: u64 term, u64 index, u64 last_term, u64 offset, u64 total, u8 last,
+ * u32 config length, config, data. */
+#define CHUNK_HEADER_BYTES (8 * 5 + 1 + 4)
+
+static void snap_send_next(struct snap_send *s);
+
+static void snap_work_read(uv_work_t *w)
+{
+    struct snap_send *s = w->data;
+    struct io_node *n = s->node;
+    if (s->handle == NULL) {
+        s->fsm_rc = n->fsm.snapshot_open(n->fsm.ctx, &s->handle, &s->size);
+        if (s->fsm_rc != 0) {
+            s->handle = NULL;
+            return;
+        }
+    }
+    size_t got = 0;
+    s->fsm_rc = 0;
+    while (got < SNAP_CHUNK_BYTES) {
+        size_t k = 0;
+        s->fsm_rc = n->fsm.snapshot_read(n->fsm.ctx, s->handle, s->chunk + got,
+                                         SNAP_CHUNK_BYTES - got, &k);
+        if (s->fsm_rc != 0) {
+            return;
+        }
+        if (k == 0) {
+            s->eof = true;
+            break;
+        }
+        got += k;
+    }
+    s->chunk_len = got;
+}
+
+static void snap_send_free(struct io_node *n, struct snap_send *s)
+{
+    for (struct snap_send **pp = &n->sends; *pp != NULL; pp = &(*pp)->next) {
+        if (*pp == s) {
+            *pp = s->next;
+            break;
+        }
+    }
+    if (s->handle != NULL) {
+        n->fsm.snapshot_close(n->fsm.ctx, s->handle);
+    }
+    free(s->chunk);
+    free(s);
+}
+
+static void snap_send_end(struct snap_send *s, bool ok)
+{
+    struct io_node *n = s->node;
+    if (!ok) {
+        io_logf(IO_LOG_WARN, n->name, "snapshot %" PRIu64 " to %016" PRIx64 " failed at byte %" PRIu64,
+                s->index, s->to, s->offset);
+    } else {
+        n->snapshots_sent++;
+        io_logf(IO_LOG_INFO, n->name, "snapshot %" PRIu64 " sent: %" PRIu64 " bytes", s->index,
+                s->offset);
+    }
+    uint64_t to = s->to, index = s->index;
+    snap_send_free(n, s);
+    if (!n->stopping) {
+        struct raft_event ev = {.type = RAFT_EVENT_SNAPSHOT_SENT, .now_ms = io_now_ms()};
+        struct raft_update u;
+        ev.snapshot_sent.to = to;
+        ev.snapshot_sent.index = index;
+        ev.snapshot_sent.ok = ok;
+        if (raft_step(n->raft, &ev, &u) == 0) {
+            handle(n, &u);
+        }
+    }
+}
+
+static void snap_work_after(uv_work_t *w, int status)
+{
+    struct snap_send *s = w->data;
+    struct io_node *n = s->node;
+    s->work_busy = false;
+    n->snap_works--;
+    if (n->stopping || status != 0 || s->fsm_rc != 0 || s->failed) {
+        if (n->stopping) {
+            snap_send_free(n, s);
+            return;
+        }
+        snap_send_end(s, false);
+        return;
+    }
+    const struct raft_server *to = server_by_id(n, s->to);
+    uint8_t cfg[RAFT_CONFIG_ENCODED_MAX];
+    size_t cfg_len = 0;
+    if (to == NULL || raft_config_encode(&s->config, cfg, &cfg_len) != 0) {
+        snap_send_end(s, false);
+        return;
+    }
+    size_t len = CHUNK_HEADER_BYTES + cfg_len + s->chunk_len;
+    uint8_t *buf = malloc(len);
+    if (buf == NULL) {
+        snap_send_end(s, false);
+        return;
+    }
+    io_put64(buf, raft_term(n->raft));
+    io_put64(buf + 8, s->index);
+    io_put64(buf + 16, s->term);
+    io_put64(buf + 24, s->offset);
+    io_put64(buf + 32, s->size);
+    buf[40] = s->eof ? 1 : 0;
+    io_put32(buf + 41, (uint32_t)cfg_len);
+    memcpy(buf + CHUNK_HEADER_BYTES, cfg, cfg_len);
+    memcpy(buf + CHUNK_HEADER_BYTES + cfg_len, s->chunk, s->chunk_len);
+    int rc = io_transport_send_owned(&n->transport, s->to, to->addr, IO_MSG_SNAP_CHUNK,
+                                     IO_TRANSPORT_BULK, buf, len, NULL);
+    if (rc != 0) {
+        free(buf);
+        snap_send_end(s, false);
+        return;
+    }
+    s->offset += s->chunk_len;
+    s->waiting_ack = true;
+    s->ack_deadline_ms = io_now_ms() + SNAP_ACK_TIMEOUT_MS;
+}
+
+static void snap_send_next(struct snap_send *s)
+{
+    struct io_node *n = s->node;
+    s->work.data = s;
+    s->work_busy = true;
+    n->snap_works++;
+    if (uv_queue_work(io_loop_uv(n->loop), &s->work, snap_work_read, snap_work_after) != 0) {
+        s->work_busy = false;
+        n->snap_works--;
+        snap_send_end(s, false);
+    }
+}
+
+static void snap_send_start(struct io_node *n, const struct raft_snapshot_send *req)
+{
+    for (struct snap_send *s = n->sends; s != NULL; s = s->next) {
+        if (s->to == req->to) {
+            return; /* one stream per follower */
+        }
+    }
+    struct snap_send *s = calloc(1, sizeof *s);
+    if (s != NULL) {
+        s->chunk = malloc(SNAP_CHUNK_BYTES);
+    }
+    if (s == NULL || s->chunk == NULL || n->fsm.snapshot_open == NULL) {
+        if (s != NULL) {
+            free(s->chunk);
+            free(s);
+        }
+        struct raft_event ev = {.type = RAFT_EVENT_SNAPSHOT_SENT, .now_ms = io_now_ms()};
+        struct raft_update u;
+        ev.snapshot_sent.to = req->to;
+        ev.snapshot_sent.index = req->index;
+        ev.snapshot_sent.ok = false;
+        if (raft_step(n->raft, &ev, &u) == 0) {
+            handle(n, &u);
+        }
+        return;
+    }
+    s->node = n;
+    s->to = req->to;
+    s->index = req->index;
+    s->term = req->term;
+    s->config = req->config;
+    s->next = n->sends;
+    n->sends = s;
+    io_logf(IO_LOG_INFO, n->name, "sending snapshot %" PRIu64 " to %016" PRIx64, s->index, s->to);
+    snap_send_next(s);
+}
+
+static void on_snap_ack(struct io_node *n, uint64_t from, const uint8_t *buf, size_t len)
+{
+    if (len != 8 + 8 + 1) {
+        return;
+    }
+    uint64_t index = io_get64(buf), offset = io_get64(buf + 8);
+    bool ok = buf[16] == 1;
+    for (struct snap_send *s = n->sends; s != NULL; s = s->next) {
+        if (s->to != from || s->index != index || !s->waiting_ack) {
+            continue;
+        }
+        if (!ok) {
+            s->waiting_ack = false;
+            snap_send_end(s, false);
+        } else if (offset == s->offset) {
+            s->waiting_ack = false;
+            if (s->eof) {
+                snap_send_end(s, true);
+            } else {
+                snap_send_next(s);
+            }
+        }
+        return;
+    }
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Loop side: snapshots in. */
+
+static void send_snap_ack(struct io_node *n, uint64_t to, uint64_t index, uint64_t offset, bool ok)
+{
+    uint8_t buf[17];
+    io_put64(buf, index);
+    io_put64(buf + 8, offset);
+    buf[16] = ok ? 1 : 0;
+    const struct raft_server *s = server_by_id(n, to);
+    io_transport_send(&n->transport, to, s != NULL ? s->addr : NULL, IO_MSG_SNAP_ACK,
+                      IO_TRANSPORT_CONTROL, buf, sizeof buf);
+}
+
+static void on_snap_chunk(struct io_node *n, uint64_t from, const uint8_t *buf, size_t len)
+{
+    if (len < CHUNK_HEADER_BYTES) {
+        return;
+    }
+    uint64_t term = io_get64(buf), index = io_get64(buf + 8), last_term = io_get64(buf + 16);
+    uint64_t offset = io_get64(buf + 24), total = io_get64(buf + 32);
+    bool last = buf[40] == 1;
+    uint32_t cfg_len = io_get32(buf + 41);
+    if (cfg_len > len - CHUNK_HEADER_BYTES || term < raft_term(n->raft)) {
+        return;
+    }
+    struct raft_config cfg;
+    if (raft_config_decode(buf + CHUNK_HEADER_BYTES, cfg_len, &cfg) != 0) {
+        send_snap_ack(n, from, index, offset, false);
+        return;
+    }
+    const uint8_t *data = buf + CHUNK_HEADER_BYTES + cfg_len;
+    size_t data_len = len - CHUNK_HEADER_BYTES - cfg_len;
+    struct snap_recv *r = &n->recv;
+    if (offset == 0) {
+        struct apply_item *it = calloc(1, sizeof *it);
+        if (it == NULL) {
+            return;
+        }
+        *r = (struct snap_recv){true, from, term, index, last_term, 0, total, from};
+        it->kind = A_SNAP_BEGIN;
+        it->index = index;
+        atomic_store(&n->install_total, total);
+        atomic_store(&n->install_done, 0);
+        io_logf(IO_LOG_INFO, n->name, "receiving snapshot %" PRIu64 " (%" PRIu64 " bytes)", index,
+                total);
+        apply_push(n, it);
+    } else if (!r->active || r->index != index || r->from != from || offset != r->expected_offset) {
+        send_snap_ack(n, from, index, offset, false);
+        return;
+    }
+    if (data_len > 0) {
+        struct apply_item *it = calloc(1, sizeof *it);
+        if (it == NULL || (it->buf = raft_buf_copy(data, data_len)) == NULL) {
+            free(it);
+            r->active = false;
+            send_snap_ack(n, from, index, offset, false);
+            return;
+        }
+        it->kind = A_SNAP_CHUNK;
+        it->index = index;
+        apply_push(n, it);
+    }
+    r->expected_offset = offset + data_len;
+    if (last) {
+        struct apply_item *end = calloc(1, sizeof *end);
+        if (end == NULL) {
+            return;
+        }
+        end->kind = A_SNAP_END;
+        end->index = index;
+        end->from = from;
+        end->term = term;
+        end->last_term = last_term;
+        end->config = cfg;
+        r->active = false;
+        apply_push(n, end);
+    }
+}
+
+static void installed_on_loop(struct io_work *w)
+{
+    struct installed_work *p = (struct installed_work *)w;
+    struct io_node *n = p->node;
+    const struct apply_item *it = &p->item;
+    if (n->stopping) {
+        free(p);
+        return;
+    }
+    if (p->chunk_ack) {
+        /* The chunk is in the state machine: ask for the next one (flow control). Only the
+         * final acknowledgement (below) completes the stream, after the core knows. */
+        if (n->recv.active || p->ack_offset < n->recv.expected_offset) {
+            send_snap_ack(n, n->recv.from, it->index, p->ack_offset, true);
+        }
+        free(p);
+        return;
+    }
+    if (it->kind == A_SNAP_END && p->ok) {
+        n->snapshots_installed++;
+        /* The state holds the snapshot durably: record it as the log's base, then tell the core,
+         * which resets the log (handle() queues the reset) and the applied floor. */
+        if (snap_record_store(n, it->index, it->last_term, &it->config) != 0) {
+            io_logf(IO_LOG_ERROR, n->name, "cannot record the installed snapshot");
+        }
+        n->meta.applied_floor = it->index;
+        n->meta.snapshot_index = it->index;
+        n->meta.snapshot_term = it->last_term;
+        io_meta_store(&n->meta_file, &n->meta);
+        n->committed_config = it->config;
+        n->committed_config_index = it->index;
+        struct raft_event ev = {.type = RAFT_EVENT_SNAPSHOT_INSTALLED, .now_ms = io_now_ms()};
+        ev.snapshot_installed.from = it->from;
+        ev.snapshot_installed.term = it->term;
+        ev.snapshot_installed.index = it->index;
+        ev.snapshot_installed.last_term = it->last_term;
+        ev.snapshot_installed.config = it->config;
+        struct raft_update u;
+        if (raft_step(n->raft, &ev, &u) == 0) {
+            handle(n, &u);
+        }
+        sync_peers(n);
+        io_logf(IO_LOG_INFO, n->name, "installed snapshot %" PRIu64, it->index);
+        send_snap_ack(n, it->from, it->index, n->recv.expected_offset, true);
+    } else if (!p->ok) {
+        io_logf(IO_LOG_WARN, n->name, "installing snapshot %" PRIu64 " failed", it->index);
+        send_snap_ack(n, n->recv.from, it->index, 0, false);
+        n->recv.active = false;
+    }
+    free(p);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Loop side: joins. JOIN payload: u8 role, u8 name length, name, u8 addr length, addr.
+ * JOIN_RESULT payload: u32 status, u64 cluster id, u8 leader addr length, leader addr, then on
+ * success the encoded configuration (so the new node knows its peers' addresses before its log
+ * tells it). */
+
+static void join_reply(struct io_node *n, uint64_t conn, int status, const char *leader_addr)
+{
+    uint8_t buf[4 + 8 + 1 + RAFT_ADDR_MAX + RAFT_CONFIG_ENCODED_MAX];
+    size_t alen = leader_addr != NULL ? strlen(leader_addr) : 0, clen = 0;
+    io_put32(buf, (uint32_t)status);
+    io_put64(buf + 4, n->cluster_id);
+    buf[12] = (uint8_t)alen;
+    memcpy(buf + 13, leader_addr != NULL ? leader_addr : "", alen);
+    if (status == 0 && raft_config_encode(raft_configuration(n->raft), buf + 13 + alen, &clen) != 0) {
+        clen = 0;
+    }
+    io_transport_reply(&n->transport, conn, IO_MSG_JOIN_RESULT, IO_TRANSPORT_CONTROL, buf,
+                       13 + alen + clen);
+}
+
+static void join_serve_answer(struct io_node *n, struct pending *p, int rc)
+{
+    join_reply(n, p->conn_id, rc, NULL);
+}
+
+static int decode_join(const uint8_t *buf, size_t len, struct raft_server *s)
+{
+    struct io_reader r = {buf, len, 0};
+    memset(s, 0, sizeof *s);
+    s->role = io_read8(&r);
+    uint8_t nl = io_read8(&r);
+    const uint8_t *name = io_read_bytes(&r, nl);
+    uint8_t al = io_read8(&r);
+    const uint8_t *addr = io_read_bytes(&r, al);
+    if (r.bad || r.left != 0 || nl == 0 || nl >= RAFT_NAME_MAX || al == 0 || al >= RAFT_ADDR_MAX ||
+        (s->role != RAFT_VOTER && s->role != RAFT_REPLICA)) {
+        return -1;
+    }
+    memcpy(s->name, name, nl);
+    memcpy(s->addr, addr, al);
+    s->id = name_to_id(s->name);
+    return 0;
+}
+
+static void on_join(struct io_node *n, uint64_t conn, const uint8_t *buf, size_t len)
+{
+    struct raft_server s;
+    struct raft_update u;
+    if (decode_join(buf, len, &s) != 0) {
+        join_reply(n, conn, RAFT_EBADARG, NULL);
+        return;
+    }
+    if (raft_state(n->raft) != RAFT_LEADER) {
+        char leader_addr[RAFT_ADDR_MAX] = "";
+        const struct raft_server *l = server_by_id(n, raft_leader(n->raft));
+        if (l != NULL) {
+            snprintf(leader_addr, sizeof leader_addr, "%s", l->addr);
+        }
+        join_reply(n, conn, RAFT_ENOTLEADER, leader_addr);
+        return;
+    }
+    const struct raft_server *have = raft_config_get(raft_configuration(n->raft), s.id);
+    if (have != NULL) {
+        /* A retried join: answer once the configuration holding it has committed. */
+        bool same = strcmp(have->addr, s.addr) == 0 && strcmp(have->name, s.name) == 0;
+        int rc = !same ? RAFT_EDUPLICATE
+                       : raft_config_get(&n->committed_config, s.id) != NULL ? 0 : RAFT_ECHANGE;
+        join_reply(n, conn, rc, NULL);
+        return;
+    }
+    struct pending *p = pending_new(n, P_JOIN_SERVE, NULL);
+    if (p == NULL) {
+        join_reply(n, conn, RAFT_ENOMEM, NULL);
+        return;
+    }
+    p->cookie = ++n->next_cookie;
+    p->conn_id = conn;
+    int rc = raft_add(n->raft, io_now_ms(), &s, p->cookie, &u);
+    if (rc != 0) {
+        join_reply(n, conn, rc, NULL);
+        pending_free(&p->call);
+        return;
+    }
+    io_logf(IO_LOG_INFO, n->name, "adding %s at %s (%s) at its request", s.name, s.addr,
+            s.role == RAFT_VOTER ? "voter" : "replica");
+    pending_queue(n, p);
+    handle(n, &u);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Loop side: status. */
+
+static void fill_status(struct io_node *n, struct io_node_status *st)
+{
+    const struct raft_config *c = raft_configuration(n->raft);
+    uint64_t leader = raft_leader(n->raft);
+    uint64_t now = io_now_ms();
+    memset(st, 0, sizeof *st);
+    snprintf(st->name, sizeof st->name, "%s", n->name);
+    snprintf(st->addr, sizeof st->addr, "%s", n->addr);
+    st->id = n->id;
+    st->cluster_id = n->cluster_id;
+    st->state = raft_state(n->raft);
+    const struct raft_server *self = raft_config_get(c, n->id);
+    st->role = self != NULL ? self->role : 255;
+    st->term = raft_term(n->raft);
+    const struct raft_server *l = server_by_id(n, leader);
+    if (l != NULL) {
+        snprintf(st->leader_name, sizeof st->leader_name, "%s", l->name);
+        snprintf(st->leader_addr, sizeof st->leader_addr, "%s", l->addr);
+    }
+    st->first_index = raft_first_index(n->raft);
+    st->last_index = raft_last_index(n->raft);
+    st->commit_index = raft_commit_index(n->raft);
+    st->persisted_index = raft_persisted_index(n->raft);
+    st->applied_index = applied_index(n);
+    st->applied_floor = raft_applied_floor(n->raft);
+    st->n_peers = c->n;
+    for (uint32_t i = 0; i < c->n; i++) {
+        struct io_node_peer_status *ps = &st->peers[i];
+        struct raft_progress_info info;
+        ps->server = c->servers[i];
+        ps->is_leader = c->servers[i].id == leader;
+        if (c->servers[i].id == n->id) {
+            ps->match_index = st->persisted_index;
+            ps->connected = true;
+        } else if (raft_progress(n->raft, c->servers[i].id, &info) == 0) {
+            ps->match_index = info.match_index;
+            ps->last_contact_ms = now > info.last_contact_ms ? now - info.last_contact_ms : 0;
+            ps->progress = info.state;
+        }
+        struct io_transport_peer_stats ts;
+        if (c->servers[i].id != n->id &&
+            io_transport_peer_stats(&n->transport, c->servers[i].id, &ts) == 0) {
+            ps->connected = ts.connected;
+        }
+    }
+    st->proposals = n->proposals;
+    st->commits = n->commits;
+    st->elections = n->elections;
+    st->snapshots_sent = n->snapshots_sent;
+    st->snapshots_installed = n->snapshots_installed;
+    st->bytes_replicated = n->bytes_out;
+    uint64_t k = n->latency_n < LATENCY_SAMPLES ? n->latency_n : LATENCY_SAMPLES;
+    if (k > 0) {
+        uint64_t *v = malloc(k * sizeof *v);
+        if (v != NULL) {
+            memcpy(v, n->latency_us, k * sizeof *v);
+            /* insertion sort: at most LATENCY_SAMPLES values, only on a status call */
+            for (uint64_t i = 1; i < k; i++) {
+                uint64_t x = v[i], j = i;
+                while (j > 0 && v[j - 1] > x) {
+                    v[j] = v[j - 1];
+                    j--;
+                }
+                v[j] = x;
+            }
+            st->commit_latency_p50_us = v[k / 2];
+            st->commit_latency_p99_us = v[(k * 99) / 100 < k ? (k * 99) / 100 : k - 1];
+            free(v);
+        }
+    }
+    st->install_done = atomic_load(&n->install_done);
+    st->install_total = atomic_load(&n->install_total);
+    st->disk_failed = atomic_load(&n->disk_failed);
+}
+
+static const char *state_name(uint8_t s)
+{
+    switch (s) {
+    case RAFT_LEADER:
+        return "leader";
+    case RAFT_CANDIDATE:
+        return "candidate";
+    case RAFT_PRECANDIDATE:
+        return "precandidate";
+    default:
+        return "follower";
+    }
+}
+
+static const char *role_name(uint8_t r)
+{
+    switch (r) {
+    case RAFT_VOTER:
+        return "voter";
+    case RAFT_REPLICA:
+        return "replica";
+    case RAFT_LEARNER:
+        return "learner";
+    default:
+        return "none";
+    }
+}
+
+size_t io_node_status_json(const struct io_node_status *st, char *buf, size_t cap)
+{
+    size_t n = 0;
+#define OUT(...)                                                                                  \
+    do {                                                                                          \
+        int k_ = snprintf(buf + n, n < cap ? cap - n : 0, __VA_ARGS__);                           \
+        if (k_ > 0) {                                                                             \
+            n += (size_t)k_;                                                                      \
+        }                                                                                         \
+    } while (0)
+    OUT("{\"id\":\"%s\",\"address\":\"%s\",\"state\":\"%s\",\"role\":\"%s\",\"term\":%" PRIu64
+        ",\"leader\":\"%s\",\"leader_address\":\"%s\",\"cluster_id\":\"%016" PRIx64 "\""
+        ",\"first_index\":%" PRIu64 ",\"last_index\":%" PRIu64 ",\"commit_index\":%" PRIu64
+        ",\"persisted_index\":%" PRIu64 ",\"applied_index\":%" PRIu64
+        ",\"applied_floor\":%" PRIu64 ",\"disk_failed\":%s",
+        st->name, st->addr, state_name(st->state), role_name(st->role), st->term, st->leader_name,
+        st->leader_addr, st->cluster_id, st->first_index, st->last_index, st->commit_index,
+        st->persisted_index, st->applied_index, st->applied_floor,
+        st->disk_failed ? "true" : "false");
+    OUT(",\"snapshot_install\":{\"bytes_done\":%" PRIu64 ",\"bytes_total\":%" PRIu64 "}",
+        st->install_done, st->install_total);
+    OUT(",\"stats\":{\"proposals\":%" PRIu64 ",\"commits\":%" PRIu64 ",\"elections\":%" PRIu64
+        ",\"snapshots_sent\":%" PRIu64 ",\"snapshots_installed\":%" PRIu64
+        ",\"bytes_replicated\":%" PRIu64 ",\"commit_latency_p50_us\":%" PRIu64
+        ",\"commit_latency_p99_us\":%" PRIu64 "}",
+        st->proposals, st->commits, st->elections, st->snapshots_sent, st->snapshots_installed,
+        st->bytes_replicated, st->commit_latency_p50_us, st->commit_latency_p99_us);
+    OUT(",\"nodes\":[");
+    for (uint32_t i = 0; i < st->n_peers; i++) {
+        const struct io_node_peer_status *p = &st->peers[i];
+        int64_t lag = (int64_t)st->last_index - (int64_t)p->match_index;
+        OUT("%s{\"id\":\"%s\",\"address\":\"%s\",\"role\":\"%s\",\"is_leader\":%s"
+            ",\"match_index\":%" PRIu64 ",\"lag\":%" PRId64 ",\"last_contact_ms\":%" PRIu64
+            ",\"connected\":%s}",
+            i > 0 ? "," : "", p->server.name, p->server.addr, role_name(p->server.role),
+            p->is_leader ? "true" : "false", p->match_index,
+            st->state == RAFT_LEADER ? (lag > 0 ? lag : 0) : 0, p->last_contact_ms,
+            p->connected ? "true" : "false");
+    }
+    OUT("]}");
+#undef OUT
+    if (cap > 0 && n >= cap) {
+        buf[cap - 1] = '\0';
+    }
+    return n;
+}
+
+static void on_status(struct io_node *n, uint64_t conn)
+{
+    struct io_node_status *st = malloc(sizeof *st);
+    char *json = malloc(16384);
+    if (st != NULL && json != NULL) {
+        fill_status(n, st);
+        size_t len = io_node_status_json(st, json, 16384);
+        if (len >= 16384) {
+            len = 16383;
+        }
+        io_transport_reply(&n->transport, conn, IO_MSG_STATUS_RESULT, IO_TRANSPORT_CONTROL, json,
+                           len);
+    }
+    free(st);
+    free(json);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Loop side: the core's updates. */
+
+static void publish(struct io_node *n)
+{
+    struct raft *r = n->raft;
+    pthread_mutex_lock(&n->pub_mu);
+    n->pub.state = raft_state(r);
+    n->pub.term = raft_term(r);
+    n->pub.last_index = raft_last_index(r);
+    n->pub.term_committed = raft_term_at(r, raft_commit_index(r)) == raft_term(r);
+    n->pub.transfer = raft_transfer_target(r);
+    const struct raft_server *l = server_by_id(n, raft_leader(r));
+    snprintf(n->pub.leader_name, sizeof n->pub.leader_name, "%s", l != NULL ? l->name : "");
+    snprintf(n->pub.leader_addr, sizeof n->pub.leader_addr, "%s", l != NULL ? l->addr : "");
+    pthread_mutex_unlock(&n->pub_mu);
+}
+
+static struct disk_op *disk_op_new(enum disk_kind kind, uint64_t index, uint64_t term)
+{
+    struct disk_op *op = calloc(1, sizeof *op);
+    if (op == NULL) {
+        io_logf(IO_LOG_ERROR, NULL, "out of memory queueing a disk operation");
+        abort();
+    }
+    op->kind = kind;
+    op->index = index;
+    op->term = term;
+    return op;
+}
+
+static void record_latency(struct io_node *n, struct pending *p)
+{
+    uint64_t us = (io_now_ms() - p->started_ms) * 1000;
+    n->latency_us[n->latency_n % LATENCY_SAMPLES] = us;
+    n->latency_n++;
+}
+
+static void handle(struct io_node *n, struct raft_update *u)
+{
+    /* 1. Term and vote, durable before any message of this update leaves. */
+    if (u->hard_state_changed) {
+        n->meta.term = u->term;
+        n->meta.voted_for = u->vote;
+        int rc = io_meta_store(&n->meta_file, &n->meta);
+        if (rc != 0) {
+            /* Sending anything now could break a promise a vote made: stay silent. */
+            io_logf(IO_LOG_ERROR, n->name, "cannot store term and vote: %s; dropping messages",
+                    io_meta_errmsg(&n->meta_file));
+            u->n_messages = 0;
+        }
+    }
+    /* 2.-4. Log changes go to the disk thread, in order. */
+    if (u->snapshot_index != 0) {
+        disk_push(n, disk_op_new(D_RESET, u->snapshot_index, u->snapshot_term));
+    }
+    if (u->truncate_from != 0) {
+        disk_push(n, disk_op_new(D_TRUNCATE, u->truncate_from, 0));
+    }
+    if (u->n_entries > 0) {
+        struct disk_op *op = disk_op_new(D_APPEND, 0, 0);
+        op->entries = malloc(u->n_entries * sizeof *op->entries);
+        if (op->entries == NULL) {
+            io_logf(IO_LOG_ERROR, n->name, "out of memory queueing log entries");
+            abort();
+        }
+        for (uint32_t i = 0; i < u->n_entries; i++) {
+            op->entries[i] = u->entries[i];
+            op->entries[i].buf = raft_buf_ref(u->entries[i].buf);
+        }
+        op->n = u->n_entries;
+        disk_push(n, op);
+    }
+    /* 5. Messages. */
+    for (uint32_t i = 0; i < u->n_messages; i++) {
+        const struct raft_message *m = &u->messages[i];
+        if (n->part_out && (n->part_peer == 0 || n->part_peer == m->to)) {
+            continue;
+        }
+        send_raft(n, m);
+    }
+    /* 6. Committed entries. */
+    for (uint32_t i = 0; i < u->n_committed; i++) {
+        const struct raft_entry *e = &u->committed[i];
+        if (e->type == RAFT_CONFIG && e->buf != NULL) {
+            struct raft_config c;
+            if (raft_config_decode(e->buf->base, e->buf->len, &c) == 0) {
+                n->committed_config = c;
+                n->committed_config_index = e->index;
+            }
+        }
+        struct apply_item *it = calloc(1, sizeof *it);
+        if (it == NULL) {
+            io_logf(IO_LOG_ERROR, n->name, "out of memory queueing committed entries");
+            abort();
+        }
+        it->kind = A_ENTRY;
+        it->index = e->index;
+        it->type = e->type;
+        it->buf = raft_buf_ref(e->buf);
+        apply_push(n, it);
+        n->commits++;
+    }
+    /* 7. Snapshots to stream. */
+    for (uint32_t i = 0; i < u->n_snapshots; i++) {
+        snap_send_start(n, &u->snapshots[i]);
+    }
+    /* 8. Compaction: record the new base with its configuration first, then drop the prefix. */
+    if (u->compact_to != 0) {
+        uint64_t term = raft_term_at(n->raft, u->compact_to);
+        if (term != 0 && n->committed_config.n > 0 &&
+            snap_record_store(n, u->compact_to, term, &n->committed_config) == 0) {
+            n->meta.snapshot_index = u->compact_to;
+            n->meta.snapshot_term = term;
+            disk_push(n, disk_op_new(D_COMPACT, u->compact_to, term));
+        }
+    }
+    /* 9. Client results. */
+    for (uint32_t i = 0; i < u->n_proposals; i++) {
+        const struct raft_proposal_result *pr = &u->proposals[i];
+        struct pending *p = pending_find(n, pr->cookie);
+        if (p == NULL) {
+            continue;
+        }
+        p->index = pr->index;
+        if (pr->outcome == RAFT_PROPOSAL_APPENDED) {
+            p->appended = true;
+        } else if (pr->outcome == RAFT_PROPOSAL_COMMITTED) {
+            if (p->kind == P_PROPOSE) {
+                record_latency(n, p);
+            }
+            pending_finish(n, p, 0);
+        } else {
+            pending_finish(n, p, pr->status != 0 ? pr->status : RAFT_EUNKNOWN);
+        }
+    }
+    for (uint32_t i = 0; i < u->n_reads; i++) {
+        struct pending *p = pending_find(n, u->reads[i].cookie);
+        if (p != NULL) {
+            p->index = u->reads[i].index;
+            pending_finish(n, p, u->reads[i].status);
+        }
+    }
+    if (u->config_changed) {
+        sync_peers(n);
+    }
+    uint8_t state = raft_state(n->raft);
+    if (state != n->last_state) {
+        if (state == RAFT_LEADER) {
+            n->elections++;
+        }
+        io_logf(IO_LOG_INFO, n->name, "now %s in term %" PRIu64, state_name(state),
+                raft_term(n->raft));
+        n->last_state = state;
+    }
+    /* Transfers end when someone else leads. */
+    if (u->state_changed) {
+        uint64_t leader = raft_leader(n->raft);
+        for (struct pending *p = n->pending, *next; p != NULL; p = next) {
+            next = p->next;
+            if (p->kind == P_TRANSFER && leader != 0 && leader != n->id) {
+                pending_finish(n, p, 0);
+            }
+        }
+    }
+    publish(n);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Loop side: timers and messages. */
+
+static void on_tick(uv_timer_t *t)
+{
+    struct io_node *n = t->data;
+    uint64_t now = io_now_ms();
+    struct raft_event ev = {.type = RAFT_EVENT_TICK, .now_ms = now};
+    struct raft_update u;
+    if (raft_step(n->raft, &ev, &u) == 0) {
+        handle(n, &u);
+    }
+    for (struct pending *p = n->pending, *next; p != NULL; p = next) {
+        next = p->next;
+        if (p->kind == P_TRANSFER && now >= p->deadline_ms) {
+            pending_finish(n, p, RAFT_ETIMEOUT);
+        }
+    }
+    for (struct snap_send *s = n->sends, *next; s != NULL; s = next) {
+        next = s->next;
+        if (s->waiting_ack && now > s->ack_deadline_ms) {
+            s->waiting_ack = false;
+            snap_send_end(s, false);
+        }
+    }
+}
+
+static void on_message(struct io_transport *t, uint64_t from, uint16_t type, const void *buf,
+                       size_t len, uint64_t conn)
+{
+    struct io_node *n = t->data;
+    if (n->stopping) {
+        return;
+    }
+    if (n->part_in && from != 0 && (n->part_peer == 0 || n->part_peer == from)) {
+        return;
+    }
+    switch (type) {
+    case IO_MSG_RAFT: {
+        struct raft_event ev = {.type = RAFT_EVENT_RECEIVE, .now_ms = io_now_ms()};
+        struct raft_update u;
+        int rc = io_msg_decode(buf, len, n->cfg.entry_bytes_max, &ev.message);
+        if (rc != 0) {
+            io_logf(IO_LOG_WARN, n->name, "malformed message from %016" PRIx64 ": %s", from,
+                    raft_strerror(rc));
+            return;
+        }
+        if (ev.message.from != from || ev.message.to != n->id) {
+            io_msg_release(&ev.message);
+            return;
+        }
+        if (raft_step(n->raft, &ev, &u) == 0) {
+            handle(n, &u);
+        }
+        io_msg_release(&ev.message);
+        break;
+    }
+    case IO_MSG_SNAP_CHUNK:
+        on_snap_chunk(n, from, buf, len);
+        break;
+    case IO_MSG_SNAP_ACK:
+        on_snap_ack(n, from, buf, len);
+        break;
+    case IO_MSG_JOIN:
+        on_join(n, conn, buf, len);
+        break;
+    case IO_MSG_STATUS:
+        on_status(n, conn);
+        break;
+    default:
+        break;
+    }
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Starting. */
+
+struct start_req {
+    struct io_call call;
+    struct io_node *node;
+    int rc;
+};
+
+static int transport_open(struct io_node *n)
+{
+    struct io_transport_config tc = {
+        .cluster_id = n->cluster_id,
+        .self_id = n->id,
+        .listen_addr = n->addr,
+        .payload_max = (uint32_t)(n->cfg.entry_bytes_max + (16u << 20)),
+        .seed = n->id ^ io_now_ms(),
+        .on_message = on_message,
+        .data = n,
+    };
+    int rc = io_transport_init(&n->transport, io_loop_uv(n->loop), &tc);
+    if (rc != 0) {
+        return rc;
+    }
+    n->transport.data = n;
+    n->transport_open = true;
+    return 0;
+}
+
+static void start_on_loop(struct io_work *w)
+{
+    struct start_req *s = (struct start_req *)w;
+    struct io_node *n = s->node;
+    int rc = transport_open(n);
+    if (rc != 0) {
+        io_logf(IO_LOG_ERROR, n->name, "cannot listen on %s: %s", n->addr,
+                io_transport_strerror(rc));
+        io_call_done(&s->call, IO_NODE_ELISTEN);
+        return;
+    }
+    sync_peers(n);
+    uv_timer_init(io_loop_uv(n->loop), &n->tick);
+    n->tick.data = n;
+    n->tick_open = true;
+    uint64_t period = n->cfg.heartbeat_ms / 4 > 5 ? n->cfg.heartbeat_ms / 4 : 5;
+    uv_timer_start(&n->tick, on_tick, period, period);
+    publish(n);
+    io_call_done(&s->call, 0);
+}
+
+struct load_ctx {
+    struct raft_entry *e;
+    size_t n, cap;
+    uint64_t after; /* skip entries <= after */
+};
+
+static int load_cb(void *arg, const struct io_entry *e)
+{
+    struct load_ctx *l = arg;
+    if (e->index <= l->after) {
+        return 0;
+    }
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 256;
+        struct raft_entry *ne = realloc(l->e, cap * sizeof *ne);
+        if (ne == NULL) {
+            return -1;
+        }
+        l->e = ne;
+        l->cap = cap;
+    }
+    struct raft_buf *b = NULL;
+    if (e->len > 0) {
+        b = raft_buf_copy(e->buf, e->len);
+        if (b == NULL) {
+            return -1;
+        }
+    }
+    l->e[l->n++] = (struct raft_entry){e->term, e->index, e->type, b};
+    return 0;
+}
+
+static void load_free(struct load_ctx *l)
+{
+    for (size_t i = 0; i < l->n; i++) {
+        raft_buf_unref(l->e[i].buf);
+    }
+    free(l->e);
+}
+
+static void set_err(char *err, size_t err_len, const char *fmt, const char *a, const char *b)
+{
+    if (err != NULL && err_len > 0) {
+        snprintf(err, err_len, fmt, a, b);
+    }
+}
+
+/* Joins through `join_addr` with an anonymous connection; fills n->cluster_id. */
+static int join_cluster(struct io_node *n, const char *join_addr, uint8_t role, int64_t timeout_ms,
+                        char *err, size_t err_len);
+
+static void node_free(struct io_node *n)
+{
+    pthread_mutex_destroy(&n->pub_mu);
+    pthread_mutex_destroy(&n->disk_mu);
+    pthread_cond_destroy(&n->disk_cv);
+    pthread_mutex_destroy(&n->apply_mu);
+    pthread_cond_destroy(&n->apply_cv);
+    pthread_cond_destroy(&n->applied_cv);
+    if (n->lock_fd >= 0) {
+        close(n->lock_fd);
+    }
+    free(n);
+}
+
+int io_node_start(const struct io_node_config *cfg, enum io_node_start_mode mode,
+                  const char *join_addr, uint8_t role, int64_t join_timeout_ms,
+                  struct io_node **out, char *err, size_t err_len)
+{
+    struct io_node *n = calloc(1, sizeof *n);
+    struct load_ctx lc = {0};
+    struct raft_config snap_cfg = {0};
+    uint64_t snap_index = 0, snap_term = 0;
+    int rc, created = 0;
+    char info[256];
+
+    if (n == NULL) {
+        return RAFT_ENOMEM;
+    }
+    n->lock_fd = -1;
+    pthread_mutex_init(&n->pub_mu, NULL);
+    pthread_mutex_init(&n->disk_mu, NULL);
+    pthread_cond_init(&n->disk_cv, NULL);
+    pthread_mutex_init(&n->apply_mu, NULL);
+    pthread_cond_init(&n->apply_cv, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&n->applied_cv, &ca);
+    pthread_condattr_destroy(&ca);
+    n->cfg = *cfg;
+    n->fsm = cfg->fsm;
+    if (n->cfg.election_timeout_ms == 0) {
+        n->cfg.election_timeout_ms = 1000;
+    }
+    if (n->cfg.heartbeat_ms == 0) {
+        n->cfg.heartbeat_ms = 100;
+    }
+    if (n->cfg.entry_bytes_max == 0 || n->cfg.entry_bytes_max > IO_LOG_ENTRY_BYTES_MAX) {
+        n->cfg.entry_bytes_max = IO_LOG_ENTRY_BYTES_MAX;
+    }
+    n->election_timeout_ms = n->cfg.election_timeout_ms;
+    snprintf(n->dir, sizeof n->dir, "%s", cfg->dir);
+
+    if (mkdir(n->dir, 0755) != 0 && errno != EEXIST) {
+        set_err(err, err_len, "cannot create %s: %s", n->dir, strerror(errno));
+        node_free(n);
+        return IO_NODE_EIO;
+    }
+    /* One node per directory: a lock the kernel drops when the process dies. */
+    char lock_path[4200];
+    snprintf(lock_path, sizeof lock_path, "%s/lock", n->dir);
+    n->lock_fd = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (n->lock_fd < 0 || flock(n->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+        set_err(err, err_len, "%s: %s", n->dir,
+                "another process runs a node on this directory");
+        node_free(n);
+        return IO_NODE_ELOCKED;
+    }
+    bool exists = io_node_exists(n->dir);
+    if (mode == IO_NODE_RESTART && !exists) {
+        set_err(err, err_len, "%s holds no cluster member%s", n->dir, "");
+        node_free(n);
+        return IO_NODE_ENOENT;
+    }
+    if (mode != IO_NODE_RESTART && exists) {
+        set_err(err, err_len, "%s already holds a cluster member%s", n->dir,
+                " (it restarts by itself)");
+        node_free(n);
+        return IO_NODE_EEXIST;
+    }
+    if (mode == IO_NODE_RESTART) {
+        ssize_t k = read_file(n->dir, "node-info", info, sizeof info - 1);
+        info[k > 0 ? k : 0] = '\0';
+        char *nl = strchr(info, '\n');
+        if (nl == NULL) {
+            set_err(err, err_len, "%s/node-info is malformed%s", n->dir, "");
+            node_free(n);
+            return IO_NODE_EIO;
+        }
+        *nl = '\0';
+        char *addr_end = strchr(nl + 1, '\n');
+        if (addr_end != NULL) {
+            *addr_end = '\0';
+        }
+        if (strlen(info) >= RAFT_NAME_MAX || strlen(nl + 1) >= RAFT_ADDR_MAX) {
+            set_err(err, err_len, "%s/node-info is malformed%s", n->dir, "");
+            node_free(n);
+            return IO_NODE_EIO;
+        }
+        memcpy(n->name, info, strlen(info) + 1);
+        memcpy(n->addr, nl + 1, strlen(nl + 1) + 1);
+    } else {
+        if (cfg->name == NULL || cfg->name[0] == '\0' || strlen(cfg->name) >= RAFT_NAME_MAX ||
+            cfg->listen_addr == NULL || strlen(cfg->listen_addr) >= RAFT_ADDR_MAX) {
+            set_err(err, err_len, "a node needs a name (< %s bytes) and an address%s", "32", "");
+            node_free(n);
+            return RAFT_EBADARG;
+        }
+        snprintf(n->name, sizeof n->name, "%s", cfg->name);
+        snprintf(n->addr, sizeof n->addr, "%s", cfg->listen_addr);
+    }
+    n->id = name_to_id(n->name);
+
+    char meta_path[4200];
+    snprintf(meta_path, sizeof meta_path, "%s/metadata", n->dir);
+    rc = io_meta_open(&n->meta_file, meta_path, &n->meta, &created);
+    if (rc != 0) {
+        set_err(err, err_len, "%s%s", io_meta_errmsg(&n->meta_file), "");
+        node_free(n);
+        return IO_NODE_EIO;
+    }
+    int sr = snap_record_load(n->dir, &snap_index, &snap_term, &snap_cfg);
+    if (sr < 0) {
+        set_err(err, err_len, "%s/snapshot is corrupt%s", n->dir, "");
+        rc = IO_NODE_EIO;
+        goto err_after_meta;
+    }
+    lc.after = snap_index;
+    rc = io_log_open(&n->log, n->dir, NULL, load_cb, &lc);
+    if (rc != 0) {
+        set_err(err, err_len, "cannot open the log: %s%s", io_log_errmsg(&n->log), "");
+        rc = IO_NODE_EIO;
+        goto err_after_meta;
+    }
+    if (snap_index > 0 && io_log_last_index(&n->log) < snap_index) {
+        /* An interrupted reset: repeat it. */
+        if (io_log_reset(&n->log, snap_index, snap_term) != 0) {
+            set_err(err, err_len, "cannot reset the log: %s%s", io_log_errmsg(&n->log), "");
+            rc = IO_NODE_EIO;
+            goto err_after_log;
+        }
+    }
+    /* Entries must follow the snapshot without a gap. */
+    if (lc.n > 0 && lc.e[0].index != snap_index + 1) {
+        set_err(err, err_len, "the log of %s does not follow its snapshot record%s", n->dir, "");
+        rc = IO_NODE_EIO;
+        goto err_after_log;
+    }
+
+    if (mode == IO_NODE_BOOTSTRAP) {
+        uint64_t cid = 0;
+        if (getrandom(&cid, sizeof cid, 0) != sizeof cid || cid == 0) {
+            cid = io_now_ms() ^ n->id;
+        }
+        n->cluster_id = cid;
+        struct raft_config c = {.n = 1};
+        c.servers[0].id = n->id;
+        c.servers[0].role = RAFT_VOTER;
+        snprintf(c.servers[0].name, RAFT_NAME_MAX, "%s", n->name);
+        snprintf(c.servers[0].addr, RAFT_ADDR_MAX, "%s", n->addr);
+        struct raft_entry e;
+        rc = raft_bootstrap_entry(&c, &e);
+        if (rc == 0) {
+            struct io_entry ie = {e.term, e.index, e.type, e.buf->base, e.buf->len};
+            rc = io_log_append(&n->log, &ie, 1);
+            if (rc == 0) {
+                rc = io_log_sync(&n->log);
+            }
+            if (rc == 0) {
+                lc.after = 0;
+                rc = load_cb(&lc, &ie);
+            }
+            raft_buf_unref(e.buf);
+        }
+        if (rc != 0) {
+            set_err(err, err_len, "cannot write the first log entry: %s%s", io_log_errmsg(&n->log), "");
+            rc = IO_NODE_EIO;
+            goto err_after_log;
+        }
+    }
+
+    rc = loop_acquire(&n->loop);
+    if (rc != 0) {
+        set_err(err, err_len, "cannot start the runtime thread%s%s", "", "");
+        rc = RAFT_ENOMEM;
+        goto err_after_log;
+    }
+    if (mode == IO_NODE_JOIN) {
+        rc = join_cluster(n, join_addr, role, join_timeout_ms, err, err_len);
+        if (rc != 0) {
+            goto err_after_loop;
+        }
+    }
+    if (mode != IO_NODE_RESTART) {
+        n->meta.node_id = n->id;
+        n->meta.cluster_id = n->cluster_id;
+        if (mode == IO_NODE_BOOTSTRAP) {
+            n->meta.term = 1; /* the term of the bootstrap entry */
+        }
+        if (io_meta_store(&n->meta_file, &n->meta) != 0) {
+            set_err(err, err_len, "%s%s", io_meta_errmsg(&n->meta_file), "");
+            rc = IO_NODE_EIO;
+            goto err_after_loop;
+        }
+        int k = snprintf(info, sizeof info, "%s\n%s\n", n->name, n->addr);
+        if (write_file_atomic(n->dir, "node-info", info, (size_t)k) != 0) {
+            set_err(err, err_len, "cannot write %s/node-info: %s", n->dir, strerror(errno));
+            rc = IO_NODE_EIO;
+            goto err_after_loop;
+        }
+    }
+    n->cluster_id = n->meta.cluster_id;
+
+    /* The core. */
+    struct raft_options o;
+    uint64_t seed = 0;
+    if (getrandom(&seed, sizeof seed, 0) != sizeof seed) {
+        seed = io_now_ms() ^ n->id;
+    }
+    raft_options_init(&o, n->id, seed);
+    o.election_timeout_ms = n->cfg.election_timeout_ms;
+    o.heartbeat_ms = n->cfg.heartbeat_ms;
+    o.entry_bytes_max = n->cfg.entry_bytes_max;
+    if (n->cfg.trailing_entries != 0) {
+        o.trailing_entries = n->cfg.trailing_entries;
+    }
+    struct raft_initial_state init = {
+        .term = n->meta.term,
+        .vote = n->meta.voted_for,
+        .snapshot_index = snap_index,
+        .snapshot_term = snap_term,
+        .snapshot_config = snap_cfg,
+        .entries = lc.e,
+        .n_entries = (uint32_t)lc.n,
+        .commit_index = n->meta.applied_floor,
+        .now_ms = io_now_ms(),
+    };
+    if (init.commit_index > snap_index + lc.n) {
+        init.commit_index = snap_index + lc.n;
+    }
+    rc = raft_create(&o, &init, &n->raft);
+    if (rc != 0) {
+        set_err(err, err_len, "cannot create the Raft state: %s%s", raft_strerror(rc), "");
+        goto err_after_loop;
+    }
+    n->committed_config = snap_cfg;
+    n->committed_config_index = snap_index;
+    n->applied = init.commit_index;
+    load_free(&lc);
+    lc = (struct load_ctx){0};
+
+    if (pthread_create(&n->disk_thread, NULL, disk_main, n) != 0) {
+        rc = RAFT_ENOMEM;
+        goto err_after_raft;
+    }
+    if (pthread_create(&n->apply_thread, NULL, apply_main, n) != 0) {
+        rc = RAFT_ENOMEM;
+        goto err_after_disk;
+    }
+    struct start_req sreq = {.node = n};
+    io_call_init(&sreq.call, start_on_loop, NULL);
+    rc = io_call_wait(n->loop, &sreq.call, -1);
+    io_call_fini(&sreq.call);
+    if (rc != 0) {
+        set_err(err, err_len, "cannot listen on %s%s", n->addr, "");
+        goto err_after_apply;
+    }
+    io_logf(IO_LOG_INFO, n->name, "node started at %s (dir %s)", n->addr, n->dir);
+    *out = n;
+    return 0;
+
+err_after_apply:
+    pthread_mutex_lock(&n->apply_mu);
+    n->apply_stop = true;
+    pthread_cond_signal(&n->apply_cv);
+    pthread_mutex_unlock(&n->apply_mu);
+    pthread_join(n->apply_thread, NULL);
+err_after_disk:
+    pthread_mutex_lock(&n->disk_mu);
+    n->disk_stop = true;
+    pthread_cond_signal(&n->disk_cv);
+    pthread_mutex_unlock(&n->disk_mu);
+    pthread_join(n->disk_thread, NULL);
+err_after_raft:
+    raft_destroy(n->raft);
+err_after_loop:
+    loop_release();
+err_after_log:
+    io_log_close(&n->log);
+err_after_meta:
+    io_meta_close(&n->meta_file);
+    load_free(&lc);
+    node_free(n);
+    return rc;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Joining (client side), on the loop with an anonymous transport. */
+
+struct join_req {
+    struct io_call call;
+    struct io_node *node;
+    struct io_transport t;
+    bool t_open;
+    uv_timer_t timer;
+    bool timer_open;
+    char target[RAFT_ADDR_MAX];
+    uint8_t payload[3 + RAFT_NAME_MAX + RAFT_ADDR_MAX];
+    size_t payload_len;
+    uint64_t deadline_ms;
+    int result;
+    uint64_t cluster_id;
+    char last_error[128];
+    unsigned closing;
+    bool finished;
+};
+
+static void join_closed(struct join_req *j)
+{
+    if (j->closing == 0 && j->finished) {
+        io_call_done(&j->call, j->result);
+    }
+}
+
+static void join_t_closed(struct io_transport *t)
+{
+    struct join_req *j = t->data;
+    j->closing--;
+    join_closed(j);
+}
+
+static void join_timer_closed(uv_handle_t *h)
+{
+    struct join_req *j = h->data;
+    j->closing--;
+    join_closed(j);
+}
+
+static void join_finish(struct join_req *j, int result)
+{
+    if (j->finished) {
+        return;
+    }
+    j->finished = true;
+    j->result = result;
+    if (j->timer_open) {
+        j->closing++;
+        uv_close((uv_handle_t *)&j->timer, join_timer_closed);
+    }
+    if (j->t_open) {
+        j->closing++;
+        io_transport_close(&j->t, join_t_closed);
+    }
+    join_closed(j);
+}
+
+static void join_send(struct join_req *j)
+{
+    int rc = io_transport_send(&j->t, 0, j->target, IO_MSG_JOIN, IO_TRANSPORT_CONTROL, j->payload,
+                               j->payload_len);
+    if (rc != 0) {
+        snprintf(j->last_error, sizeof j->last_error, "%s", io_transport_strerror(rc));
+    }
+}
+
+static void join_on_message(struct io_transport *t, uint64_t from, uint16_t type, const void *buf,
+                            size_t len, uint64_t conn)
+{
+    struct join_req *j = t->data;
+    (void)from;
+    (void)conn;
+    if (type != IO_MSG_JOIN_RESULT || len < 13 || j->finished) {
+        return;
+    }
+    const uint8_t *p = buf;
+    int status = (int)io_get32(p);
+    uint64_t cid = io_get64(p + 4);
+    size_t alen = p[12];
+    if (13 + alen > len || alen >= RAFT_ADDR_MAX) {
+        return;
+    }
+    if (status == 0) {
+        j->cluster_id = cid;
+        if (raft_config_decode(p + 13 + alen, len - 13 - alen, &j->node->known) != 0) {
+            memset(&j->node->known, 0, sizeof j->node->known);
+        }
+        join_finish(j, 0);
+    } else if (status == RAFT_ENOTLEADER && alen > 0) {
+        memcpy(j->target, p + 13, alen);
+        j->target[alen] = '\0';
+        join_send(j);
+    } else {
+        snprintf(j->last_error, sizeof j->last_error, "%s", io_node_strerror(status));
+        if (status != RAFT_ENOTLEADER && status != RAFT_ECHANGE && status != RAFT_EBUSY) {
+            join_finish(j, IO_NODE_EJOIN);
+        }
+    }
+}
+
+static void join_tick(uv_timer_t *timer)
+{
+    struct join_req *j = timer->data;
+    if (io_now_ms() >= j->deadline_ms) {
+        join_finish(j, RAFT_ETIMEOUT);
+        return;
+    }
+    join_send(j); /* retries are harmless: the leader answers a repeat once it committed */
+}
+
+static void join_start(struct io_work *w)
+{
+    struct join_req *j = (struct join_req *)w;
+    struct io_transport_config tc = {.cluster_id = 0, .self_id = 0, .on_message = join_on_message,
+                                     .seed = io_now_ms(), .data = j};
+    int rc = io_transport_init(&j->t, io_loop_uv(j->node->loop), &tc);
+    if (rc != 0) {
+        snprintf(j->last_error, sizeof j->last_error, "%s", io_transport_strerror(rc));
+        join_finish(j, IO_NODE_EJOIN);
+        return;
+    }
+    j->t.data = j;
+    j->t_open = true;
+    uv_timer_init(io_loop_uv(j->node->loop), &j->timer);
+    j->timer.data = j;
+    j->timer_open = true;
+    uv_timer_start(&j->timer, join_tick, 1000, 1000);
+    join_send(j);
+}
+
+static int join_cluster(struct io_node *n, const char *join_addr, uint8_t role, int64_t timeout_ms,
+                        char *err, size_t err_len)
+{
+    struct join_req *j = calloc(1, sizeof *j);
+    if (j == NULL) {
+        return RAFT_ENOMEM;
+    }
+    if (join_addr == NULL || strlen(join_addr) >= RAFT_ADDR_MAX) {
+        free(j);
+        set_err(err, err_len, "raft_join needs the address of a cluster member%s%s", "", "");
+        return RAFT_EBADARG;
+    }
+    io_call_init(&j->call, join_start, NULL);
+    j->node = n;
+    snprintf(j->target, sizeof j->target, "%s", join_addr);
+    size_t nl = strlen(n->name), al = strlen(n->addr);
+    j->payload[0] = role;
+    j->payload[1] = (uint8_t)nl;
+    memcpy(j->payload + 2, n->name, nl);
+    j->payload[2 + nl] = (uint8_t)al;
+    memcpy(j->payload + 3 + nl, n->addr, al);
+    j->payload_len = 3 + nl + al;
+    j->deadline_ms = io_now_ms() + (uint64_t)(timeout_ms > 0 ? timeout_ms : 30000);
+    int rc = io_call_wait(n->loop, &j->call, -1);
+    io_call_fini(&j->call);
+    if (rc == 0) {
+        n->cluster_id = j->cluster_id;
+    } else {
+        set_err(err, err_len, "could not join the cluster through %s: %s", join_addr,
+                j->last_error[0] ? j->last_error
+                                 : (rc == RAFT_ETIMEOUT ? "no answer (timed out)" : "refused"));
+        rc = IO_NODE_EJOIN;
+    }
+    free(j);
+    return rc;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Stopping. */
+
+static void stop_check(struct io_node *n)
+{
+    if (n->closing_handles == 0 && n->snap_works == 0 && n->stop_call != NULL) {
+        struct pending *p = n->stop_call;
+        n->stop_call = NULL;
+        io_call_done(&p->call, 0);
+    }
+}
+
+static void tick_closed(uv_handle_t *h)
+{
+    struct io_node *n = h->data;
+    n->closing_handles--;
+    stop_check(n);
+}
+
+static void transport_closed(struct io_transport *t)
+{
+    struct io_node *n = t->data;
+    n->closing_handles--;
+    stop_check(n);
+}
+
+static int stop_on_loop(struct pending *p)
+{
+    struct io_node *n = p->node;
+    n->stopping = true;
+    while (n->pending != NULL) {
+        pending_finish(n, n->pending, RAFT_ESHUTDOWN);
+    }
+    for (struct snap_send *s = n->sends, *next; s != NULL; s = next) {
+        next = s->next;
+        if (!s->work_busy) {
+            snap_send_free(n, s);
+        } else {
+            s->failed = true; /* freed by snap_work_after */
+        }
+    }
+    n->stop_call = p;
+    if (n->tick_open) {
+        n->closing_handles++;
+        uv_close((uv_handle_t *)&n->tick, tick_closed);
+    }
+    if (n->transport_open) {
+        n->closing_handles++;
+        io_transport_close(&n->transport, transport_closed);
+    }
+    stop_check(n);
+    return 0;
+}
+
+/* Waits until everything posted to the loop so far has run (the queue is FIFO). */
+static void loop_barrier(struct io_node *n)
+{
+    struct pending *p = pending_new(n, P_CONFIG, NULL);
+    if (p == NULL) {
+        abort();
+    }
+    pending_wait(n, p, -1);
+    pending_release(p);
+}
+
+void io_node_stop(struct io_node *n)
+{
+    struct pending *p = pending_new(n, P_CONFIG, stop_on_loop);
+    if (p == NULL) {
+        abort();
+    }
+    pending_wait(n, p, -1);
+    pending_release(p);
+
+    pthread_mutex_lock(&n->disk_mu);
+    n->disk_stop = true;
+    pthread_cond_signal(&n->disk_cv);
+    pthread_mutex_unlock(&n->disk_mu);
+    pthread_join(n->disk_thread, NULL);
+
+    pthread_mutex_lock(&n->apply_mu);
+    n->apply_stop = true;
+    pthread_cond_signal(&n->apply_cv);
+    pthread_cond_broadcast(&n->applied_cv);
+    pthread_mutex_unlock(&n->apply_mu);
+    pthread_join(n->apply_thread, NULL);
+
+    /* The disk and apply threads may have posted work before they stopped; the loop drops it
+     * (n->stopping) but must have run it before the node is freed. */
+    loop_barrier(n);
+
+    io_log_sync(&n->log);
+    io_log_close(&n->log);
+    io_meta_close(&n->meta_file);
+    raft_destroy(n->raft);
+    loop_release();
+    io_logf(IO_LOG_INFO, n->name, "node stopped");
+    node_free(n);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Calls from application threads. */
+
+static int propose_on_loop(struct pending *p)
+{
+    struct io_node *n = p->node;
+    struct raft_update u;
+    if (atomic_load(&n->disk_failed)) {
+        return IO_NODE_EDISKFULL;
+    }
+    p->started_ms = io_now_ms();
+    int rc = raft_propose(n->raft, p->started_ms, RAFT_NORMAL, p->buf, p->cookie, &u);
+    if (rc != 0) {
+        return rc;
+    }
+    n->proposals++;
+    pending_queue(n, p);
+    handle(n, &u);
+    return 0;
+}
+
+int io_node_propose(struct io_node *n, const void *buf, size_t len, int64_t timeout_ms,
+                    uint64_t *index)
+{
+    struct pending *p = pending_new(n, P_PROPOSE, propose_on_loop);
+    if (p == NULL) {
+        return RAFT_ENOMEM;
+    }
+    p->buf = raft_buf_copy(buf, len);
+    if (p->buf == NULL) {
+        pending_release(p);
+        return RAFT_ENOMEM;
+    }
+    int rc = pending_wait(n, p, timeout_ms);
+    if (rc == RAFT_ETIMEOUT) {
+        return RAFT_EUNKNOWN; /* it may still commit */
+    }
+    if (rc == 0 && index != NULL) {
+        *index = p->index;
+    }
+    if (rc == RAFT_ESHUTDOWN && p->appended) {
+        rc = RAFT_EUNKNOWN;
+    }
+    pending_release(p);
+    return rc;
+}
+
+int io_node_wait_applied(struct io_node *n, uint64_t index, int64_t timeout_ms)
+{
+    struct timespec deadline;
+    clock_gettime(CLOCK_MONOTONIC, &deadline);
+    deadline.tv_sec += timeout_ms / 1000;
+    deadline.tv_nsec += (timeout_ms % 1000) * 1000000L;
+    if (deadline.tv_nsec >= 1000000000L) {
+        deadline.tv_sec++;
+        deadline.tv_nsec -= 1000000000L;
+    }
+    int rc = 0;
+    pthread_mutex_lock(&n->apply_mu);
+    while (n->applied < index && !n->apply_stop) {
+        if (pthread_cond_timedwait(&n->applied_cv, &n->apply_mu, &deadline) == ETIMEDOUT) {
+            rc = n->applied >= index ? 0 : RAFT_ETIMEOUT;
+            break;
+        }
+    }
+    if (rc == 0 && n->applied < index) {
+        rc = RAFT_ESHUTDOWN;
+    }
+    pthread_mutex_unlock(&n->apply_mu);
+    return rc;
+}
+
+static int read_on_loop(struct pending *p)
+{
+    struct io_node *n = p->node;
+    struct raft_update u;
+    int rc = raft_read_index(n->raft, io_now_ms(), p->cookie, &u);
+    if (rc != 0) {
+        return rc;
+    }
+    pending_queue(n, p);
+    handle(n, &u);
+    return 0;
+}
+
+/* One ReadIndex round; *read_index receives the index to wait for. */
+static int read_index_once(struct io_node *n, int64_t timeout_ms, uint64_t *read_index)
+{
+    struct pending *p = pending_new(n, P_READ, read_on_loop);
+    if (p == NULL) {
+        return RAFT_ENOMEM;
+    }
+    int rc = pending_wait(n, p, timeout_ms);
+    if (rc == RAFT_ETIMEOUT) {
+        return rc;
+    }
+    *read_index = p->index;
+    pending_release(p);
+    return rc;
+}
+
+int io_node_barrier(struct io_node *n, int64_t timeout_ms, uint64_t *index)
+{
+    uint64_t start = io_now_ms();
+    uint64_t read_index = 0;
+    int rc;
+    /* Without a known leader (an election, a node that just joined) retry until the timeout:
+     * the caller asked for "everything committed before now", not for a leader right now. */
+    for (;;) {
+        int64_t left = timeout_ms - (int64_t)(io_now_ms() - start);
+        rc = read_index_once(n, left > 0 ? left : 0, &read_index);
+        if ((rc != RAFT_ENOTLEADER && rc != RAFT_ELEADERSHIPLOST) ||
+            (int64_t)(io_now_ms() - start) + 20 >= timeout_ms) {
+            break;
+        }
+        usleep(20 * 1000);
+    }
+    if (rc != 0) {
+        return rc;
+    }
+    int64_t left = timeout_ms - (int64_t)(io_now_ms() - start);
+    rc = io_node_wait_applied(n, read_index, left > 0 ? left : 0);
+    if (rc == 0 && index != NULL) {
+        *index = read_index;
+    }
+    return rc;
+}
+
+static int config_on_loop(struct pending *p)
+{
+    struct io_node *n = p->node;
+    struct raft_update u;
+    uint64_t now = io_now_ms();
+    int rc;
+    switch (p->op) {
+    case 'a':
+        rc = raft_add(n->raft, now, &p->server, p->cookie, &u);
+        break;
+    case 'r':
+        rc = raft_remove(n->raft, now, p->target, p->cookie, &u);
+        break;
+    case 'p':
+        rc = raft_promote(n->raft, now, p->target, p->cookie, &u);
+        break;
+    case 'd':
+        rc = raft_demote(n->raft, now, p->target, p->cookie, &u);
+        break;
+    default:
+        rc = raft_recover(n->raft, now, &p->recover_config, &u);
+        if (rc == 0) {
+            handle(n, &u);
+            return PENDING_DONE; /* in effect once appended */
+        }
+        return rc;
+    }
+    if (rc != 0) {
+        return rc;
+    }
+    pending_queue(n, p);
+    handle(n, &u);
+    return 0;
+}
+
+static int config_call(struct io_node *n, int op, const char *name, const char *addr, uint8_t role,
+                       int64_t timeout_ms)
+{
+    if (name == NULL || name[0] == '\0' || strlen(name) >= RAFT_NAME_MAX) {
+        return RAFT_EBADARG;
+    }
+    if (op == 'a' && (addr == NULL || addr[0] == '\0' || strlen(addr) >= RAFT_ADDR_MAX)) {
+        return RAFT_EBADARG;
+    }
+    struct pending *p = pending_new(n, P_CONFIG, config_on_loop);
+    if (p == NULL) {
+        return RAFT_ENOMEM;
+    }
+    p->op = op;
+    p->target = name_to_id(name);
+    if (op == 'a') {
+        p->server.id = p->target;
+        p->server.role = role;
+        snprintf(p->server.name, sizeof p->server.name, "%s", name);
+        snprintf(p->server.addr, sizeof p->server.addr, "%s", addr);
+    }
+    int rc = pending_wait(n, p, timeout_ms);
+    if (rc == RAFT_ETIMEOUT) {
+        return rc;
+    }
+    pending_release(p);
+    return rc;
+}
+
+int io_node_add(struct io_node *n, const char *name, const char *addr, uint8_t role,
+                int64_t timeout_ms)
+{
+    if (role != RAFT_VOTER && role != RAFT_REPLICA) {
+        return RAFT_EBADARG;
+    }
+    return config_call(n, 'a', name, addr, role, timeout_ms);
+}
+
+int io_node_remove(struct io_node *n, const char *name, int64_t timeout_ms)
+{
+    return config_call(n, 'r', name, NULL, 0, timeout_ms);
+}
+
+int io_node_promote(struct io_node *n, const char *name, int64_t timeout_ms)
+{
+    return config_call(n, 'p', name, NULL, 0, timeout_ms);
+}
+
+int io_node_demote(struct io_node *n, const char *name, int64_t timeout_ms)
+{
+    return config_call(n, 'd', name, NULL, 0, timeout_ms);
+}
+
+int io_node_recover(struct io_node *n, const struct raft_config *c)
+{
+    struct pending *p = pending_new(n, P_CONFIG, config_on_loop);
+    if (p == NULL) {
+        return RAFT_ENOMEM;
+    }
+    p->op = 'R';
+    p->recover_config = *c;
+    int rc = pending_wait(n, p, -1);
+    pending_release(p);
+    return rc;
+}
+
+static int transfer_on_loop(struct pending *p)
+{
+    struct io_node *n = p->node;
+    struct raft_update u;
+    uint64_t now = io_now_ms();
+    int rc = raft_transfer(n->raft, now, p->target, &u);
+    if (rc != 0) {
+        return rc;
+    }
+    p->deadline_ms = now + 2 * (uint64_t)n->election_timeout_ms;
+    pending_queue(n, p);
+    handle(n, &u);
+    return 0;
+}
+
+int io_node_transfer(struct io_node *n, const char *name, int64_t timeout_ms)
+{
+    struct pending *p = pending_new(n, P_TRANSFER, transfer_on_loop);
+    if (p == NULL) {
+        return RAFT_ENOMEM;
+    }
+    if (name != NULL) {
+        if (name[0] == '\0' || strlen(name) >= RAFT_NAME_MAX) {
+            pending_release(p);
+            return RAFT_EBADARG;
+        }
+        p->target = name_to_id(name);
+    }
+    int rc = pending_wait(n, p, timeout_ms);
+    if (rc == RAFT_ETIMEOUT) {
+        return rc;
+    }
+    pending_release(p);
+    return rc;
+}
+
+struct floor_work {
+    struct io_work work;
+    struct io_node *node;
+    uint64_t index;
+};
+
+static void floor_on_loop(struct io_work *w)
+{
+    struct floor_work *f = (struct floor_work *)w;
+    struct io_node *n = f->node;
+    if (!n->stopping && f->index > n->meta.applied_floor) {
+        n->meta.applied_floor = f->index;
+        if (io_meta_store(&n->meta_file, &n->meta) == 0) {
+            struct raft_event ev = {.type = RAFT_EVENT_APPLIED_FLOOR, .now_ms = io_now_ms()};
+            struct raft_update u;
+            ev.applied_floor.index = f->index;
+            if (raft_step(n->raft, &ev, &u) == 0) {
+                handle(n, &u);
+            }
+        }
+    }
+    free(f);
+}
+
+void io_node_set_applied_floor(struct io_node *n, uint64_t index)
+{
+    struct floor_work *f = malloc(sizeof *f);
+    if (f == NULL) {
+        return;
+    }
+    f->work.fn = floor_on_loop;
+    f->node = n;
+    f->index = index;
+    if (io_loop_post(n->loop, &f->work) != 0) {
+        free(f);
+    }
+}
+
+int io_node_write_gate(struct io_node *n)
+{
+    if (atomic_load(&n->disk_failed)) {
+        return IO_NODE_EDISKFULL;
+    }
+    pthread_mutex_lock(&n->pub_mu);
+    uint8_t state = n->pub.state;
+    bool committed = n->pub.term_committed;
+    uint64_t last = n->pub.last_index;
+    uint64_t transfer = n->pub.transfer;
+    pthread_mutex_unlock(&n->pub_mu);
+    if (state != RAFT_LEADER) {
+        return RAFT_ENOTLEADER;
+    }
+    if (transfer != 0) {
+        return RAFT_ETRANSFER;
+    }
+    if (!committed || applied_index(n) < last) {
+        return RAFT_EBUSY;
+    }
+    return 0;
+}
+
+void io_node_leader(struct io_node *n, char name[RAFT_NAME_MAX], char addr[RAFT_ADDR_MAX])
+{
+    pthread_mutex_lock(&n->pub_mu);
+    memcpy(name, n->pub.leader_name, RAFT_NAME_MAX);
+    memcpy(addr, n->pub.leader_addr, RAFT_ADDR_MAX);
+    pthread_mutex_unlock(&n->pub_mu);
+}
+
+static int status_on_loop(struct pending *p)
+{
+    fill_status(p->node, p->status);
+    return PENDING_DONE;
+}
+
+int io_node_status(struct io_node *n, struct io_node_status *st)
+{
+    struct pending *p = pending_new(n, P_CONFIG, status_on_loop);
+    if (p == NULL) {
+        return RAFT_ENOMEM;
+    }
+    p->status = malloc(sizeof *p->status);
+    if (p->status == NULL) {
+        pending_release(p);
+        return RAFT_ENOMEM;
+    }
+    int rc = pending_wait(n, p, 10000);
+    if (rc == RAFT_ETIMEOUT) {
+        return rc;
+    }
+    if (rc == 0) {
+        *st = *p->status;
+    }
+    pending_release(p);
+    return rc;
+}
+
+struct part_work {
+    struct io_work work;
+    struct io_node *node;
+    uint64_t peer;
+    bool in, out;
+};
+
+static void part_on_loop(struct io_work *w)
+{
+    struct part_work *pw = (struct part_work *)w;
+    pw->node->part_peer = pw->peer;
+    pw->node->part_in = pw->in;
+    pw->node->part_out = pw->out;
+    free(pw);
+}
+
+void io_node_set_partition(struct io_node *n, const char *peer, bool drop_in, bool drop_out)
+{
+    struct part_work *pw = malloc(sizeof *pw);
+    if (pw == NULL) {
+        return;
+    }
+    pw->work.fn = part_on_loop;
+    pw->node = n;
+    pw->peer = peer != NULL ? name_to_id(peer) : 0;
+    pw->in = drop_in;
+    pw->out = drop_out;
+    if (io_loop_post(n->loop, &pw->work) != 0) {
+        free(pw);
+    }
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Remote status (client side). */
+
+struct rstatus_req {
+    struct io_call call;
+    struct io_loop *loop;
+    struct io_transport t;
+    bool t_open;
+    uv_timer_t timer;
+    bool timer_open;
+    char addr[RAFT_ADDR_MAX];
+    char *json;
+    int result;
+    uint64_t timeout_ms;
+    unsigned closing;
+    bool finished;
+};
+
+static void rstatus_closed(struct rstatus_req *r)
+{
+    if (r->closing == 0 && r->finished) {
+        io_call_done(&r->call, r->result);
+    }
+}
+
+static void rstatus_t_closed(struct io_transport *t)
+{
+    struct rstatus_req *r = t->data;
+    r->closing--;
+    rstatus_closed(r);
+}
+
+static void rstatus_timer_closed(uv_handle_t *h)
+{
+    struct rstatus_req *r = h->data;
+    r->closing--;
+    rstatus_closed(r);
+}
+
+static void rstatus_finish(struct rstatus_req *r, int result)
+{
+    if (r->finished) {
+        return;
+    }
+    r->finished = true;
+    r->result = result;
+    if (r->timer_open) {
+        r->closing++;
+        uv_close((uv_handle_t *)&r->timer, rstatus_timer_closed);
+    }
+    if (r->t_open) {
+        r->closing++;
+        io_transport_close(&r->t, rstatus_t_closed);
+    }
+    rstatus_closed(r);
+}
+
+static void rstatus_on_message(struct io_transport *t, uint64_t from, uint16_t type,
+                               const void *buf, size_t len, uint64_t conn)
+{
+    struct rstatus_req *r = t->data;
+    (void)from;
+    (void)conn;
+    if (type != IO_MSG_STATUS_RESULT || r->finished) {
+        return;
+    }
+    r->json = malloc(len + 1);
+    if (r->json == NULL) {
+        rstatus_finish(r, RAFT_ENOMEM);
+        return;
+    }
+    memcpy(r->json, buf, len);
+    r->json[len] = '\0';
+    rstatus_finish(r, 0);
+}
+
+static void rstatus_timeout(uv_timer_t *timer)
+{
+    rstatus_finish(timer->data, RAFT_ETIMEOUT);
+}
+
+static void rstatus_start(struct io_work *w)
+{
+    struct rstatus_req *r = (struct rstatus_req *)w;
+    struct io_transport_config tc = {.cluster_id = 0, .self_id = 0,
+                                     .on_message = rstatus_on_message, .seed = io_now_ms(),
+                                     .data = r};
+    int rc = io_transport_init(&r->t, io_loop_uv(r->loop), &tc);
+    if (rc != 0) {
+        rstatus_finish(r, RAFT_EBADARG);
+        return;
+    }
+    r->t.data = r;
+    r->t_open = true;
+    uv_timer_init(io_loop_uv(r->loop), &r->timer);
+    r->timer.data = r;
+    r->timer_open = true;
+    uv_timer_start(&r->timer, rstatus_timeout, r->timeout_ms, 0);
+    rc = io_transport_send(&r->t, 0, r->addr, IO_MSG_STATUS, IO_TRANSPORT_CONTROL, "", 0);
+    if (rc != 0) {
+        rstatus_finish(r, rc == IO_TRANSPORT_EADDR ? RAFT_EBADARG : RAFT_ETIMEOUT);
+    }
+}
+
+int io_node_remote_status(const char *addr, int64_t timeout_ms, char **json, char *err,
+                          size_t err_len)
+{
+    struct io_loop *l;
+    if (addr == NULL || strlen(addr) >= RAFT_ADDR_MAX) {
+        set_err(err, err_len, "bad address%s%s", "", "");
+        return RAFT_EBADARG;
+    }
+    if (loop_acquire(&l) != 0) {
+        return RAFT_ENOMEM;
+    }
+    struct rstatus_req *r = calloc(1, sizeof *r);
+    if (r == NULL) {
+        loop_release();
+        return RAFT_ENOMEM;
+    }
+    io_call_init(&r->call, rstatus_start, NULL);
+    r->loop = l;
+    snprintf(r->addr, sizeof r->addr, "%s", addr);
+    r->timeout_ms = (uint64_t)(timeout_ms > 0 ? timeout_ms : 5000);
+    int rc = io_call_wait(l, &r->call, -1);
+    io_call_fini(&r->call);
+    if (rc == 0) {
+        *json = r->json;
+    } else {
+        free(r->json);
+        set_err(err, err_len, "no status from %s: %s", addr,
+                rc == RAFT_EBADARG ? "bad address" : "no answer (timed out)");
+    }
+    free(r);
+    loop_release();
+    return rc;
+}

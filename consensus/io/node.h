@@ -1,0 +1,197 @@
+/*
+ * The node runtime: everything real around the Raft core for one replicated state machine.
+ *
+ * A node owns a directory (app.db-raft/) holding its durable log (log.h), its metadata (meta.h),
+ * its identity (name and address) and the configuration its last snapshot or compaction covered.
+ * It runs on the process's loop thread (loop.h) together with every other node of the process,
+ * talks to its peers through a transport (transport.h), and drives the core (consensus/raft.h):
+ *
+ *   loop thread   core steps, transport, timers, metadata writes (rare: terms, votes, floors)
+ *   disk thread   log appends, one fdatasync per batch (group commit), truncations, compaction
+ *   apply thread  committed entries and snapshot chunks, handed to the state machine in order
+ *
+ * The state machine (struct io_fsm) knows nothing of Raft, and the runtime knows nothing of
+ * SQLite. Every io_node_* function is thread-safe and may block the calling thread (never the
+ * loop): application threads propose, wait for commits, wait for barriers, change membership.
+ *
+ * Node ids are the xxh64 of the node's name (never 0); names are what users see ("n1").
+ */
+#ifndef WALRAFT_IO_NODE_H
+#define WALRAFT_IO_NODE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "consensus/raft.h"
+
+struct io_node;
+
+/* Error codes of the runtime: the core's (RAFT_E*, 1..99) plus these. */
+#define IO_NODE_ERRORS(X)                                                                         \
+    X(IO_NODE_EIO, 100, "disk error")                                                             \
+    X(IO_NODE_EEXIST, 101, "the node's directory already holds a cluster member")                 \
+    X(IO_NODE_ENOENT, 102, "the node's directory holds no cluster member")                        \
+    X(IO_NODE_ELISTEN, 103, "cannot listen on the address")                                       \
+    X(IO_NODE_EJOIN, 104, "could not join the cluster")                                           \
+    X(IO_NODE_ELOCKED, 105, "another process runs a node on this directory")                      \
+    X(IO_NODE_EDISKFULL, 106, "the node's disk refused a write (full?): writes are refused")      \
+    X(IO_NODE_EFSM, 107, "the state machine failed")
+
+enum {
+#define IO_NODE_ERROR_ENUM(name, value, msg) name = value,
+    IO_NODE_ERRORS(IO_NODE_ERROR_ENUM)
+#undef IO_NODE_ERROR_ENUM
+};
+
+/* A static message for a RAFT_E* or IO_NODE_E* code. */
+const char *io_node_strerror(int rc);
+
+/*
+ * The state machine. Every callback runs on the node's apply thread, one at a time, in log order.
+ */
+struct io_fsm {
+    void *ctx;
+    /* Applies the committed RAFT_NORMAL entry `index`. After a restart entries from the applied
+     * floor + 1 on are applied again: applying must be idempotent in that sense (DESIGN §4).
+     * Non-zero stops the node's apply thread (a fatal error, logged). */
+    int (*apply)(void *ctx, uint64_t index, const void *buf, size_t len);
+
+    /* Snapshot sending (leader). open: starts a consistent image covering at least every applied
+     * entry; read: fills up to `cap` bytes, *n = 0 at the end; close: ends it. Called on a worker
+     * thread; may run concurrently with apply. NULL open: snapshots are not supported. */
+    int (*snapshot_open)(void *ctx, void **handle /* OUT */, uint64_t *size /* OUT, 0: unknown */);
+    int (*snapshot_read)(void *ctx, void *handle, void *buf, size_t cap, size_t *n /* OUT */);
+    void (*snapshot_close)(void *ctx, void *handle);
+
+    /* Snapshot installing (follower), on the apply thread: begin, chunks in order, then end with
+     * ok=true to make the image the state (atomically), or ok=false to abandon it. */
+    int (*install_begin)(void *ctx, uint64_t index);
+    int (*install_chunk)(void *ctx, const void *buf, size_t len);
+    int (*install_end)(void *ctx, uint64_t index, bool ok);
+};
+
+struct io_node_config {
+    const char *dir;           /* the node's directory, created if missing */
+    const char *name;          /* e.g. "n1"; required for bootstrap and join */
+    const char *listen_addr;   /* "host:port"; required for bootstrap and join */
+    uint32_t election_timeout_ms; /* 0: 1000 */
+    uint32_t heartbeat_ms;        /* 0: 100 */
+    uint64_t trailing_entries;    /* 0: the core's default */
+    uint64_t entry_bytes_max;     /* 0: 64 MiB */
+    struct io_fsm fsm;
+};
+
+enum io_node_start_mode {
+    IO_NODE_RESTART = 0,   /* the directory holds a member: run it */
+    IO_NODE_BOOTSTRAP = 1, /* a new one-node cluster */
+    IO_NODE_JOIN = 2       /* ask the cluster, through any member at join_addr, to add this node */
+};
+
+/* Does `dir` hold a cluster member (a node that bootstrapped or joined)? */
+bool io_node_exists(const char *dir);
+
+/*
+ * Starts a node. JOIN blocks until the cluster has committed the addition (or fails after
+ * join_timeout_ms); `role` is RAFT_VOTER (joins as a learner, promoted once caught up) or
+ * RAFT_REPLICA. On error returns a code and writes a message into err (may be NULL).
+ */
+int io_node_start(const struct io_node_config *cfg, enum io_node_start_mode mode,
+                  const char *join_addr, uint8_t role, int64_t join_timeout_ms,
+                  struct io_node **out /* OUT */, char *err, size_t err_len);
+
+/* Stops the node: closes its connections, finishes in-flight disk writes, joins its threads,
+ * fails every waiting call with RAFT_ESHUTDOWN. The last node of the process stops the loop. */
+void io_node_stop(struct io_node *n);
+
+/*
+ * Proposes a RAFT_NORMAL entry (copies `len` bytes) and waits until it is committed. Returns 0
+ * with *index, or: RAFT_ENOTLEADER (definitely not appended), RAFT_EBUSY, RAFT_ETRANSFER,
+ * RAFT_ETOOBIG, IO_NODE_EDISKFULL (refused before appending), RAFT_ENOTCOMMITTED (appended,
+ * then discarded), RAFT_EUNKNOWN (leadership lost after appending, or the wait timed out: the
+ * entry may still commit), RAFT_ESHUTDOWN.
+ */
+int io_node_propose(struct io_node *n, const void *buf, size_t len, int64_t timeout_ms,
+                    uint64_t *index /* OUT, may be NULL */);
+
+/* ReadIndex (raft_barrier): returns once this node has applied everything committed before the
+ * call; *index receives the read index. RAFT_ENOTLEADER when no leader is known. */
+int io_node_barrier(struct io_node *n, int64_t timeout_ms, uint64_t *index /* OUT */);
+
+/* Waits until the node has applied `index` (0 on success, RAFT_ETIMEOUT). */
+int io_node_wait_applied(struct io_node *n, uint64_t index, int64_t timeout_ms);
+
+/* Membership, on the leader; each waits for the configuration entry to commit. Servers are
+ * named by name. add: role RAFT_VOTER or RAFT_REPLICA. */
+int io_node_add(struct io_node *n, const char *name, const char *addr, uint8_t role,
+                int64_t timeout_ms);
+int io_node_remove(struct io_node *n, const char *name, int64_t timeout_ms);
+int io_node_promote(struct io_node *n, const char *name, int64_t timeout_ms);
+int io_node_demote(struct io_node *n, const char *name, int64_t timeout_ms);
+
+/* Leader transfer to `name` (NULL: the most up-to-date voter); waits until another node leads. */
+int io_node_transfer(struct io_node *n, const char *name, int64_t timeout_ms);
+
+/* Disaster recovery: forces the configuration `c` on this node (see raft_recover). */
+int io_node_recover(struct io_node *n, const struct raft_config *c);
+
+/* The state machine reports that every entry up to `index` is durably in its checkpointed state
+ * (the applied floor): the log may be compacted below it. Thread-safe, cheap, asynchronous. */
+void io_node_set_applied_floor(struct io_node *n, uint64_t index);
+
+/* Can this node accept a write now? 0 when it is the leader, has committed an entry of its term
+ * and has applied its whole log; RAFT_ENOTLEADER; RAFT_EBUSY (catching up); RAFT_ETRANSFER;
+ * IO_NODE_EDISKFULL. Cheap (reads state the loop publishes). */
+int io_node_write_gate(struct io_node *n);
+
+/* The known leader's name and address ("" when unknown). */
+void io_node_leader(struct io_node *n, char name[RAFT_NAME_MAX], char addr[RAFT_ADDR_MAX]);
+
+struct io_node_peer_status {
+    struct raft_server server;
+    bool is_leader;
+    uint64_t match_index;     /* leader only; 0 elsewhere */
+    uint64_t last_contact_ms; /* leader only: ms since the peer last answered */
+    uint8_t progress;         /* enum raft_progress_state; leader only */
+    bool connected;
+};
+
+struct io_node_status {
+    char name[RAFT_NAME_MAX];
+    char addr[RAFT_ADDR_MAX];
+    uint64_t id;
+    uint64_t cluster_id;
+    uint8_t state; /* enum raft_state */
+    uint8_t role;  /* this node's enum raft_role; 255 when not in the configuration */
+    uint64_t term;
+    char leader_name[RAFT_NAME_MAX];
+    char leader_addr[RAFT_ADDR_MAX];
+    uint64_t first_index, last_index, commit_index, persisted_index, applied_index;
+    uint64_t applied_floor;
+    uint32_t n_peers;
+    struct io_node_peer_status peers[RAFT_SERVERS_MAX];
+    /* counters */
+    uint64_t proposals, commits, elections, snapshots_sent, snapshots_installed;
+    uint64_t bytes_replicated;
+    uint64_t commit_latency_p50_us, commit_latency_p99_us;
+    /* a snapshot being installed: bytes done / total (0/0 when none) */
+    uint64_t install_done, install_total;
+    bool disk_failed;
+};
+
+/* Fills *st with a consistent picture taken on the loop thread. */
+int io_node_status(struct io_node *n, struct io_node_status *st /* OUT */);
+
+/* Renders *st as one JSON object into buf (NUL-terminated, truncated to cap). */
+size_t io_node_status_json(const struct io_node_status *st, char *buf, size_t cap);
+
+/* Asks the node listening at `addr` for its status JSON (the `walraft status ADDR` command).
+ * Returns 0 with a malloc'd NUL-terminated string in *json, or an error code. */
+int io_node_remote_status(const char *addr, int64_t timeout_ms, char **json /* OUT */,
+                          char *err, size_t err_len);
+
+/* Test hook: drop messages to or from `peer` (name; NULL: every peer) in one or both
+ * directions, as a lossy or partitioned network would. `in`/`out` false restore delivery. */
+void io_node_set_partition(struct io_node *n, const char *peer, bool drop_in, bool drop_out);
+
+#endif

@@ -1,0 +1,10 @@
+# Multi-process tests on 127.0.0.1. kvnode runs one Raft node per process over an in-memory
+# key-value state machine (the runtime without SQLite); test_runtime.py drives clusters of it.
+
+KVNODE := $(BUILD)/tests/kvnode
+$(KVNODE): tests/e2e/kvnode.c $(LIBS_io)
+	@mkdir -p $(dir $@)
+	$(CC) $(ASAN_CFLAGS) -o $@ $< $(LIBS_io) $(ASAN_LDFLAGS) $(LDLIBS)
+
+TEST_DEPS  += $(KVNODE)
+TEST_PROGS += tests/e2e/test_runtime.py
