@@ -37,12 +37,16 @@ static void progress_init(struct raft *r, struct progress *p, uint64_t id)
 int progress_rebuild(struct raft *r)
 {
     const struct raft_config *c = cfg_current(&r->cfg);
-    struct progress *np = calloc(RAFT_SERVERS_MAX, sizeof *np);
-    if (np == NULL) {
-        return RAFT_ENOMEM;
+    struct progress np[RAFT_SERVERS_MAX];
+    if (r->prs == NULL) {
+        /* Allocated once at its largest so pointers into it never dangle; entries may move. */
+        r->prs = calloc(RAFT_SERVERS_MAX, sizeof *r->prs);
+        if (r->prs == NULL) {
+            return RAFT_ENOMEM;
+        }
     }
     size_t n = 0;
-    for (uint32_t i = 0; i < c->n; i++) {
+    for (uint32_t i = 0; i < c->n && n < RAFT_SERVERS_MAX; i++) {
         uint64_t id = c->servers[i].id;
         if (id == r->id) {
             continue;
@@ -55,8 +59,7 @@ int progress_rebuild(struct raft *r)
         }
         n++;
     }
-    free(r->prs);
-    r->prs = np;
+    memcpy(r->prs, np, n * sizeof *np);
     r->n_prs = n;
     return 0;
 }

@@ -377,7 +377,13 @@ void recv_append_result(struct raft *r, const struct raft_message *m)
         if (r->state != RAFT_LEADER) {
             return;
         }
+        uint64_t id = p->id;
         maybe_promote(r, p);
+        /* A promotion rebuilds the progress array: look the peer up again. */
+        p = progress_get(r, id);
+        if (p == NULL || r->state != RAFT_LEADER) {
+            return;
+        }
         transfer_maybe_send(r, p);
     }
     send_append(r, p, false);
@@ -554,7 +560,10 @@ void on_snapshot_installed(struct raft *r, const struct raft_event *ev)
         heard_from_leader(r, from);
     }
     if (index > r->commit) {
-        if (index <= log_last_index(&r->log) && log_term(&r->log, index) == last_term) {
+        /* Keeping the suffix needs the prefix durable in our own log too: the caller then only
+         * moves its log's base. Otherwise the whole log goes (the entries up to `index` that are
+         * still on their way to disk are superseded by the snapshot). */
+        if (index <= r->persisted && log_term(&r->log, index) == last_term) {
             /* From §5.3 of the thesis' snapshot rules: "If existing log entry has same index and
              * term as snapshot's last included entry, retain log entries following it". */
             log_compact(&r->log, index);
