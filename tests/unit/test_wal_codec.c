@@ -12,6 +12,19 @@
 #include "tests/unit/helpers/wal_testutil.h"
 #include "wal/wal.h"
 
+/* The current test's temporary directory; the teardown removes it even when the test fails. */
+static char g_dir[64];
+
+static int remove_tmpdir(void **state)
+{
+    (void)state;
+    if (g_dir[0] != 0) {
+        wt_rmrf(g_dir);
+        g_dir[0] = 0;
+    }
+    return 0;
+}
+
 /* Frames collected by a scan. */
 struct frames {
     uint32_t n;
@@ -89,8 +102,8 @@ static void write_sqlite_wal(const char *path, int page_size, sqlite3 **dbp, int
 
 static void check_sqlite_wal(int page_size)
 {
-    char dir[64];
-    wt_tmpdir(dir, sizeof dir);
+    const char *dir = g_dir;
+    wt_tmpdir(g_dir, sizeof g_dir);
     char path[128], walp[140], copy[128], copywal[140];
     snprintf(path, sizeof path, "%s/a.db", dir);
     snprintf(walp, sizeof walp, "%s/a.db-wal", dir);
@@ -170,6 +183,7 @@ static void check_sqlite_wal(int page_size)
     free(wal);
     sqlite3_close(db);
     wt_rmrf(dir);
+    g_dir[0] = 0;
 }
 
 static void test_wal_decode_sqlite_512(void **state)
@@ -312,8 +326,8 @@ static void test_wal_decode_rejects_bad_headers(void **state)
 static void test_wal_decode_corrupt_sqlite_wal(void **state)
 {
     (void)state;
-    char dir[64];
-    wt_tmpdir(dir, sizeof dir);
+    const char *dir = g_dir;
+    wt_tmpdir(g_dir, sizeof g_dir);
     char path[128], walp[140];
     snprintf(path, sizeof path, "%s/a.db", dir);
     snprintf(walp, sizeof walp, "%s/a.db-wal", dir);
@@ -368,6 +382,7 @@ static void test_wal_decode_corrupt_sqlite_wal(void **state)
     free(w);
     free(orig);
     wt_rmrf(dir);
+    g_dir[0] = 0;
 }
 
 static void test_wal_strerror_covers_every_code(void **state)
@@ -385,14 +400,14 @@ static void test_wal_strerror_covers_every_code(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_wal_decode_sqlite_512),
-        cmocka_unit_test(test_wal_decode_sqlite_4096),
-        cmocka_unit_test(test_wal_decode_sqlite_65536),
-        cmocka_unit_test(test_wal_both_checksum_orders),
-        cmocka_unit_test(test_wal_decode_rejects_salt_mismatch),
-        cmocka_unit_test(test_wal_decode_rejects_bad_headers),
-        cmocka_unit_test(test_wal_decode_corrupt_sqlite_wal),
-        cmocka_unit_test(test_wal_strerror_covers_every_code),
+        cmocka_unit_test_teardown(test_wal_decode_sqlite_512, remove_tmpdir),
+        cmocka_unit_test_teardown(test_wal_decode_sqlite_4096, remove_tmpdir),
+        cmocka_unit_test_teardown(test_wal_decode_sqlite_65536, remove_tmpdir),
+        cmocka_unit_test_teardown(test_wal_both_checksum_orders, remove_tmpdir),
+        cmocka_unit_test_teardown(test_wal_decode_rejects_salt_mismatch, remove_tmpdir),
+        cmocka_unit_test_teardown(test_wal_decode_rejects_bad_headers, remove_tmpdir),
+        cmocka_unit_test_teardown(test_wal_decode_corrupt_sqlite_wal, remove_tmpdir),
+        cmocka_unit_test_teardown(test_wal_strerror_covers_every_code, remove_tmpdir),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

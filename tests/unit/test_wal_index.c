@@ -13,6 +13,19 @@
 #include "tests/unit/helpers/wal_testutil.h"
 #include "wal/wal.h"
 
+/* The current test's temporary directory; the teardown removes it even when the test fails. */
+static char g_dir[64];
+
+static int remove_tmpdir(void **state)
+{
+    (void)state;
+    if (g_dir[0] != 0) {
+        wt_rmrf(g_dir);
+        g_dir[0] = 0;
+    }
+    return 0;
+}
+
 static uint64_t rng_state = 0x2545f4914f6cdd1dull;
 
 static uint32_t rnd(void)
@@ -257,8 +270,8 @@ static int check_frame(void *arg, uint32_t frame, const struct wal_frame_hdr *fh
 static void test_wal_index_appender_walcheck(void **state)
 {
     (void)state;
-    char dir[64];
-    wt_tmpdir(dir, sizeof dir);
+    const char *dir = g_dir;
+    wt_tmpdir(g_dir, sizeof g_dir);
     char walp[128], shmp[128];
     snprintf(walp, sizeof walp, "%s/x.db-wal", dir);
     snprintf(shmp, sizeof shmp, "%s/x.db-shm", dir);
@@ -419,14 +432,15 @@ static void test_wal_index_appender_walcheck(void **state)
     close(fio.fd);
     wt_mem_free(&m);
     wt_rmrf(dir);
+    g_dir[0] = 0;
 }
 
 /* Big-endian checksums: an index whose WAL uses the other byte order is continued in that order. */
 static void test_wal_index_appender_continues_big_endian_log(void **state)
 {
     (void)state;
-    char dir[64];
-    wt_tmpdir(dir, sizeof dir);
+    const char *dir = g_dir;
+    wt_tmpdir(g_dir, sizeof g_dir);
     char walp[128], shmp[128];
     snprintf(walp, sizeof walp, "%s/x.db-wal", dir);
     snprintf(shmp, sizeof shmp, "%s/x.db-shm", dir);
@@ -477,6 +491,7 @@ static void test_wal_index_appender_continues_big_endian_log(void **state)
     close(fd);
     wt_mem_free(&m);
     wt_rmrf(dir);
+    g_dir[0] = 0;
 }
 
 /* --- against SQLite's own wal-index
@@ -530,8 +545,8 @@ static int note_frame(void *arg, uint32_t frame, const struct wal_frame_hdr *fh,
 static void test_wal_index_reads_sqlite_index(void **state)
 {
     (void)state;
-    char dir[64];
-    wt_tmpdir(dir, sizeof dir);
+    const char *dir = g_dir;
+    wt_tmpdir(g_dir, sizeof g_dir);
     char path[128], walp[140], shmp[140];
     snprintf(path, sizeof path, "%s/a.db", dir);
     snprintf(walp, sizeof walp, "%s/a.db-wal", dir);
@@ -609,17 +624,18 @@ static void test_wal_index_reads_sqlite_index(void **state)
     assert_int_equal((uint32_t)log_frames, res.mx_frame);
     sqlite3_close(db);
     wt_rmrf(dir);
+    g_dir[0] = 0;
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_wal_index_hdr_publish_and_read),
-        cmocka_unit_test(test_wal_index_lookup_across_blocks),
-        cmocka_unit_test(test_wal_index_cleanup_then_reappend),
-        cmocka_unit_test(test_wal_index_appender_walcheck),
-        cmocka_unit_test(test_wal_index_appender_continues_big_endian_log),
-        cmocka_unit_test(test_wal_index_reads_sqlite_index),
+        cmocka_unit_test_teardown(test_wal_index_hdr_publish_and_read, remove_tmpdir),
+        cmocka_unit_test_teardown(test_wal_index_lookup_across_blocks, remove_tmpdir),
+        cmocka_unit_test_teardown(test_wal_index_cleanup_then_reappend, remove_tmpdir),
+        cmocka_unit_test_teardown(test_wal_index_appender_walcheck, remove_tmpdir),
+        cmocka_unit_test_teardown(test_wal_index_appender_continues_big_endian_log, remove_tmpdir),
+        cmocka_unit_test_teardown(test_wal_index_reads_sqlite_index, remove_tmpdir),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
