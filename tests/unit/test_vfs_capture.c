@@ -18,6 +18,7 @@
 #include <sqlite3.h>
 
 #include "vfs/vfs.h"
+#include "wal/frameset.h"
 
 #define WALCHECK "../shared/tools/walcheck.py"
 #define TEST_SECONDS 180
@@ -32,7 +33,14 @@ struct fake_node {
     uint64_t next_index;
     int fail_next;      /* 0, or the vfs_propose_result the next proposal returns */
     int proposals;      /* committed proposals */
-    size_t last_len;
+    int lose_outcome;   /* commit, then report VFS_PROPOSE_UNKNOWN (the writer lost it) */
+    int record;         /* keep every committed payload in rec[] */
+    struct {
+        void *payload;
+        size_t len;
+        uint64_t index;
+    } rec[16];
+    int n_rec;
 };
 
 static int fake_gate(void *ctx, char *why, size_t why_len)
@@ -64,8 +72,19 @@ static int fake_propose(void *ctx, const void *payload, size_t len, uint64_t *in
         }
     }
     n->proposals++;
-    n->last_len = len;
+    if (n->record && n->n_rec < 16) {
+        n->rec[n->n_rec].payload = malloc(len);
+        memcpy(n->rec[n->n_rec].payload, payload, len);
+        n->rec[n->n_rec].len = len;
+        n->rec[n->n_rec].index = index;
+        n->n_rec++;
+    }
     *index_out = index;
+    if (n->lose_outcome) {
+        n->lose_outcome = 0;
+        snprintf(why, why_len, "fake node lost the outcome");
+        return VFS_PROPOSE_UNKNOWN;
+    }
     return VFS_PROPOSE_OK;
 }
 
@@ -140,6 +159,9 @@ static void cluster_start(struct cluster *c, int n, const struct vfs_db_config *
 static void cluster_stop(struct cluster *c)
 {
     for (int i = 0; i < c->n; i++) {
+        for (int k = 0; k < c->node[i].n_rec; k++) {
+            free(c->node[i].rec[k].payload);
+        }
         assert_int_equal(vfs_db_detach(c->node[i].db), SQLITE_OK);
     }
     char cmd[128];
@@ -626,14 +648,128 @@ static void test_vfs_wal_crosses_first_index_block(void **state)
 static void test_vfs_apply_batch_is_one_transaction(void **state)
 {
     (void)state;
-    /* Capture three frame sets from a leader with no followers, then replay them on a fresh
-     * follower as one batch, as a restarting node does from its applied floor. */
+    /* Five transactions captured on a leader whose follower is not connected; the follower then
+     * replays them from its floor as one WAL transaction, as a restarting node does. */
     struct cluster c;
     cluster_start(&c, 2, NULL, NULL);
     c.node[0].n_followers = 0;
+    c.node[0].record = 1;
     sqlite3 *l = open_conn(c.path[0]);
     exec_ok(l, "CREATE TABLE t(a INTEGER PRIMARY KEY, b BLOB)");
+    for (int i = 0; i < 4; i++) {
+        exec_ok(l, "INSERT INTO t(b) VALUES(randomblob(1500))");
+    }
+    assert_int_equal(c.node[0].n_rec, 5);
+    struct vfs_entry e[5];
+    uint32_t later_pages = 0; /* pages carried by entries 2..5 */
+    for (int i = 0; i < 5; i++) {
+        e[i] = (struct vfs_entry){c.node[0].rec[i].payload, c.node[0].rec[i].len,
+                                  c.node[0].rec[i].index};
+        struct wal_frameset fs;
+        assert_int_equal(wal_frameset_decode(e[i].payload, e[i].len, 1 << 24, &fs), WAL_OK);
+        later_pages += i > 0 ? fs.n_pages : 0;
+        wal_frameset_free(&fs);
+    }
+    sqlite3 *r = open_conn(c.path[1]);
+    assert_int_equal(query_int(r, "SELECT count(*) FROM sqlite_master"), 0);
+    /* Entry 1 alone first, then 1..5 (1 is skipped as applied): one WAL transaction. */
+    assert_int_equal(vfs_db_apply_batch(c.node[1].db, e, 1), SQLITE_OK);
+    assert_int_equal(query_int(r, "SELECT count(*) FROM t"), 0);
+    char wal[160];
+    snprintf(wal, sizeof wal, "%s-wal", c.path[1]);
+    long before = file_size(wal);
+    assert_int_equal(vfs_db_apply_batch(c.node[1].db, e, 5), SQLITE_OK);
+    assert_int_equal(vfs_db_applied(c.node[1].db), 5);
+    assert_int_equal(query_int(r, "SELECT count(*) FROM t"), 4);
+    /* Fewer frames than the four entries carried: pages merged, one commit. */
+    long grown = file_size(wal) - before;
+    assert_true(grown > 0);
+    assert_true(grown / (4096 + 24) < (long)later_pages);
+    /* Re-applying is a no-op. */
+    assert_int_equal(vfs_db_apply_batch(c.node[1].db, e, 5), SQLITE_OK);
+    assert_int_equal(file_size(wal) - before, grown);
+    exec_ok(r, "PRAGMA integrity_check");
+    sqlite3_close(r);
+    walcheck(c.path[1]);
+    /* A payload that does not decode is refused. */
+    char junk[64] = "not a frame set";
+    assert_int_equal(vfs_db_apply(c.node[1].db, junk, sizeof junk, 6), SQLITE_CORRUPT);
+    assert_int_equal(vfs_db_applied(c.node[1].db), 5);
     sqlite3_close(l);
+    assert_files_identical(&c);
+    cluster_stop(&c);
+}
+
+static void test_vfs_leader_applies_entry_its_writer_lost(void **state)
+{
+    (void)state;
+    struct cluster c;
+    cluster_start(&c, 2, NULL, NULL);
+    c.node[0].record = 1;
+    sqlite3 *l = open_conn(c.path[0]);
+    exec_ok(l, "CREATE TABLE t(a)");
+    /* The entry commits (the follower has it) but the writer is told the outcome is unknown. */
+    c.node[0].lose_outcome = 1;
+    int rc = sqlite3_exec(l, "INSERT INTO t VALUES(1)", NULL, NULL, NULL);
+    assert_int_equal(rc & 0xff, SQLITE_IOERR);
+    assert_int_equal(query_int(l, "SELECT count(*) FROM t"), 0);
+    assert_int_equal(count_on(c.path[1], "SELECT count(*) FROM t"), 1);
+    assert_int_equal(vfs_db_applied(c.node[0].db), 1);
+    /* The runtime hands every committed entry to apply, on the leader too: entry 1 was written
+     * by the leader's writer (skipped), entry 2 was not (applied now). */
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(vfs_db_apply(c.node[0].db, c.node[0].rec[i].payload,
+                                      c.node[0].rec[i].len, c.node[0].rec[i].index),
+                         SQLITE_OK);
+    }
+    assert_int_equal(vfs_db_applied(c.node[0].db), 2);
+    assert_int_equal(query_int(l, "SELECT count(*) FROM t"), 1);
+    exec_ok(l, "INSERT INTO t VALUES(2)");
+    assert_int_equal(count_on(c.path[1], "SELECT count(*) FROM t"), 2);
+    walcheck(c.path[0]);
+    sqlite3_close(l);
+    assert_files_identical(&c);
+    cluster_stop(&c);
+}
+
+static void test_vfs_step_down_dooms_open_write_transaction(void **state)
+{
+    (void)state;
+    struct cluster c;
+    cluster_start(&c, 2, NULL, NULL);
+    sqlite3 *l = open_conn(c.path[0]);
+    exec_ok(l, "CREATE TABLE t(a INTEGER PRIMARY KEY, b BLOB)");
+    exec_ok(l, "INSERT INTO t(b) VALUES(randomblob(100))");
+    /* A write transaction that has spilled frames into the WAL, still open. */
+    exec_ok(l, "PRAGMA cache_size=2");
+    exec_ok(l, "BEGIN; WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i<200)"
+               " INSERT INTO t(b) SELECT randomblob(3000) FROM n");
+    /* Leadership moves to node 1, which replicates to node 0: the apply on node 0 does not wait
+     * for the doomed transaction and writes over its frames. */
+    vfs_db_step_down(c.node[0].db);
+    c.node[0].leader = 0;
+    c.node[0].n_followers = 0;
+    c.node[1].leader = 1;
+    c.node[1].next_index = c.node[0].next_index;
+    c.node[1].followers[0] = &c.node[0];
+    c.node[1].n_followers = 1;
+    sqlite3 *n1 = open_conn(c.path[1]);
+    exec_ok(n1, "INSERT INTO t(b) VALUES(randomblob(5000))");
+    exec_ok(n1, "INSERT INTO t(b) VALUES(randomblob(5000))");
+    assert_int_equal(vfs_db_applied(c.node[0].db), 4);
+    /* The doomed transaction cannot write any more, nor commit. */
+    int rc = sqlite3_exec(l, "INSERT INTO t(b) SELECT b FROM t LIMIT 50; COMMIT", NULL, NULL,
+                          NULL);
+    assert_int_not_equal(rc, SQLITE_OK);
+    sqlite3_exec(l, "ROLLBACK", NULL, NULL, NULL);
+    assert_int_equal(query_int(l, "SELECT count(*) FROM t"), 3);
+    exec_ok(l, "PRAGMA integrity_check");
+    assert_int_equal(sqlite3_exec(l, "INSERT INTO t(b) VALUES(1)", NULL, NULL, NULL),
+                     SQLITE_READONLY);
+    walcheck(c.path[0]);
+    sqlite3_close(n1);
+    sqlite3_close(l);
+    assert_files_identical(&c);
     cluster_stop(&c);
 }
 
@@ -655,6 +791,8 @@ int main(void)
         cmocka_unit_test(test_vfs_follower_wal_checkpoints_and_restarts),
         cmocka_unit_test(test_vfs_wal_crosses_first_index_block),
         cmocka_unit_test(test_vfs_apply_batch_is_one_transaction),
+        cmocka_unit_test(test_vfs_leader_applies_entry_its_writer_lost),
+        cmocka_unit_test(test_vfs_step_down_dooms_open_write_transaction),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
