@@ -669,6 +669,48 @@ static void test_wal_append_page_size_65536(void **state)
     expect_identical_files(&l, &g_reader);
 }
 
+/* The follower becomes a writer: SQLite's own writer continues the log wal/ wrote, both after a
+ * fresh start and after a restart (it must take the chain from aFrameCksum and the salts). */
+static void test_wal_append_sqlite_writes_after_us(void **state)
+{
+    (void)state;
+    struct leader l;
+    leader_create(&l, 4096, 100);
+    start_follower(&l, &g_reader);
+    leader_open(&l);
+    struct shipped s;
+    leader_txn(&l, "UPDATE t SET c = 'one' WHERE a <= 10", &s);
+    struct wal_append_result res;
+    assert_int_equal(follower_apply(&s, 4096, 0, 0, &res), WAL_OK);
+    shipped_free(&s);
+    expect_same_content(&l, &g_reader);
+    char expect[64];
+    snprintf(expect, sizeof expect, "0 %u %u", res.mx_frame, res.mx_frame);
+    assert_string_equal(reader_cmd(&g_reader, "ckpt %d", SQLITE_CHECKPOINT_PASSIVE), expect);
+    leader_txn(&l, "INSERT INTO t(b, c) VALUES(randomblob(3000), 'two')", &s);
+    assert_int_equal(follower_apply(&s, 4096, 1, 0, &res), WAL_OK);
+    assert_int_equal(res.restarted, 1);
+    shipped_free(&s);
+    expect_same_content(&l, &g_reader);
+
+    reader_ok(&g_reader, "x INSERT INTO t(b, c) VALUES(randomblob(5000), 'local')");
+    reader_ok(&g_reader, "x UPDATE t SET c = 'local2' WHERE a = 1");
+    assert_int_equal(reader_int(&g_reader, "SELECT count(*) FROM t"), 102);
+    assert_string_equal(reader_cmd(&g_reader, "q PRAGMA integrity_check"), "ok");
+    follower_walcheck();
+    struct wal_index_hdr h;
+    struct wal_ckpt_info ci;
+    follower_index(&h, &ci);
+    assert_true(h.mx_frame > res.mx_frame);
+    /* SQLite's recovery accepts the whole chain: our frames, then its own. */
+    assert_int_equal(recover_copy(h.mx_frame, 4096), 102);
+    assert_int_equal(recover_copy(res.mx_frame, 4096), 101);
+    assert_string_equal(reader_cmd(&g_reader, "ckpt %d", SQLITE_CHECKPOINT_TRUNCATE), "0 0 0");
+    assert_int_equal(reader_int(&g_reader, "SELECT count(*) FROM t WHERE c LIKE 'local%'"), 2);
+    reader_ok(&g_reader, "close");
+    assert_int_equal(sqlite3_close(l.db), SQLITE_OK);
+}
+
 int main(void)
 {
     srandom(1234);
@@ -678,6 +720,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_wal_append_restarts_checkpointed_log, setup, teardown),
         cmocka_unit_test_setup_teardown(test_wal_append_second_hash_block, setup, teardown),
         cmocka_unit_test_setup_teardown(test_wal_append_page_size_65536, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_wal_append_sqlite_writes_after_us, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
