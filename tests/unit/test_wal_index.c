@@ -494,6 +494,65 @@ static void test_wal_index_appender_continues_big_endian_log(void **state)
     g_dir[0] = 0;
 }
 
+/* A region that cannot be mapped (xShmMap failing: out of memory, disk full) stops the append
+ * with WAL_EMAP before anything is published; the same transaction then goes through. */
+struct flaky_shm {
+    struct wt_mem_shm mem;
+    uint32_t fail_region; /* map() of this region fails while set */
+    int failing;
+};
+
+static int flaky_map(void *ctx, uint32_t region, int extend, volatile void **out)
+{
+    struct flaky_shm *f = ctx;
+    if (f->failing && region == f->fail_region) {
+        return 1;
+    }
+    return wt_mem_map(&f->mem, region, extend, out);
+}
+
+static void test_wal_index_appender_map_failure(void **state)
+{
+    (void)state;
+    const char *dir = g_dir;
+    wt_tmpdir(g_dir, sizeof g_dir);
+    char walp[128], shmp[128];
+    snprintf(walp, sizeof walp, "%s/x.db-wal", dir);
+    snprintf(shmp, sizeof shmp, "%s/x.db-shm", dir);
+    int fd = open(walp, O_RDWR | O_CREAT | O_TRUNC, 0644);
+    assert_true(fd >= 0);
+    struct wal_io io = {&fd, wt_fd_write, wt_fd_read};
+    struct flaky_shm f;
+    struct wal_shm shm;
+    init_index(&f.mem, &shm);
+    shm.ctx = &f;
+    shm.map = flaky_map;
+    f.fail_region = 1;
+    f.failing = 1;
+
+    uint8_t *store;
+    struct wal_page *pages = make_txn(512, 4100, 5000, 1, &store); /* needs region 1 */
+    struct wal_txn txn = {512, 5000, pages, 4100, 0, {7, 8}};
+    struct wal_index_hdr before, after;
+    assert_int_equal(wal_index_hdr_read(&shm, &before), WAL_OK);
+    assert_int_equal(wal_append_txn(&shm, &io, &txn, NULL), WAL_EMAP);
+    assert_int_equal(wal_index_hdr_read(&shm, &after), WAL_OK);
+    assert_memory_equal(&before, &after, sizeof before);
+    f.failing = 0;
+    struct wal_append_result res;
+    assert_int_equal(wal_append_txn(&shm, &io, &txn, &res), WAL_OK);
+    assert_int_equal(res.first_frame, 1);
+    assert_int_equal(res.mx_frame, 4100);
+    wt_mem_dump(&f.mem, shmp);
+    assert_int_equal(wt_walcheck(shmp, walp), 0);
+    free(pages);
+    free(store);
+    close(fd);
+    wt_mem_free(&f.mem);
+    wt_rmrf(dir);
+    g_dir[0] = 0;
+}
+
 /* --- against SQLite's own wal-index
  * --------------------------------------------------------------- */
 
@@ -635,6 +694,7 @@ int main(void)
         cmocka_unit_test_teardown(test_wal_index_cleanup_then_reappend, remove_tmpdir),
         cmocka_unit_test_teardown(test_wal_index_appender_walcheck, remove_tmpdir),
         cmocka_unit_test_teardown(test_wal_index_appender_continues_big_endian_log, remove_tmpdir),
+        cmocka_unit_test_teardown(test_wal_index_appender_map_failure, remove_tmpdir),
         cmocka_unit_test_teardown(test_wal_index_reads_sqlite_index, remove_tmpdir),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
