@@ -86,8 +86,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* --- errors ------------------------------------------------------------------------------------
- */
+/* --- errors ----------------------------------------------------------------------------------- */
 
 /* X(name, value, message). 0 is success; every error is negative. */
 #define WAL_ERRORS(X)                                                                              \
@@ -119,8 +118,7 @@ enum wal_error {
 /* A static message for any return code of this module; "unknown wal error" for anything else. */
 const char *wal_strerror(int rc);
 
-/* --- constants ---------------------------------------------------------------------------------
- */
+/* --- constants -------------------------------------------------------------------------------- */
 
 #define WAL_MAGIC_LE 0x377f0682u
 #define WAL_MAGIC_BE 0x377f0683u
@@ -140,8 +138,7 @@ const char *wal_strerror(int rc);
 #define WAL_NREADER 5u
 #define WAL_READMARK_UNUSED 0xffffffffu
 
-/* --- checksums, WAL header, frames ---------------------------------------------------------------
- */
+/* --- checksums, WAL header, frames ------------------------------------------------------------ */
 
 /* Advances the running checksum s[2] over n bytes of data (n a multiple of 8), reading 32-bit
  * words big-endian when big_endian is non-zero, little-endian otherwise. */
@@ -218,8 +215,7 @@ typedef int (*wal_frame_cb)(void *arg, uint32_t frame, const struct wal_frame_hd
 int wal_scan_image(const uint8_t *wal, size_t len, struct wal_scan *out /* OUT */,
                    wal_frame_cb on_frame, void *arg);
 
-/* --- wal-index ---------------------------------------------------------------------------------
- */
+/* --- wal-index -------------------------------------------------------------------------------- */
 
 /* The caller's view of the shared memory. map() returns in *out the address of 32 KiB region
  * `region`; with extend == 0 it may fail when the region does not exist yet; with extend != 0 it
@@ -298,8 +294,7 @@ int wal_index_cleanup(const struct wal_shm *shm, uint32_t mx_frame);
 int wal_index_restart(const struct wal_shm *shm, struct wal_index_hdr *h /* IN/OUT */,
                       uint32_t salt2);
 
-/* --- transaction appender ------------------------------------------------------------------------
- */
+/* --- transaction appender --------------------------------------------------------------------- */
 
 /* I/O on the WAL file, supplied by the caller. write() and read() return 0 on success (the whole
  * range), non-zero otherwise. read may be NULL; it is used only to take the checkpoint sequence

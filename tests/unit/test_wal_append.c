@@ -20,8 +20,7 @@
 #define REPLY_TIMEOUT_MS 30000
 #define LOCK_TIMEOUT_MS 5000
 
-/* --- the reader process
- * --------------------------------------------------------------------------- */
+/* --- the reader process ----------------------------------------------------------------------- */
 
 /* Line protocol, one reply line per command:
  *   open PATH   -> ok | ERR msg
@@ -212,8 +211,7 @@ static int teardown(void **state)
     return 0;
 }
 
-/* --- the leader
- * ------------------------------------------------------------------------------------ */
+/* --- the leader ------------------------------------------------------------------------------- */
 
 struct leader {
     sqlite3 *db;
@@ -471,8 +469,7 @@ static long recover_copy(uint32_t frames, int page_size)
     return n;
 }
 
-/* --- tests
- * ----------------------------------------------------------------------------------------- */
+/* --- tests ------------------------------------------------------------------------------------ */
 
 static void test_wal_append_live_reader_keeps_snapshot(void **state)
 {

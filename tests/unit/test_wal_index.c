@@ -209,8 +209,7 @@ static void test_wal_index_cleanup_then_reappend(void **state)
     wt_mem_free(&m2);
 }
 
-/* --- appender over a file WAL and a memory index, checked by walcheck.py ------------------------
- */
+/* --- appender over a file WAL and a memory index, checked by walcheck.py ---------------------- */
 
 struct failing_io {
     int fd;
@@ -553,8 +552,7 @@ static void test_wal_index_appender_map_failure(void **state)
     g_dir[0] = 0;
 }
 
-/* --- against SQLite's own wal-index
- * --------------------------------------------------------------- */
+/* --- against SQLite's own wal-index ----------------------------------------------------------- */
 
 /* In a child process: write a WAL database with SQLite and exit without closing it, leaving the
  * -wal and -shm exactly as SQLite's writer left them (as after a crash). */

@@ -128,8 +128,7 @@ static inline int64_t wt_query_int(sqlite3 *db, const char *sql)
     return v;
 }
 
-/* --- wal-index mappings ------------------------------------------------------------------------
- */
+/* --- wal-index mappings ----------------------------------------------------------------------- */
 
 /* Regions malloc'd one by one (never contiguous), zero-filled on creation. */
 struct wt_mem_shm {
@@ -252,8 +251,7 @@ static inline int wt_fd_read(void *ctx, void *buf, size_t n, uint64_t off)
     return pread(fd, buf, n, (off_t)off) == (ssize_t)n ? 0 : 1;
 }
 
-/* --- walcheck.py
- * ---------------------------------------------------------------------------------- */
+/* --- walcheck.py ------------------------------------------------------------------------------ */
 
 /* Path of walcheck.py (../shared/tools relative to the repo root, where tests run), or NULL with
  * a notice when it is not there. */
