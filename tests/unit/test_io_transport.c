@@ -52,6 +52,8 @@ struct node {
 };
 
 static uv_loop_t loop;
+static struct node *live[MAX_NODES * 2]; /* started and not yet stopped, for teardown */
+static int saved_stderr = -1;            /* set while stderr is captured */
 static uv_timer_t deadline;
 static uv_timer_t ticker; /* wakes the loop so predicates on raw sockets are re-checked */
 static bool timed_out;
@@ -100,9 +102,41 @@ static int setup(void **state)
     return 0;
 }
 
+static bool all_closed(void *ctx)
+{
+    (void)ctx;
+    for (size_t i = 0; i < sizeof live / sizeof live[0]; i++) {
+        if (live[i] != NULL && !live[i]->closed) {
+            return false;
+        }
+    }
+    return true;
+}
+
+static void on_closed(struct io_transport *t);
+
 static int teardown(void **state)
 {
     (void)state;
+    if (saved_stderr >= 0) {
+        dup2(saved_stderr, 2);
+        close(saved_stderr);
+        saved_stderr = -1;
+    }
+    /* After a failed assertion: close whatever the test left open, so the loop can end. */
+    for (size_t i = 0; i < sizeof live / sizeof live[0]; i++) {
+        if (live[i] != NULL && !live[i]->closed && !live[i]->t.closing) {
+            io_transport_close(&live[i]->t, on_closed);
+        }
+    }
+    assert_true(run_until(all_closed, NULL, WAIT_MS));
+    for (size_t i = 0; i < sizeof live / sizeof live[0]; i++) {
+        if (live[i] != NULL) {
+            free(live[i]->rx);
+            live[i]->rx = NULL;
+            live[i] = NULL;
+        }
+    }
     uv_close((uv_handle_t *)&deadline, NULL);
     uv_close((uv_handle_t *)&ticker, NULL);
     uv_run(&loop, UV_RUN_DEFAULT);
@@ -174,6 +208,26 @@ static void on_closed(struct io_transport *t)
     n->closed = true;
 }
 
+static void track(struct node *n)
+{
+    for (size_t i = 0; i < sizeof live / sizeof live[0]; i++) {
+        if (live[i] == n || live[i] == NULL) {
+            live[i] = n;
+            return;
+        }
+    }
+    fail();
+}
+
+static void untrack(struct node *n)
+{
+    for (size_t i = 0; i < sizeof live / sizeof live[0]; i++) {
+        if (live[i] == n) {
+            live[i] = NULL;
+        }
+    }
+}
+
 static void node_start_cfg(struct node *n, uint64_t id, const char *listen,
                            struct io_transport_config *cfg)
 {
@@ -190,6 +244,7 @@ static void node_start_cfg(struct node *n, uint64_t id, const char *listen,
         cfg->backoff_max_ms = 200;
     }
     assert_int_equal(io_transport_init(&n->t, &loop, cfg), 0);
+    track(n);
 }
 
 static void node_start(struct node *n, uint64_t id, const char *listen)
@@ -209,6 +264,7 @@ static void node_stop(struct node *n)
     assert_true(run_until(is_closed, n, WAIT_MS));
     free(n->rx);
     n->rx = NULL;
+    untrack(n);
 }
 
 static const char *addr_of(struct node *n)
@@ -259,6 +315,7 @@ static void capture_start(struct capture *c)
     c->f = tmpfile();
     assert_non_null(c->f);
     c->saved = dup(2);
+    saved_stderr = c->saved;
     dup2(fileno(c->f), 2);
 }
 
@@ -267,6 +324,7 @@ static char *capture_end(struct capture *c)
     fflush(stderr);
     dup2(c->saved, 2);
     close(c->saved);
+    saved_stderr = -1;
     long size = ftell(c->f);
     char *s = calloc(1, (size_t)size + 1);
     rewind(c->f);
@@ -299,7 +357,7 @@ static void test_io_transport_two_nodes_exchange_in_order(void **state)
 {
     (void)state;
     enum { N = 300 };
-    struct node a, b;
+    static struct node a, b;
     node_start(&a, 1, "127.0.0.1:0");
     node_start(&b, 2, "127.0.0.1:0");
     assert_true(io_transport_port(&a.t) > 0);
@@ -338,7 +396,7 @@ static void test_io_transport_three_nodes_in_order_per_peer(void **state)
 {
     (void)state;
     enum { N = 150 };
-    struct node n[3];
+    static struct node n[3];
     for (int i = 0; i < 3; i++) {
         node_start(&n[i], (uint64_t)i + 1, "127.0.0.1:0");
     }
@@ -382,7 +440,7 @@ static bool has_connected(void *ctx)
 static void test_io_transport_peer_restart_reconnects(void **state)
 {
     (void)state;
-    struct node a, b;
+    static struct node a, b;
     char b_addr[64];
     node_start(&a, 1, "127.0.0.1:0");
     node_start(&b, 2, "127.0.0.1:0");
@@ -545,7 +603,7 @@ static void misbehave(int fd, enum misbehaviour m)
 static void test_io_transport_malformed_input_closes_only_that_connection(void **state)
 {
     (void)state;
-    struct node a, b;
+    static struct node a, b;
     node_start(&a, 1, "127.0.0.1:0");
     node_start(&b, 2, "127.0.0.1:0");
     /* A well-behaved connection stays open across all the bad ones. */
@@ -574,7 +632,7 @@ static void test_io_transport_malformed_input_closes_only_that_connection(void *
         assert_true(a.rx[i].from == 2);
     }
     /* And the node still accepts new well-behaved peers. */
-    struct node c;
+    static struct node c;
     node_start(&c, 3, "127.0.0.1:0");
     send_seq(&c, &a, 0, 10, false);
     assert_true(wait_rx(&a, MISBEHAVIOURS + 2));
@@ -587,7 +645,7 @@ static void test_io_transport_malformed_input_closes_only_that_connection(void *
 static void test_io_transport_small_payload_max_refuses_both_ways(void **state)
 {
     (void)state;
-    struct node a, b;
+    static struct node a, b;
     struct io_transport_config cfg = {.payload_max = 1000};
     node_start_cfg(&a, 1, "127.0.0.1:0", &cfg);
     node_start(&b, 2, "127.0.0.1:0");
@@ -627,7 +685,7 @@ static int dead_port(void)
 static void test_io_transport_queue_bound_returns_full(void **state)
 {
     (void)state;
-    struct node a;
+    static struct node a;
     struct io_transport_config cfg = {.queue_bytes_max = 1024 * 1024};
     node_start_cfg(&a, 1, NULL, &cfg);
     char dead[64];
@@ -696,7 +754,7 @@ static void overtake_hook(struct node *n, const struct rx *r)
 static void test_io_transport_control_overtakes_queued_bulk(void **state)
 {
     (void)state;
-    struct node a, b;
+    static struct node a, b;
     node_start(&a, 1, "127.0.0.1:0");
     node_start(&b, 2, "127.0.0.1:0");
     struct overtake o = {&a, &b, false};
@@ -740,7 +798,7 @@ static void test_io_transport_control_overtakes_queued_bulk(void **state)
 static void test_io_transport_anonymous_client_gets_reply_on_same_connection(void **state)
 {
     (void)state;
-    struct node server, client;
+    static struct node server, client;
     node_start(&server, 1, "127.0.0.1:0");
     node_start(&client, 0, NULL); /* anonymous, does not listen */
     assert_int_equal(io_transport_port(&client.t), 0);
@@ -800,7 +858,7 @@ static bool filter(void *ctx, enum io_transport_dir dir, uint64_t peer, uint16_t
 static void test_io_transport_filter_drops_one_way(void **state)
 {
     (void)state;
-    struct node a, b, c;
+    static struct node a, b, c;
     node_start(&a, 1, "127.0.0.1:0");
     node_start(&b, 2, "127.0.0.1:0");
     node_start(&c, 3, "127.0.0.1:0");
@@ -833,7 +891,7 @@ static void test_io_transport_filter_drops_one_way(void **state)
 static void test_io_transport_peer_address_change(void **state)
 {
     (void)state;
-    struct node a, b, b2;
+    static struct node a, b, b2;
     node_start(&a, 1, "127.0.0.1:0");
     node_start(&b, 2, "127.0.0.1:0");
     send_seq(&a, &b, 0, 10, false);
@@ -860,7 +918,7 @@ static void test_io_transport_peer_address_change(void **state)
 static void test_io_transport_refuses_unexpected_node_id(void **state)
 {
     (void)state;
-    struct node a, c;
+    static struct node a, c;
     node_start(&a, 1, "127.0.0.1:0");
     node_start(&c, 3, "127.0.0.1:0");
     struct capture cap;
@@ -879,7 +937,7 @@ static void test_io_transport_refuses_unexpected_node_id(void **state)
 static void test_io_transport_addresses_and_arguments(void **state)
 {
     (void)state;
-    struct node a;
+    static struct node a;
     struct io_transport t;
     struct io_transport_config cfg = {.cluster_id = 1, .self_id = 1, .on_message = on_message};
     const char *bad[] = {"127.0.0.1", "127.0.0.1:", "127.0.0.1:70000", "1.2.3:5", "::1:5",
@@ -915,7 +973,7 @@ static void test_io_transport_addresses_and_arguments(void **state)
     assert_int_equal(io_transport_set_peer(&a.t, 2, "[::1"), IO_TRANSPORT_EADDR);
 
     /* IPv6, when the machine has it. */
-    struct node v6;
+    static struct node v6;
     struct io_transport_config c6 = {.cluster_id = CLUSTER, .self_id = 2, .listen_addr = "[::1]:0",
                                      .on_message = on_message, .data = &v6};
     memset(&v6, 0, sizeof v6);
@@ -924,6 +982,7 @@ static void test_io_transport_addresses_and_arguments(void **state)
     rc = io_transport_init(&v6.t, &loop, &c6);
     free(capture_end(&cap));
     if (rc == 0) {
+        track(&v6);
         assert_int_equal(strncmp(addr_of(&v6), "[::1]:", 6), 0);
         send_seq(&a, &v6, 0, 100, false);
         assert_true(wait_rx(&v6, 1));
@@ -948,7 +1007,7 @@ static void close_hook(struct node *n, const struct rx *r)
 static void test_io_transport_close_with_traffic_in_flight_leaks_nothing(void **state)
 {
     (void)state;
-    struct node a, b;
+    static struct node a, b;
     node_start(&a, 1, "127.0.0.1:0");
     node_start(&b, 2, "127.0.0.1:0");
     for (uint32_t i = 0; i < 40; i++) {
@@ -963,6 +1022,8 @@ static void test_io_transport_close_with_traffic_in_flight_leaks_nothing(void **
     size_t got = b.n_rx;
     node_stop(&a);
     free(b.rx);
+    b.rx = NULL;
+    untrack(&b);
     print_message("b had received %zu of 40 before closing\n", got);
     run_for(20);
     /* teardown's uv_loop_close and LeakSanitizer at exit do the rest */
