@@ -757,6 +757,10 @@ static int anchor_store(struct io_log *log, uint64_t first_index, uint64_t prev_
     put64(payload + 8, prev_term);
     int rc = io_slots_write(log->anchor, payload);
     if (rc != 0) {
+        /* The new copy may have landed anyway (a failed fdatasync says nothing either way), so
+         * memory can no longer tell which first index a restart will see: stop until reopened
+         * rather than truncate a suffix the new anchor would declare compacted. */
+        log->broken = 1;
         return fail(log, rc, "%s", log->anchor->errmsg);
     }
     return 0;
@@ -844,6 +848,16 @@ int io_log_truncate_suffix(struct io_log *log, uint64_t index)
             goto out;
         }
         log->fd = fd;
+        /* It is the open segment now: appends continue at its end, whatever happens below. */
+        struct stat st;
+        if (io_sys.fstat(fd, &st) != 0) {
+            rc = sys_fail(log, "stat", to);
+            log->broken = 1;
+            goto out;
+        }
+        log->file_size = (uint64_t)st.st_size;
+        log->durable_size = log->file_size;
+        log->durable_seg_term = s->last_term;
     }
     uint64_t cut = s->offsets[index - s->first];
     if (io_sys.ftruncate(log->fd, (off_t)cut) != 0) {
@@ -1178,7 +1192,7 @@ static int scan_segment(struct io_log *log, struct scan *sc, size_t k, const uns
             struct io_entry e = {.term = r.term,
                                  .index = r.index,
                                  .type = r.type,
-                                 .buf = sc->raw,
+                                 .buf = sc->raw != NULL ? (const void *)sc->raw : "",
                                  .len = r.raw_len};
             if (sc->cb(sc->arg, &e) != 0) {
                 return fail(log, IO_LOG_ECALLBACK, "load callback refused entry %" PRIu64,
@@ -1306,7 +1320,12 @@ static int load(struct io_log *log, io_log_load_cb cb, void *arg)
                         log->dir, name, s0->first, log->first_index);
         }
         if (phys_last + 1 < log->first_index) {
-            /* Everything is older than the anchor (an interrupted reset): drop it all. */
+            /* Everything is older than the anchor, which only moves over entries a snapshot
+             * covers: keeping them would leave a gap before the next append. */
+            io_logf(IO_LOG_WARN, "log",
+                    "%s: entries end at %" PRIu64 ", below the first index %" PRIu64
+                    " of the anchor; removing the segments the snapshot covers",
+                    log->dir, phys_last, log->first_index);
             while (log->nsegs > 0) {
                 rc = unlink_seg(log, &log->segs[log->nsegs - 1]);
                 if (rc != 0) {

@@ -48,7 +48,9 @@
  * io_log_durable_index() is forgotten (io_log_last_index() says where the log now ends; the caller
  * re-appends from there once the fault is gone). If even that rewind fails the log refuses every
  * call with IO_LOG_EBROKEN until it is closed and reopened; the next open then removes any torn
- * tail. A failed sync is never reported as durable.
+ * tail. A failed sync is never reported as durable. A failed write of the anchor (truncate
+ * prefix, reset) also breaks the log: a restart may see the old or the new first index.
+ * Open then adopts whatever the anchor holds; segments wholly below it are deleted.
  */
 #ifndef WALRAFT_IO_LOG_H
 #define WALRAFT_IO_LOG_H
@@ -200,9 +202,10 @@ int io_log_sync(struct io_log *log);
 
 /*
  * Removes entries index.. (after a conflict with the leader's log); `index` must be in
- * first_index+1 .. last_index+1 (a suffix above the compacted prefix). Durable on return: the
- * files are truncated, renamed or removed and synced before it returns 0, so new entries at
- * `index` can be appended and acknowledged after the next io_log_sync.
+ * first_index .. last_index + 1 (last_index + 1: nothing to do). Durable on return: the files
+ * are truncated, renamed or removed and synced before it returns 0 (which also makes entries
+ * before `index` durable), so new entries at `index` can be appended and acknowledged after
+ * the next io_log_sync.
  */
 int io_log_truncate_suffix(struct io_log *log, uint64_t index);
 

@@ -64,7 +64,9 @@ int io_slots_open(struct io_slots *s, const char *path, uint32_t magic, uint32_t
                   size_t payload_len, const void *initial, void *payload, int *found);
 
 /* Durably writes `payload` (payload_len bytes) into the older slot. Returns 0 only after the
- * fdatasync succeeded; on error the newest valid copy on disk is untouched. */
+ * fdatasync succeeded. On error the previous copy is untouched, but the new one may still have
+ * reached the disk: a restart may load either, so the caller must not act on the new value
+ * (e.g. send a vote) and should retry or stop. */
 int io_slots_write(struct io_slots *s, const void *payload);
 
 void io_slots_close(struct io_slots *s);
