@@ -532,6 +532,7 @@ static void send_msg(struct cluster *c, struct cl_node *n, const struct raft_mes
         ev.at = c->now + rnd(c, c->o.lat_min_ms, c->o.lat_max_ms);
         ev.kind = EV_MSG;
         ev.node = m->to;
+        ev.life = n->life; /* the sender's life: a crash loses what it had not yet delivered */
         msg_copy(&ev.m, m);
         heap_push(c, &ev);
     }
@@ -705,9 +706,9 @@ static int node_boot(struct cluster *c, struct cl_node *n)
     o.election_timeout_ms = c->o.election_timeout_ms;
     o.heartbeat_ms = c->o.heartbeat_ms;
     o.trailing_entries = c->o.trailing_entries;
-    o.batch_entries_max = 16;
+    o.batch_entries_max = c->o.batch_entries_max;
     o.batch_bytes_max = 64 * 1024;
-    o.inflight_msgs_max = 4;
+    o.inflight_msgs_max = c->o.inflight_msgs_max;
     o.promote_lag_max = 8;
     o.lease_reads = c->o.lease_reads;
     struct raft_initial_state in;
@@ -930,7 +931,8 @@ static void process(struct cluster *c, struct cl_ev *ev)
     struct cl_node *n = &c->nodes[ev->node];
     switch (ev->kind) {
     case EV_MSG:
-        if (n->up && c->link[ev->m.from][ev->m.to]) {
+        if (n->up && c->link[ev->m.from][ev->m.to] && ev->m.from <= CL_MAX &&
+            c->nodes[ev->m.from].life == ev->life) {
             struct raft_event e = {.type = RAFT_EVENT_RECEIVE, .now_ms = c->now};
             e.message = ev->m;
             step(c, n, &e);
@@ -1265,6 +1267,8 @@ void cl_options_default(struct cl_options *o, uint64_t seed)
     o->disk_ms = 3;
     o->slow_disk_ms = 200;
     o->snap_ms = 50;
+    o->batch_entries_max = 16;
+    o->inflight_msgs_max = 4;
 }
 
 int cl_init(struct cluster *c, const struct cl_options *o)

@@ -58,6 +58,8 @@ struct cl_options {
     uint32_t drop_pct, dup_pct;      /* per message, percent */
     uint32_t disk_ms, slow_disk_ms;  /* disk write latency */
     uint32_t snap_ms;                /* snapshot stream duration */
+    uint32_t batch_entries_max;
+    uint32_t inflight_msgs_max;
     bool lease_reads;
     bool trace;
 };

@@ -40,6 +40,21 @@ static uint64_t random_node(struct cluster *c, bool up_only)
     return n == 0 ? 0 : ids[pick(c, n)];
 }
 
+/* Any node that believes it leads: stale leaders in a minority get proposals too, so logs
+ * diverge the way they do in Figure 8 of the Raft paper. */
+static uint64_t random_leader(struct cluster *c)
+{
+    uint64_t ids[CL_MAX];
+    uint64_t n = 0;
+    for (uint64_t i = 1; i <= CL_MAX; i++) {
+        struct raft *r = cl_raft(c, i);
+        if (r != NULL && raft_state(r) == RAFT_LEADER) {
+            ids[n++] = i;
+        }
+    }
+    return n == 0 ? 0 : ids[pick(c, n)];
+}
+
 static void partition(struct cluster *c)
 {
     uint64_t a = random_node(c, false);
@@ -139,11 +154,19 @@ static int run_seed(uint64_t seed, bool trace, struct totals *tot)
     z ^= z >> 29;
     o.voters = (z & 1) ? 5 : 3;
     o.drop_pct = (uint32_t)((z >> 1) % 12);
+    /* A third of the seeds are stormy: heavy loss, frequent crashes and partitions. */
+    bool storm = (z >> 50) % 3 == 0;
+    unsigned crash_in = storm ? 60 : 250, part_in = storm ? 80 : 300, lcrash_in = storm ? 100 : 400;
+    if (storm) {
+        o.drop_pct += 15;
+    }
     o.dup_pct = (uint32_t)((z >> 5) % 8);
     o.lat_max_ms = 2 + (uint32_t)((z >> 9) % 40);
     o.trailing_entries = 2 + (z >> 15) % 40;
     o.snap_ms = 20 + (uint32_t)((z >> 21) % 200);
     o.lease_reads = (z >> 30) & 1;
+    o.batch_entries_max = (z >> 40) % 3 == 0 ? 1 : 1 + (uint32_t)((z >> 42) % 16);
+    o.inflight_msgs_max = 1 + (uint32_t)((z >> 44) % 6);
     o.trace = trace;
     if (cl_init(&c, &o) != 0) {
         printf("seed %llu: init failed\n", (unsigned long long)seed);
@@ -153,10 +176,38 @@ static int run_seed(uint64_t seed, bool trace, struct totals *tot)
     uint64_t next_id = o.voters + 1;
     uint64_t heal_at = 0;
     uint64_t restart_at[CL_MAX + 1] = {0};
+    uint64_t seen_leader = 0, seen_term = 0, doom_at = 0, doomed = 0;
     for (uint64_t t = 10; t <= fault_ms && !c.failed; t += 10) {
         uint64_t leader = cl_leader(&c);
-        if (leader != 0 && chance(&c, 3)) {
-            cl_propose(&c, leader, chance(&c, 20) ? 8 + pick(&c, 20000) : 16, NULL);
+        uint64_t any = random_leader(&c);
+        if (any != 0 && chance(&c, 3)) {
+            cl_propose(&c, any, chance(&c, 20) ? 8 + pick(&c, 20000) : 16, NULL);
+        }
+        /* Buggify: a newly elected leader sometimes crashes within moments, before its no-op
+         * reaches a majority -- the window where Figure 8 of the Raft paper lives. */
+        if (leader != 0 && (leader != seen_leader || raft_term(cl_raft(&c, leader)) != seen_term)) {
+            seen_leader = leader;
+            seen_term = raft_term(cl_raft(&c, leader));
+            if (chance(&c, storm ? 2 : 5)) {
+                doomed = leader;
+                doom_at = t + pick(&c, 60);
+            } else if (heal_at == 0 && chance(&c, storm ? 2 : 5)) {
+                /* Cut off at once: even its in-flight no-op is lost. */
+                cl_isolate(&c, leader);
+                heal_at = t + 50 + pick(&c, 500);
+            }
+        }
+        if (doomed != 0 && t >= doom_at) {
+            cl_crash(&c, doomed);
+            restart_at[doomed] = t + 20 + pick(&c, 400);
+            doomed = 0;
+            leader = cl_leader(&c);
+        }
+        if (leader != 0 && chance(&c, lcrash_in)) {
+            /* The leader crashes: the most interesting moment for the log. */
+            cl_crash(&c, leader);
+            restart_at[leader] = t + 50 + pick(&c, 1500);
+            leader = 0;
         }
         if (chance(&c, 25)) {
             uint64_t id = random_node(&c, true);
@@ -167,11 +218,11 @@ static int run_seed(uint64_t seed, bool trace, struct totals *tot)
         if (o.lease_reads && leader != 0 && chance(&c, 10)) {
             cl_lease_read(&c, leader);
         }
-        if (chance(&c, 250)) {
+        if (chance(&c, crash_in)) {
             uint64_t id = random_node(&c, true);
             if (id != 0) {
                 cl_crash(&c, id);
-                restart_at[id] = t + 100 + pick(&c, 2500);
+                restart_at[id] = t + 30 + pick(&c, storm ? 600 : 2500);
             }
         }
         for (uint64_t id = 1; id <= CL_MAX; id++) {
@@ -180,9 +231,9 @@ static int run_seed(uint64_t seed, bool trace, struct totals *tot)
                 cl_restart(&c, id);
             }
         }
-        if (heal_at == 0 && chance(&c, 300)) {
+        if (heal_at == 0 && chance(&c, part_in)) {
             partition(&c);
-            heal_at = t + 200 + pick(&c, 2500);
+            heal_at = t + 50 + pick(&c, storm ? 800 : 2500);
         } else if (heal_at != 0 && t >= heal_at) {
             cl_heal(&c);
             heal_at = 0;
