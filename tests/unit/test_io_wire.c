@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <cmocka.h>
+#include <xxhash.h>
 
 #include "consensus/io/wire.h"
 
@@ -33,6 +34,21 @@ static void test_io_wire_header_round_trip(void **state)
     assert_int_equal(h.length, sizeof payload);
     assert_int_equal(h.reserved, 0);
     assert_int_equal(io_wire_frame_verify(buf, buf + IO_WIRE_HEADER_SIZE, h.length), 0);
+}
+
+/* The checksum is exactly the one wire.h specifies, so another implementation can compute it. */
+static void test_io_wire_checksum_matches_the_spec(void **state)
+{
+    (void)state;
+    const char payload[] = "walraft";
+    uint8_t buf[IO_WIRE_HEADER_SIZE];
+    io_wire_frame_header(42, payload, 7, buf);
+    uint64_t expect = XXH64(payload, 7, XXH64(buf, 16, 0));
+    uint64_t got = 0;
+    for (int i = 7; i >= 0; i--) {
+        got = (got << 8) | buf[16 + i];
+    }
+    assert_true(got == expect);
 }
 
 /* The layout is fixed little-endian: a peer on any architecture reads the same bytes. */
@@ -227,6 +243,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_io_wire_header_round_trip),
         cmocka_unit_test(test_io_wire_header_layout_is_little_endian),
+        cmocka_unit_test(test_io_wire_checksum_matches_the_spec),
         cmocka_unit_test(test_io_wire_empty_payload_round_trip),
         cmocka_unit_test(test_io_wire_decode_rejects_bad_magic_version_reserved_length),
         cmocka_unit_test(test_io_wire_every_bit_flip_is_detected),
