@@ -995,6 +995,54 @@ static void test_io_log_failed_cleanup_breaks_log_until_reopen(void **state)
     io_log_close(&f->log);
 }
 
+/* Found by the random fault runs (seed 31): a failed anchor write that still reached the disk
+ * made a later suffix truncation look like an interrupted reset, and the next open dropped
+ * every segment. */
+static void test_io_log_failed_anchor_write_breaks_log(void **state)
+{
+    struct fx *f = *state;
+
+    open_ok(f, &small_segments, NULL);
+    append_range(&f->log, 1, 300, 1, 10);
+    io_sys.fdatasync = failing_fdatasync;
+    fdatasync_fails = 1;
+    assert_int_equal(io_log_truncate_prefix(&f->log, 250), IO_LOG_ENOSPC);
+    fdatasync_fails = 0;
+    assert_int_equal(io_log_truncate_suffix(&f->log, 100), IO_LOG_EBROKEN);
+    assert_int_equal(io_log_sync(&f->log), IO_LOG_EBROKEN);
+    io_log_close(&f->log);
+    struct seen s = {.term1 = 1};
+    open_ok(f, &small_segments, &s);
+    assert_int_equal(s.bad, 0);
+    assert_int_equal(io_log_last_index(&f->log), 300); /* nothing lost either way */
+    assert_true(io_log_first_index(&f->log) == 1 || io_log_first_index(&f->log) == 251);
+    io_log_close(&f->log);
+}
+
+/* Found by the random fault runs (seed 6): a closed segment reopened for a suffix truncation
+ * that then failed kept the sizes of the deleted open segment, and appends went astray. */
+static void test_io_log_failed_cut_of_closed_segment_keeps_appending(void **state)
+{
+    struct fx *f = *state;
+
+    open_ok(f, &small_segments, NULL);
+    append_range(&f->log, 1, 300, 1, 10);
+    io_sys.ftruncate = failing_ftruncate;
+    truncate_fails = 1;
+    assert_int_equal(io_log_truncate_suffix(&f->log, 20), IO_LOG_EIO);
+    truncate_fails = 0;
+    uint64_t last = io_log_last_index(&f->log);
+    assert_true(last >= 19);
+    assert_true(last < 300);
+    append_range(&f->log, last + 1, last + 50, 2, 10);
+    io_log_close(&f->log);
+    struct seen s = {.term1 = 1, .term2 = 2, .term_split = last + 1};
+    open_ok(f, &small_segments, &s);
+    assert_int_equal(s.bad, 0);
+    assert_int_equal(s.last, last + 50);
+    io_log_close(&f->log);
+}
+
 static void test_io_log_bad_appends_are_refused(void **state)
 {
     struct fx *f = *state;
@@ -1047,6 +1095,8 @@ static void test_io_log_bench_group_commit(void **state)
 
 int main(void)
 {
+    /* Tests read the torn-tail warnings: make sure they are logged (read once, at first use). */
+    setenv("WALRAFT_LOG", "warn", 1);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_io_log_round_trip_across_segments, setup, teardown),
         cmocka_unit_test_setup_teardown(test_io_log_every_cut_of_last_record_is_a_torn_tail,
@@ -1080,6 +1130,10 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_io_log_sync_is_one_fdatasync_per_batch, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_io_log_failed_anchor_write_breaks_log, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_io_log_failed_cut_of_closed_segment_keeps_appending,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(test_io_log_bad_appends_are_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_io_log_bench_group_commit, setup, teardown),
     };
