@@ -1693,6 +1693,9 @@ static void on_message(struct io_transport *t, uint64_t from, uint16_t type, con
     if (n->part_in && from != 0 && (n->part_peer == 0 || n->part_peer == from)) {
         return;
     }
+    if (from == 0 && type != IO_MSG_JOIN && type != IO_MSG_STATUS) {
+        return; /* outsiders may only ask to join or for the status */
+    }
     switch (type) {
     case IO_MSG_RAFT: {
         struct raft_event ev = {.type = RAFT_EVENT_RECEIVE, .now_ms = io_now_ms()};

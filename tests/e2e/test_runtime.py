@@ -37,13 +37,11 @@ def same_history(nodes, what):
     for n in nodes:
         r = n.cmd("barrier")
         check(r.startswith("ok"), "barrier on %s: %s" % (n.name, r))
-    seqs = {}
     for n in nodes:
-        seqs[n.name] = wait_for("%s to apply %d" % (n.name, target),
-                                lambda n=n: (lambda s: s if int(s.split()[1]) >= target else None)(n.cmd("seq")))
-    # Applied indexes may differ by entries that carry no data (no-ops, configurations) committed
-    # later; compare the data: count and hash once every node reached the same applied index.
-    wait_for("applied indexes to agree", lambda: len({n.cmd("seq") for n in nodes}) == 1, 20)
+        wait_for("%s to apply %d" % (n.name, target),
+                 lambda n=n: status(n)["applied_index"] >= target)
+    seqs = {n.name: n.cmd("seq") for n in nodes}
+    check(len(set(seqs.values())) == 1, "histories differ after %s: %s" % (what, seqs))
     return leader
 
 
