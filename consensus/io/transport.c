@@ -22,6 +22,7 @@
 #define QUEUE_BYTES_MAX_DEFAULT ((size_t)64 * 1024 * 1024)
 #define BACKOFF_MIN_MS_DEFAULT 50u
 #define BACKOFF_MAX_MS_DEFAULT 2000u
+#define HANDSHAKE_TIMEOUT_MS_DEFAULT 5000u
 #define READ_CHUNK (64u * 1024u)
 #define PAYLOAD_KEEP_MAX (256u * 1024u) /* read buffers above this are freed after each frame */
 #define LISTEN_BACKLOG 128
@@ -54,7 +55,7 @@ struct io_peer {
     struct sockaddr_storage sa;
     bool has_addr;
     bool removed;
-    bool timer_pending;
+    enum { TIMER_IDLE, TIMER_BACKOFF, TIMER_HANDSHAKE } timer_mode;
     struct io_queue q;
     struct io_conn *conn; /* our outgoing connection, or NULL */
     uv_timer_t timer;
@@ -282,6 +283,7 @@ static void queue_drop_all(struct io_queue *q)
 
 static void peer_schedule(struct io_peer *p);
 static void conn_flush(struct io_conn *c);
+static void on_peer_timer(uv_timer_t *timer);
 
 static const char *conn_name(const struct io_conn *c, char *buf, size_t cap)
 {
@@ -332,6 +334,10 @@ static void conn_close(struct io_conn *c)
     if (p != NULL && p->conn == c) {
         p->conn = NULL;
         p->stats.connected = false;
+        if (p->timer_mode == TIMER_HANDSHAKE) {
+            uv_timer_stop(&p->timer);
+            p->timer_mode = TIMER_IDLE;
+        }
         peer_schedule(p);
     }
     uv_read_stop((uv_stream_t *)&c->tcp);
@@ -551,6 +557,10 @@ static void handshake_done(struct io_conn *c)
     if (c->outgoing && c->peer != NULL) {
         c->peer->backoff_ms = t->cfg.backoff_min_ms;
         c->peer->stats.connected = true;
+        if (c->peer->timer_mode == TIMER_HANDSHAKE) {
+            uv_timer_stop(&c->peer->timer);
+            c->peer->timer_mode = TIMER_IDLE;
+        }
     }
     char name[REMOTE_MAX + 40];
     io_logf(IO_LOG_INFO, "transport", "%s connection %s %s, advertising \"%s\"",
@@ -744,12 +754,27 @@ static void peer_connect(struct io_peer *p)
         return;
     }
     uv_tcp_keepalive(&c->tcp, 1, 10);
+    /* The whole of connect and handshake is bounded: a black-holed address or a server that
+     * never speaks would otherwise hold the queue forever. */
+    p->timer_mode = TIMER_HANDSHAKE;
+    uv_timer_start(&p->timer, on_peer_timer, t->cfg.handshake_timeout_ms, 0);
 }
 
-static void on_backoff(uv_timer_t *timer)
+/* Either the backoff delay ended, or the peer did not complete its handshake in time. */
+static void on_peer_timer(uv_timer_t *timer)
 {
     struct io_peer *p = timer->data;
-    p->timer_pending = false;
+    int mode = p->timer_mode;
+    p->timer_mode = TIMER_IDLE;
+    if (mode == TIMER_HANDSHAKE) {
+        if (p->conn != NULL && !p->conn->hs_received) {
+            char detail[64];
+            snprintf(detail, sizeof detail, "nothing within %u ms",
+                     (unsigned)p->t->cfg.handshake_timeout_ms);
+            conn_fail(p->conn, IO_TRANSPORT_ETIMEDOUT, detail);
+        }
+        return;
+    }
     if (!queue_empty(&p->q)) {
         peer_connect(p);
     }
@@ -759,15 +784,16 @@ static void on_backoff(uv_timer_t *timer)
 static void peer_schedule(struct io_peer *p)
 {
     struct io_transport *t = p->t;
-    if (t->closing || p->removed || p->timer_pending || p->conn != NULL || queue_empty(&p->q)) {
+    if (t->closing || p->removed || p->timer_mode != TIMER_IDLE || p->conn != NULL ||
+        queue_empty(&p->q)) {
         return;
     }
     uint32_t base = p->backoff_ms;
     uint64_t delay = base / 2 + rng_next(t) % (base / 2 + 1);
     uint32_t next = base * 2;
     p->backoff_ms = next > t->cfg.backoff_max_ms ? t->cfg.backoff_max_ms : next;
-    p->timer_pending = true;
-    uv_timer_start(&p->timer, on_backoff, delay, 0);
+    p->timer_mode = TIMER_BACKOFF;
+    uv_timer_start(&p->timer, on_peer_timer, delay, 0);
 }
 
 static void on_peer_timer_closed(uv_handle_t *h)
@@ -926,6 +952,9 @@ int io_transport_init(struct io_transport *t, uv_loop_t *loop,
     }
     if (t->cfg.backoff_max_ms == 0) {
         t->cfg.backoff_max_ms = BACKOFF_MAX_MS_DEFAULT;
+    }
+    if (t->cfg.handshake_timeout_ms == 0) {
+        t->cfg.handshake_timeout_ms = HANDSHAKE_TIMEOUT_MS_DEFAULT;
     }
     if (t->cfg.backoff_max_ms < t->cfg.backoff_min_ms) {
         return IO_TRANSPORT_EINVAL;
@@ -1141,7 +1170,7 @@ static int send_msg(struct io_transport *t, uint64_t peer_id, const char *addr, 
         conn_flush(c);
     } else if (p->conn != NULL) {
         conn_flush(p->conn);
-    } else if (!p->timer_pending) {
+    } else if (p->timer_mode != TIMER_BACKOFF) {
         peer_connect(p);
     }
     return 0;

@@ -26,8 +26,11 @@
  *
  * Reconnects. A broken or refused outgoing connection is retried while messages are queued,
  * after a delay that doubles from backoff_min_ms to backoff_max_ms, each delay scaled by a random
- * factor in [0.5, 1.0) from a PRNG seeded with config.seed; the delay returns to the minimum once
- * a connection completes its handshake.
+ * factor in [0.5, 1.0] from a PRNG seeded with config.seed; the delay returns to the minimum once
+ * a connection completes its handshake. An outgoing connection writes nothing but its own
+ * handshake until the peer's handshake has arrived and names the node id we dialled (so a stale
+ * address never delivers messages to another node); connect plus that handshake must complete
+ * within handshake_timeout_ms.
  *
  * Failures. Bytes from the network are validated, never trusted: garbage, a bad magic, an
  * unknown version, an oversized length, a bad checksum, a foreign cluster id, a missing or
@@ -85,6 +88,7 @@ struct io_transport_config {
     size_t queue_bytes_max;    /* per peer and class; 0: 64 MiB */
     uint32_t backoff_min_ms;   /* 0: 50 */
     uint32_t backoff_max_ms;   /* 0: 2000 */
+    uint32_t handshake_timeout_ms; /* connect + the peer's handshake; 0: 5000 */
     uint64_t seed;             /* reconnect jitter */
     io_transport_message_cb on_message; /* required */
     void *data;                /* for the caller; copied into t->data */

@@ -58,7 +58,8 @@
     X(IO_TRANSPORT_ECLUSTER, "peer belongs to another cluster")                                   \
     X(IO_TRANSPORT_ENOHANDSHAKE, "first frame is not a handshake")                                \
     X(IO_TRANSPORT_EREHANDSHAKE, "handshake that is not the first frame")                         \
-    X(IO_TRANSPORT_EPEERID, "peer answered with an unexpected node id")
+    X(IO_TRANSPORT_EPEERID, "peer answered with an unexpected node id")                           \
+    X(IO_TRANSPORT_ETIMEDOUT, "peer did not complete the handshake in time")
 
 #define IO_TRANSPORT_ERROR_ENUM(name, msg) name,
 enum io_transport_error { IO_TRANSPORT_ERRORS(IO_TRANSPORT_ERROR_ENUM) IO_TRANSPORT_ERROR_COUNT };

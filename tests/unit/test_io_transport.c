@@ -934,6 +934,40 @@ static void test_io_transport_refuses_unexpected_node_id(void **state)
     node_stop(&c);
 }
 
+/* A server that accepts but never speaks (or a black hole) does not hold the queue forever. */
+static void test_io_transport_silent_server_times_out_and_retries(void **state)
+{
+    (void)state;
+    static struct node a;
+    int lfd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof sa;
+    assert_int_equal(bind(lfd, (struct sockaddr *)&sa, sizeof sa), 0);
+    assert_int_equal(listen(lfd, 16), 0); /* never accepts: the kernel completes connects */
+    assert_int_equal(getsockname(lfd, (struct sockaddr *)&sa, &len), 0);
+    char silent[64];
+    snprintf(silent, sizeof silent, "127.0.0.1:%d", ntohs(sa.sin_port));
+
+    struct io_transport_config cfg = {.handshake_timeout_ms = 50};
+    node_start_cfg(&a, 1, NULL, &cfg);
+    struct capture cap;
+    capture_start(&cap);
+    assert_int_equal(io_transport_send(&a.t, 2, silent, 1, IO_TRANSPORT_CONTROL, "abcd", 4), 0);
+    run_for(400);
+    char *log = capture_end(&cap);
+    close(lfd);
+    assert_non_null(strstr(log, "did not complete the handshake in time: nothing within 50 ms"));
+    free(log);
+    struct io_transport_peer_stats st;
+    assert_int_equal(io_transport_peer_stats(&a.t, 2, &st), 0);
+    assert_false(st.connected);
+    assert_true(st.reconnects >= 2);
+    assert_true(st.msgs_sent == 0);
+    assert_true(st.queued_bytes == IO_WIRE_HEADER_SIZE + 4); /* still waiting to go */
+    node_stop(&a);
+}
+
 static void test_io_transport_addresses_and_arguments(void **state)
 {
     (void)state;
@@ -1051,6 +1085,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_io_transport_peer_address_change, setup, teardown),
         cmocka_unit_test_setup_teardown(test_io_transport_refuses_unexpected_node_id, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_io_transport_silent_server_times_out_and_retries,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(test_io_transport_addresses_and_arguments, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_io_transport_close_with_traffic_in_flight_leaks_nothing,
