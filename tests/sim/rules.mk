@@ -7,9 +7,15 @@
 # $(BUILD)/sim is built with AddressSanitizer + UBSan; $(BUILD)/sim-rel is the same code at -O2
 # for seed budgets. Scenario tests (tests/unit/test_raft_*.c) link the cluster harness.
 
-SIM_HARNESS := tests/sim/cluster.c
+SIM_HARNESS := tests/sim/cluster.c tests/sim/drive.c
 SIM_SRC     := $(SIM_HARNESS) tests/sim/main.c
-UNIT_EXTRA_raft := $(call asan,$(SIM_HARNESS))
+# An archive rather than objects: the unit-test rule links UNIT_EXTRA_* once by name, and an
+# archive is not picked up a second time by its %.o filter.
+UNIT_EXTRA_raft := $(BUILD)/asan/libsim.a
+
+$(BUILD)/asan/libsim.a: $(call asan,$(SIM_HARNESS))
+	@mkdir -p $(dir $@)
+	rm -f $@ && $(AR) rcs $@ $^
 
 $(BUILD)/sim: $(call asan,$(SIM_SRC)) $(BUILD)/asan/libcore.a
 	$(CC) -o $@ $^ $(ASAN_LDFLAGS) -lm
