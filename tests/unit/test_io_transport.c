@@ -392,6 +392,34 @@ static void test_io_transport_two_nodes_exchange_in_order(void **state)
     node_stop(&b);
 }
 
+/* One entry larger than the queue bound (a big transaction) goes whole; control still flows. */
+static void test_io_transport_single_message_above_queue_bound(void **state)
+{
+    (void)state;
+    static struct node a, b;
+    node_start(&a, 1, "127.0.0.1:0");
+    node_start(&b, 2, "127.0.0.1:0");
+    const size_t big = 80u * 1024 * 1024; /* above the 64 MiB default bound */
+    uint8_t *p = make_payload(0, big);
+    assert_int_equal(io_transport_send_owned(&a.t, 2, addr_of(&b), 1, IO_TRANSPORT_BULK, p, big,
+                                             NULL),
+                     0);
+    uint32_t seq = 1;
+    assert_int_equal(io_transport_send(&a.t, 2, NULL, 1, IO_TRANSPORT_BULK, &seq, 4),
+                     IO_TRANSPORT_EQUEUEFULL);
+    assert_int_equal(io_transport_send(&a.t, 2, NULL, 2, IO_TRANSPORT_CONTROL, &seq, 4), 0);
+    assert_true(wait_rx(&b, 2));
+    assert_int_equal(b.corrupt, 0);
+    assert_int_equal(b.rx[0].type, 2); /* queued together: control went first */
+    assert_int_equal(b.rx[1].len, big);
+    struct io_transport_peer_stats st;
+    assert_int_equal(io_transport_peer_stats(&a.t, 2, &st), 0);
+    assert_true(st.queued_bytes == 0);
+    assert_true(st.bytes_sent == 2 * IO_WIRE_HEADER_SIZE + big + 4);
+    node_stop(&a);
+    node_stop(&b);
+}
+
 static void test_io_transport_three_nodes_in_order_per_peer(void **state)
 {
     (void)state;
@@ -1067,6 +1095,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_io_transport_two_nodes_exchange_in_order, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_io_transport_single_message_above_queue_bound, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_io_transport_three_nodes_in_order_per_peer, setup,
                                         teardown),
