@@ -107,7 +107,7 @@ UNIT_EXTRA_raft ?=
 $(BUILD)/tests/test_%: tests/unit/test_%.c $(call asan,$(UNIT_HELPER_SRC)) \
 		$$(UNIT_EXTRA_$$(call test_module,$$@)) $$(LIBS_$$(call test_module,$$@))
 	@mkdir -p $(dir $@)
-	$(CC) $(ASAN_CFLAGS) $(CMOCKA_CFLAGS) -o $@ $(filter %.c %.o,$^) \
+	$(CC) $(ASAN_CFLAGS) $(CMOCKA_CFLAGS) -MMD -MP -MF $@.d -o $@ $(filter %.c %.o,$^) \
 		$(UNIT_EXTRA_$(call test_module,$@)) $(LIBS_$(call test_module,$@)) \
 		$(ASAN_LDFLAGS) $(CMOCKA_LIBS) $(LDLIBS)
 
