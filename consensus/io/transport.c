@@ -10,6 +10,7 @@
 #include <assert.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -698,9 +699,30 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     }
 }
 
+/*
+ * A peer that vanished without closing (power loss, partition) is noticed within about
+ * DEAD_PEER_S seconds rather than the kernel's defaults (minutes): keepalive probes on an idle
+ * connection, and a limit on how long written data may stay unacknowledged. Best effort.
+ */
+#define DEAD_PEER_S 15
+static void conn_tune(struct io_conn *c)
+{
+    uv_os_fd_t fd;
+    if (uv_fileno((uv_handle_t *)&c->tcp, &fd) != 0) {
+        return;
+    }
+    int idle = DEAD_PEER_S / 3, intvl = DEAD_PEER_S / 3 / 3 + 1, cnt = 3;
+    unsigned user_timeout_ms = DEAD_PEER_S * 1000;
+    uv_tcp_keepalive(&c->tcp, 1, (unsigned)idle);
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof intvl);
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof cnt);
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout_ms, sizeof user_timeout_ms);
+}
+
 static void conn_start(struct io_conn *c)
 {
     c->state = CONN_OPEN;
+    conn_tune(c);
     int rv = uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
     if (rv != 0) {
         char name[REMOTE_MAX + 40];
@@ -753,7 +775,6 @@ static void peer_connect(struct io_peer *p)
         conn_close(c);
         return;
     }
-    uv_tcp_keepalive(&c->tcp, 1, 10);
     /* The whole of connect and handshake is bounded: a black-holed address or a server that
      * never speaks would otherwise hold the queue forever. */
     p->timer_mode = TIMER_HANDSHAKE;
