@@ -101,7 +101,8 @@ struct io_conn {
     uint8_t rbuf[READ_CHUNK];
 };
 
-/* --- small helpers ----------------------------------------------------------------------------- */
+/* --- small helpers -----------------------------------------------------------------------------
+ */
 
 static uint64_t rng_next(struct io_transport *t)
 {
@@ -222,7 +223,8 @@ static struct io_conn *conn_find(const struct io_transport *t, uint64_t conn_id)
     return NULL;
 }
 
-/* --- messages and queues ----------------------------------------------------------------------- */
+/* --- messages and queues -----------------------------------------------------------------------
+ */
 
 static size_t msg_bytes(const struct io_msg *m)
 {
@@ -280,7 +282,8 @@ static void queue_drop_all(struct io_queue *q)
     }
 }
 
-/* --- connections ------------------------------------------------------------------------------- */
+/* --- connections -------------------------------------------------------------------------------
+ */
 
 static void peer_schedule(struct io_peer *p);
 static void conn_flush(struct io_conn *c);
@@ -351,8 +354,8 @@ static void conn_fail(struct io_conn *c, int rc, const char *detail)
     char name[REMOTE_MAX + 40];
     io_logf(IO_LOG_WARN, "transport", "closing %s connection %s %s: %s%s%s",
             c->outgoing ? "outgoing" : "incoming", c->outgoing ? "to" : "from",
-            conn_name(c, name, sizeof name), io_transport_strerror(rc),
-            detail != NULL ? ": " : "", detail != NULL ? detail : "");
+            conn_name(c, name, sizeof name), io_transport_strerror(rc), detail != NULL ? ": " : "",
+            detail != NULL ? detail : "");
     conn_close(c);
 }
 
@@ -459,8 +462,8 @@ static void conn_flush(struct io_conn *c)
     if (rv != 0) {
         c->writing = false;
         char name[REMOTE_MAX + 40];
-        io_logf(IO_LOG_INFO, "transport", "write to %s failed: %s",
-                conn_name(c, name, sizeof name), uv_strerror(rv));
+        io_logf(IO_LOG_INFO, "transport", "write to %s failed: %s", conn_name(c, name, sizeof name),
+                uv_strerror(rv));
         conn_close(c); /* conn_close stops counting the in-flight message */
         if (c->inflight != NULL) {
             if (c->inflight_q != NULL) {
@@ -473,7 +476,8 @@ static void conn_flush(struct io_conn *c)
     }
 }
 
-/* --- reading ----------------------------------------------------------------------------------- */
+/* --- reading -----------------------------------------------------------------------------------
+ */
 
 static int payload_reserve(struct io_conn *c, size_t need)
 {
@@ -542,8 +546,8 @@ static void handshake_done(struct io_conn *c)
         return;
     }
     if (hs.cluster_id != t->cfg.cluster_id) {
-        snprintf(detail, sizeof detail, "theirs %llu, ours %llu",
-                 (unsigned long long)hs.cluster_id, (unsigned long long)t->cfg.cluster_id);
+        snprintf(detail, sizeof detail, "theirs %llu, ours %llu", (unsigned long long)hs.cluster_id,
+                 (unsigned long long)t->cfg.cluster_id);
         conn_fail(c, IO_TRANSPORT_ECLUSTER, detail);
         return;
     }
@@ -636,7 +640,8 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
             conn_fail(c, IO_TRANSPORT_ENOMEM, "no memory for the payload");
         } else if (c->hdr_have > 0 || c->in_payload) {
             conn_fail(c, IO_TRANSPORT_ETRUNCATED,
-                      nread == UV_EOF ? "connection ended inside a frame" : uv_strerror((int)nread));
+                      nread == UV_EOF ? "connection ended inside a frame"
+                                      : uv_strerror((int)nread));
         } else {
             io_logf(IO_LOG_INFO, "transport", "connection %s %s closed: %s",
                     c->outgoing ? "to" : "from", conn_name(c, name, sizeof name),
@@ -734,7 +739,8 @@ static void conn_start(struct io_conn *c)
     conn_flush(c);
 }
 
-/* --- outgoing connections ---------------------------------------------------------------------- */
+/* --- outgoing connections ----------------------------------------------------------------------
+ */
 
 static void on_connect(uv_connect_t *req, int status)
 {
@@ -861,7 +867,8 @@ static void peer_set_addr(struct io_peer *p, const char *addr, const struct sock
     }
 }
 
-/* --- incoming connections ---------------------------------------------------------------------- */
+/* --- incoming connections ----------------------------------------------------------------------
+ */
 
 static void on_connection(uv_stream_t *server, int status)
 {
@@ -913,8 +920,8 @@ static int listen_socket(const struct sockaddr_storage *sa, int *fd_out, int *po
         return IO_TRANSPORT_ESYS;
     }
     int one = 1;
-    socklen_t sl = sa->ss_family == AF_INET6 ? sizeof(struct sockaddr_in6)
-                                             : sizeof(struct sockaddr_in);
+    socklen_t sl =
+        sa->ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
     struct sockaddr_storage bound;
     socklen_t bl = sizeof bound;
     if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
@@ -945,7 +952,8 @@ static void ignore_sigpipe(void)
     }
 }
 
-/* --- public API -------------------------------------------------------------------------------- */
+/* --- public API --------------------------------------------------------------------------------
+ */
 
 int io_transport_init(struct io_transport *t, uv_loop_t *loop,
                       const struct io_transport_config *cfg)

@@ -81,17 +81,17 @@ typedef void (*io_transport_close_cb)(struct io_transport *t);
 
 struct io_transport_config {
     uint64_t cluster_id;
-    uint64_t self_id;          /* 0: anonymous client */
-    const char *listen_addr;   /* "host:port" (port 0: any free port) or NULL: do not listen */
-    const char *advertise_addr; /* sent in the handshake; NULL: the bound listen address */
-    uint32_t payload_max;      /* 0: IO_WIRE_PAYLOAD_MAX_DEFAULT (256 MiB); applies both ways */
-    size_t queue_bytes_max;    /* per peer and class; 0: 64 MiB */
-    uint32_t backoff_min_ms;   /* 0: 50 */
-    uint32_t backoff_max_ms;   /* 0: 2000 */
+    uint64_t self_id;              /* 0: anonymous client */
+    const char *listen_addr;       /* "host:port" (port 0: any free port) or NULL: do not listen */
+    const char *advertise_addr;    /* sent in the handshake; NULL: the bound listen address */
+    uint32_t payload_max;          /* 0: IO_WIRE_PAYLOAD_MAX_DEFAULT (256 MiB); applies both ways */
+    size_t queue_bytes_max;        /* per peer and class; 0: 64 MiB */
+    uint32_t backoff_min_ms;       /* 0: 50 */
+    uint32_t backoff_max_ms;       /* 0: 2000 */
     uint32_t handshake_timeout_ms; /* connect + the peer's handshake; 0: 5000 */
-    uint64_t seed;             /* reconnect jitter */
+    uint64_t seed;                 /* reconnect jitter */
     io_transport_message_cb on_message; /* required */
-    void *data;                /* for the caller; copied into t->data */
+    void *data;                         /* for the caller; copied into t->data */
 };
 
 struct io_transport_peer_stats {
@@ -101,9 +101,9 @@ struct io_transport_peer_stats {
     uint64_t bytes_received; /* frame bytes received from this node on any connection */
     uint64_t msgs_sent;
     uint64_t msgs_received;
-    uint64_t reconnects;     /* outgoing connections attempted after the first */
-    uint64_t drops_full;     /* sends refused with IO_TRANSPORT_EQUEUEFULL */
-    size_t queued_bytes;     /* both classes, including a message being written */
+    uint64_t reconnects; /* outgoing connections attempted after the first */
+    uint64_t drops_full; /* sends refused with IO_TRANSPORT_EQUEUEFULL */
+    size_t queued_bytes; /* both classes, including a message being written */
 };
 
 struct io_peer;

@@ -36,29 +36,29 @@
 #include <stdint.h>
 
 /* Error codes of the transport module (wire.c and transport.c): 0 is success. */
-#define IO_TRANSPORT_ERRORS(X)                                                                    \
-    X(IO_TRANSPORT_OK, "success")                                                                 \
-    X(IO_TRANSPORT_ENOMEM, "out of memory")                                                       \
-    X(IO_TRANSPORT_EINVAL, "invalid argument")                                                    \
-    X(IO_TRANSPORT_EADDR, "address is not \"ipv4:port\" or \"[ipv6]:port\"")                      \
-    X(IO_TRANSPORT_ELISTEN, "cannot listen on the address")                                       \
-    X(IO_TRANSPORT_ESYS, "system call failed")                                                    \
-    X(IO_TRANSPORT_EQUEUEFULL, "send queue to the peer is full; retry later")                     \
-    X(IO_TRANSPORT_ETOOBIG, "payload larger than the configured maximum")                         \
-    X(IO_TRANSPORT_ENOADDR, "no address known for the peer")                                      \
-    X(IO_TRANSPORT_ENOCONN, "connection no longer open")                                          \
-    X(IO_TRANSPORT_ECLOSING, "transport is closing")                                              \
-    X(IO_TRANSPORT_ETRUNCATED, "input too short")                                                 \
-    X(IO_TRANSPORT_EMAGIC, "bad magic: not a walraft peer")                                       \
-    X(IO_TRANSPORT_EVERSION, "unsupported wire version")                                          \
-    X(IO_TRANSPORT_ERESERVED, "reserved header field is not zero")                                \
-    X(IO_TRANSPORT_ELENGTH, "payload length above the maximum")                                   \
-    X(IO_TRANSPORT_ECHECKSUM, "checksum mismatch")                                                \
-    X(IO_TRANSPORT_EHANDSHAKE, "malformed handshake")                                             \
-    X(IO_TRANSPORT_ECLUSTER, "peer belongs to another cluster")                                   \
-    X(IO_TRANSPORT_ENOHANDSHAKE, "first frame is not a handshake")                                \
-    X(IO_TRANSPORT_EREHANDSHAKE, "handshake that is not the first frame")                         \
-    X(IO_TRANSPORT_EPEERID, "peer answered with an unexpected node id")                           \
+#define IO_TRANSPORT_ERRORS(X)                                                                     \
+    X(IO_TRANSPORT_OK, "success")                                                                  \
+    X(IO_TRANSPORT_ENOMEM, "out of memory")                                                        \
+    X(IO_TRANSPORT_EINVAL, "invalid argument")                                                     \
+    X(IO_TRANSPORT_EADDR, "address is not \"ipv4:port\" or \"[ipv6]:port\"")                       \
+    X(IO_TRANSPORT_ELISTEN, "cannot listen on the address")                                        \
+    X(IO_TRANSPORT_ESYS, "system call failed")                                                     \
+    X(IO_TRANSPORT_EQUEUEFULL, "send queue to the peer is full; retry later")                      \
+    X(IO_TRANSPORT_ETOOBIG, "payload larger than the configured maximum")                          \
+    X(IO_TRANSPORT_ENOADDR, "no address known for the peer")                                       \
+    X(IO_TRANSPORT_ENOCONN, "connection no longer open")                                           \
+    X(IO_TRANSPORT_ECLOSING, "transport is closing")                                               \
+    X(IO_TRANSPORT_ETRUNCATED, "input too short")                                                  \
+    X(IO_TRANSPORT_EMAGIC, "bad magic: not a walraft peer")                                        \
+    X(IO_TRANSPORT_EVERSION, "unsupported wire version")                                           \
+    X(IO_TRANSPORT_ERESERVED, "reserved header field is not zero")                                 \
+    X(IO_TRANSPORT_ELENGTH, "payload length above the maximum")                                    \
+    X(IO_TRANSPORT_ECHECKSUM, "checksum mismatch")                                                 \
+    X(IO_TRANSPORT_EHANDSHAKE, "malformed handshake")                                              \
+    X(IO_TRANSPORT_ECLUSTER, "peer belongs to another cluster")                                    \
+    X(IO_TRANSPORT_ENOHANDSHAKE, "first frame is not a handshake")                                 \
+    X(IO_TRANSPORT_EREHANDSHAKE, "handshake that is not the first frame")                          \
+    X(IO_TRANSPORT_EPEERID, "peer answered with an unexpected node id")                            \
     X(IO_TRANSPORT_ETIMEDOUT, "peer did not complete the handshake in time")
 
 #define IO_TRANSPORT_ERROR_ENUM(name, msg) name,
@@ -124,6 +124,7 @@ int io_wire_handshake_encode(const struct io_wire_handshake *hs, uint8_t *out, s
                              size_t *out_len /* OUT: bytes written */);
 
 /* Decodes a handshake payload of exactly `len` bytes. Returns 0, ETRUNCATED or EHANDSHAKE. */
-int io_wire_handshake_decode(const uint8_t *in, size_t len, struct io_wire_handshake *out /* OUT */);
+int io_wire_handshake_decode(const uint8_t *in, size_t len,
+                             struct io_wire_handshake *out /* OUT */);
 
 #endif

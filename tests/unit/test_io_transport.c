@@ -25,7 +25,8 @@
 #define WAIT_MS 10000
 #define MAX_NODES 8
 
-/* --- harness ----------------------------------------------------------------------------------- */
+/* --- harness -----------------------------------------------------------------------------------
+ */
 
 struct rx {
     uint64_t from;
@@ -42,10 +43,10 @@ struct node {
     struct rx *rx;
     size_t n_rx;
     size_t cap_rx;
-    unsigned corrupt;   /* payloads whose pattern did not match */
-    unsigned reorders;  /* messages from a sender that arrived out of sequence */
+    unsigned corrupt;  /* payloads whose pattern did not match */
+    unsigned reorders; /* messages from a sender that arrived out of sequence */
     uint32_t next_seq[MAX_NODES];
-    bool echo_replies;  /* answer every message with a reply on its connection */
+    bool echo_replies; /* answer every message with a reply on its connection */
     bool close_on_message;
     void (*hook)(struct node *n, const struct rx *r);
     void *hook_ctx;
@@ -294,8 +295,8 @@ static void send_seq(struct node *from, struct node *to, uint32_t seq, size_t le
     uint8_t *p = make_payload(seq, len);
     int rc;
     if (owned) {
-        rc = io_transport_send_owned(&from->t, to->id, addr_of(to), 1, IO_TRANSPORT_CONTROL, p,
-                                     len, NULL);
+        rc = io_transport_send_owned(&from->t, to->id, addr_of(to), 1, IO_TRANSPORT_CONTROL, p, len,
+                                     NULL);
     } else {
         rc = io_transport_send(&from->t, to->id, addr_of(to), 1, IO_TRANSPORT_CONTROL, p, len);
         free(p);
@@ -335,7 +336,8 @@ static char *capture_end(struct capture *c)
     return s;
 }
 
-/* --- sizes ------------------------------------------------------------------------------------- */
+/* --- sizes -------------------------------------------------------------------------------------
+ */
 
 static size_t size_for(uint32_t seq)
 {
@@ -343,15 +345,21 @@ static size_t size_for(uint32_t seq)
         return 3u * 1024 * 1024 + seq; /* a few MiB */
     }
     switch (seq % 5) {
-    case 0: return 4;
-    case 1: return 100 + seq % 300;
-    case 2: return 4096 + seq;
-    case 3: return 65536 + 3 * seq; /* around the read chunk */
-    default: return 200000 + seq;
+    case 0:
+        return 4;
+    case 1:
+        return 100 + seq % 300;
+    case 2:
+        return 4096 + seq;
+    case 3:
+        return 65536 + 3 * seq; /* around the read chunk */
+    default:
+        return 200000 + seq;
     }
 }
 
-/* --- tests ------------------------------------------------------------------------------------- */
+/* --- tests -------------------------------------------------------------------------------------
+ */
 
 static void test_io_transport_two_nodes_exchange_in_order(void **state)
 {
@@ -401,9 +409,8 @@ static void test_io_transport_single_message_above_queue_bound(void **state)
     node_start(&b, 2, "127.0.0.1:0");
     const size_t big = 80u * 1024 * 1024; /* above the 64 MiB default bound */
     uint8_t *p = make_payload(0, big);
-    assert_int_equal(io_transport_send_owned(&a.t, 2, addr_of(&b), 1, IO_TRANSPORT_BULK, p, big,
-                                             NULL),
-                     0);
+    assert_int_equal(
+        io_transport_send_owned(&a.t, 2, addr_of(&b), 1, IO_TRANSPORT_BULK, p, big, NULL), 0);
     uint32_t seq = 1;
     assert_int_equal(io_transport_send(&a.t, 2, NULL, 1, IO_TRANSPORT_BULK, &seq, 4),
                      IO_TRANSPORT_EQUEUEFULL);
@@ -505,7 +512,8 @@ static void test_io_transport_peer_restart_reconnects(void **state)
     node_stop(&b);
 }
 
-/* --- misbehaving raw clients ------------------------------------------------------------------- */
+/* --- misbehaving raw clients -------------------------------------------------------------------
+ */
 
 static int raw_connect(int port)
 {
@@ -695,7 +703,8 @@ static void test_io_transport_small_payload_max_refuses_both_ways(void **state)
     node_stop(&b);
 }
 
-/* --- queues ------------------------------------------------------------------------------------ */
+/* --- queues ------------------------------------------------------------------------------------
+ */
 
 /* A port where nothing listens: connections are refused, so messages stay queued. */
 static int dead_port(void)
@@ -729,18 +738,18 @@ static void test_io_transport_queue_bound_returns_full(void **state)
     assert_int_equal(accepted, 10);
     /* Owned buffers stay the caller's on error. */
     uint8_t *owned = malloc(sizeof chunk);
-    assert_int_equal(io_transport_send_owned(&a.t, 2, NULL, 1, IO_TRANSPORT_BULK, owned,
-                                             sizeof chunk, NULL),
-                     IO_TRANSPORT_EQUEUEFULL);
+    assert_int_equal(
+        io_transport_send_owned(&a.t, 2, NULL, 1, IO_TRANSPORT_BULK, owned, sizeof chunk, NULL),
+        IO_TRANSPORT_EQUEUEFULL);
     free(owned);
     /* Control traffic has its own bound: heartbeats still go while bulk is full. */
     assert_int_equal(io_transport_send(&a.t, 2, NULL, 1, IO_TRANSPORT_CONTROL, chunk, 100), 0);
     /* Retrying while the peer stays down never grows the queue. */
     for (int i = 0; i < 20; i++) {
         run_for(5);
-        assert_int_equal(io_transport_send(&a.t, 2, NULL, 1, IO_TRANSPORT_BULK, chunk,
-                                           sizeof chunk),
-                         IO_TRANSPORT_EQUEUEFULL);
+        assert_int_equal(
+            io_transport_send(&a.t, 2, NULL, 1, IO_TRANSPORT_BULK, chunk, sizeof chunk),
+            IO_TRANSPORT_EQUEUEFULL);
     }
     struct io_transport_peer_stats st;
     assert_int_equal(io_transport_peer_stats(&a.t, 2, &st), 0);
@@ -750,9 +759,9 @@ static void test_io_transport_queue_bound_returns_full(void **state)
     assert_false(st.connected);
     /* One message larger than the bound still goes into an empty queue. */
     uint8_t *huge = calloc(1, 3 * 1024 * 1024);
-    assert_int_equal(io_transport_send_owned(&a.t, 3, dead, 1, IO_TRANSPORT_BULK, huge,
-                                             3 * 1024 * 1024, NULL),
-                     0);
+    assert_int_equal(
+        io_transport_send_owned(&a.t, 3, dead, 1, IO_TRANSPORT_BULK, huge, 3 * 1024 * 1024, NULL),
+        0);
     assert_int_equal(io_transport_send(&a.t, 3, NULL, 1, IO_TRANSPORT_BULK, chunk, 1),
                      IO_TRANSPORT_EQUEUEFULL);
     node_stop(&a); /* frees the queued copies and `huge` (ASan checks) */
@@ -773,9 +782,8 @@ static void overtake_hook(struct node *n, const struct rx *r)
         /* Bulk is streaming: a control message sent now jumps the queued chunks. */
         o->sent_second = true;
         uint32_t seq = 1000;
-        assert_int_equal(io_transport_send(&o->a->t, 2, NULL, CTL_TYPE, IO_TRANSPORT_CONTROL,
-                                           &seq, 4),
-                         0);
+        assert_int_equal(
+            io_transport_send(&o->a->t, 2, NULL, CTL_TYPE, IO_TRANSPORT_CONTROL, &seq, 4), 0);
     }
 }
 
@@ -791,8 +799,8 @@ static void test_io_transport_control_overtakes_queued_bulk(void **state)
     const size_t chunk = 1024 * 1024;
     for (uint32_t i = 0; i < BULK_N; i++) {
         uint8_t *p = make_payload(i, chunk);
-        assert_int_equal(io_transport_send_owned(&a.t, 2, addr_of(&b), BULK_TYPE,
-                                                 IO_TRANSPORT_BULK, p, chunk, NULL),
+        assert_int_equal(io_transport_send_owned(&a.t, 2, addr_of(&b), BULK_TYPE, IO_TRANSPORT_BULK,
+                                                 p, chunk, NULL),
                          0);
     }
     uint32_t seq = 999;
@@ -821,7 +829,8 @@ static void test_io_transport_control_overtakes_queued_bulk(void **state)
     node_stop(&b);
 }
 
-/* --- anonymous clients, filters, membership ---------------------------------------------------- */
+/* --- anonymous clients, filters, membership ----------------------------------------------------
+ */
 
 static void test_io_transport_anonymous_client_gets_reply_on_same_connection(void **state)
 {
@@ -833,9 +842,8 @@ static void test_io_transport_anonymous_client_gets_reply_on_same_connection(voi
     assert_string_equal(io_transport_address(&client.t), "");
     server.echo_replies = true;
     uint32_t seq = 150;
-    assert_int_equal(io_transport_send(&client.t, 0, addr_of(&server), 150, IO_TRANSPORT_CONTROL,
-                                       &seq, 4),
-                     0);
+    assert_int_equal(
+        io_transport_send(&client.t, 0, addr_of(&server), 150, IO_TRANSPORT_CONTROL, &seq, 4), 0);
     assert_int_equal(io_transport_send(&client.t, 0, NULL, 150, IO_TRANSPORT_CONTROL, &seq, 4),
                      IO_TRANSPORT_ENOADDR);
     assert_true(wait_rx(&server, 1));
@@ -847,9 +855,8 @@ static void test_io_transport_anonymous_client_gets_reply_on_same_connection(voi
     assert_int_equal(client.rx[0].seq, 150);
     assert_int_equal(client.rx[0].len, strlen("....reply from 1"));
     /* The client can answer on its own connection too, and a closed connection is refused. */
-    assert_int_equal(io_transport_reply(&client.t, client.rx[0].conn, 150, IO_TRANSPORT_CONTROL,
-                                        &seq, 4),
-                     0);
+    assert_int_equal(
+        io_transport_reply(&client.t, client.rx[0].conn, 150, IO_TRANSPORT_CONTROL, &seq, 4), 0);
     assert_true(wait_rx(&server, 2));
     assert_true(server.rx[1].conn == server.rx[0].conn);
     assert_int_equal(io_transport_reply(&server.t, 12345, 1, IO_TRANSPORT_CONTROL, &seq, 4),
@@ -1002,8 +1009,8 @@ static void test_io_transport_addresses_and_arguments(void **state)
     static struct node a;
     struct io_transport t;
     struct io_transport_config cfg = {.cluster_id = 1, .self_id = 1, .on_message = on_message};
-    const char *bad[] = {"127.0.0.1", "127.0.0.1:", "127.0.0.1:70000", "1.2.3:5", "::1:5",
-                         "[::1]5", "[::1", "host.example:5", "127.0.0.1:5x", ":5"};
+    const char *bad[] = {"127.0.0.1", "127.0.0.1:", "127.0.0.1:70000", "1.2.3:5",      "::1:5",
+                         "[::1]5",    "[::1",       "host.example:5",  "127.0.0.1:5x", ":5"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         cfg.listen_addr = bad[i];
         assert_int_equal(io_transport_init(&t, &loop, &cfg), IO_TRANSPORT_EADDR);
@@ -1028,16 +1035,19 @@ static void test_io_transport_addresses_and_arguments(void **state)
                      IO_TRANSPORT_EADDR);
     assert_int_equal(io_transport_send(&a.t, 2, NULL, 1, IO_TRANSPORT_CONTROL, "x", 1),
                      IO_TRANSPORT_ENOADDR);
-    assert_int_equal(io_transport_send(&a.t, 2, used, IO_WIRE_TYPE_HANDSHAKE,
-                                       IO_TRANSPORT_CONTROL, "x", 1),
-                     IO_TRANSPORT_EINVAL);
+    assert_int_equal(
+        io_transport_send(&a.t, 2, used, IO_WIRE_TYPE_HANDSHAKE, IO_TRANSPORT_CONTROL, "x", 1),
+        IO_TRANSPORT_EINVAL);
     assert_int_equal(io_transport_set_peer(&a.t, 0, used), IO_TRANSPORT_EINVAL);
     assert_int_equal(io_transport_set_peer(&a.t, 2, "[::1"), IO_TRANSPORT_EADDR);
 
     /* IPv6, when the machine has it. */
     static struct node v6;
-    struct io_transport_config c6 = {.cluster_id = CLUSTER, .self_id = 2, .listen_addr = "[::1]:0",
-                                     .on_message = on_message, .data = &v6};
+    struct io_transport_config c6 = {.cluster_id = CLUSTER,
+                                     .self_id = 2,
+                                     .listen_addr = "[::1]:0",
+                                     .on_message = on_message,
+                                     .data = &v6};
     memset(&v6, 0, sizeof v6);
     v6.id = 2;
     capture_start(&cap);
@@ -1055,7 +1065,8 @@ static void test_io_transport_addresses_and_arguments(void **state)
     node_stop(&a);
 }
 
-/* --- shutdown ---------------------------------------------------------------------------------- */
+/* --- shutdown ----------------------------------------------------------------------------------
+ */
 
 static void close_hook(struct node *n, const struct rx *r)
 {
@@ -1117,10 +1128,9 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_io_transport_silent_server_times_out_and_retries,
                                         setup, teardown),
-        cmocka_unit_test_setup_teardown(test_io_transport_addresses_and_arguments, setup,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(test_io_transport_close_with_traffic_in_flight_leaks_nothing,
-                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_io_transport_addresses_and_arguments, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_io_transport_close_with_traffic_in_flight_leaks_nothing, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
