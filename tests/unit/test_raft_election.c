@@ -1,0 +1,204 @@
+/* Leader election (thesis §3.4, §3.6.1) with pre-vote (§9.6), check-quorum (§6.2) and leader
+ * stickiness (§4.2.3). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "consensus/raft.h"
+#include "tests/sim/cluster.h"
+#include "tests/sim/drive.h"
+
+static bool has_leader(struct cluster *c, void *arg)
+{
+    (void)arg;
+    return cl_leader(c) != 0;
+}
+
+static void start(struct cluster *c, unsigned voters, uint64_t seed)
+{
+    struct cl_options o;
+    cl_options_default(&o, seed);
+    o.voters = voters;
+    assert_int_equal(cl_init(c, &o), 0);
+    assert_true(cl_run_until_pred(c, has_leader, NULL, 5000));
+}
+
+static void test_raft_election_one_leader_emerges(void **state)
+{
+    (void)state;
+    for (uint64_t seed = 1; seed <= 10; seed++) {
+        struct cluster c;
+        start(&c, 5, seed);
+        cl_run_until(&c, c.now + 3000);
+        assert_false(c.failed);
+        unsigned leaders = 0;
+        for (uint64_t id = 1; id <= 5; id++) {
+            leaders += raft_state(cl_raft(&c, id)) == RAFT_LEADER;
+        }
+        assert_int_equal(leaders, 1);
+        cl_free(&c);
+    }
+}
+
+/* §9.6: a server partitioned away keeps timing out, but pre-vote stops it from raising its term,
+ * so when it returns the leader is undisturbed. */
+static void test_raft_prevote_rejoining_node_keeps_leader(void **state)
+{
+    (void)state;
+    struct cluster c;
+    start(&c, 3, 3);
+    uint64_t leader = cl_leader(&c);
+    uint64_t term = raft_term(cl_raft(&c, leader));
+    uint64_t f = leader == 1 ? 2 : 1;
+    cl_isolate(&c, f);
+    cl_run_until(&c, c.now + 5000);
+    assert_int_equal(raft_term(cl_raft(&c, f)), term);
+    assert_int_not_equal(raft_state(cl_raft(&c, f)), RAFT_LEADER);
+    cl_heal(&c);
+    cl_run_until(&c, c.now + 3000);
+    assert_int_equal(cl_leader(&c), leader);
+    assert_int_equal(raft_term(cl_raft(&c, leader)), term);
+    assert_false(c.failed);
+    cl_free(&c);
+}
+
+/* §6.2: a leader cut off from the majority steps down within about an election timeout; the
+ * majority elects a new leader; on healing the old one follows it. */
+static void test_raft_check_quorum_isolated_leader_steps_down(void **state)
+{
+    (void)state;
+    struct cluster c;
+    start(&c, 3, 5);
+    uint64_t old = cl_leader(&c);
+    cl_isolate(&c, old);
+    cl_run_until(&c, c.now + 2 * c.o.election_timeout_ms + 100);
+    assert_int_not_equal(raft_state(cl_raft(&c, old)), RAFT_LEADER);
+    uint64_t now_leader = cl_leader(&c);
+    assert_int_not_equal(now_leader, 0);
+    assert_int_not_equal(now_leader, old);
+    cl_heal(&c);
+    cl_run_until(&c, c.now + 1000);
+    assert_int_equal(raft_leader(cl_raft(&c, old)), now_leader);
+    assert_false(c.failed);
+    cl_free(&c);
+}
+
+/* §4.2.3: a follower that heard from its leader within the election timeout ignores a
+ * RequestVote of a higher term: no reply, no term change. TimeoutNow's votes are exempt. */
+static void test_raft_sticky_follower_ignores_vote_request(void **state)
+{
+    (void)state;
+    struct raft *r = drv_node(2, 3, 1, NULL, 0);
+    struct raft_update u;
+    struct raft_message hb;
+    memset(&hb, 0, sizeof hb);
+    hb.type = RAFT_MSG_HEARTBEAT;
+    hb.from = 1;
+    hb.to = 2;
+    hb.term = 2;
+    drv_recv(r, 100, &hb, &u);
+    assert_int_equal(raft_leader(r), 1);
+    struct raft_message rv;
+    memset(&rv, 0, sizeof rv);
+    rv.type = RAFT_MSG_REQUEST_VOTE;
+    rv.from = 3;
+    rv.to = 2;
+    rv.term = 3;
+    rv.request_vote.last_log_index = 5;
+    rv.request_vote.last_log_term = 2;
+    drv_recv(r, 200, &rv, &u);
+    assert_int_equal(u.n_messages, 0);
+    assert_int_equal(raft_term(r), 2);
+    rv.request_vote.transfer = true;
+    drv_recv(r, 300, &rv, &u);
+    const struct raft_message *res = drv_find(&u, RAFT_MSG_REQUEST_VOTE_RESULT, 3);
+    assert_non_null(res);
+    assert_true(res->request_vote_result.granted);
+    assert_true(u.hard_state_changed);
+    assert_int_equal(u.vote, 3);
+    raft_destroy(r);
+}
+
+/* §3.6.1: a vote is denied to a candidate whose log is less up-to-date. */
+static void test_raft_vote_denied_to_less_up_to_date_log(void **state)
+{
+    (void)state;
+    uint64_t terms[] = {3};
+    struct raft *r = drv_node(2, 3, 3, terms, 1);
+    struct raft_update u;
+    struct raft_message rv;
+    memset(&rv, 0, sizeof rv);
+    rv.type = RAFT_MSG_REQUEST_VOTE;
+    rv.from = 3;
+    rv.to = 2;
+    rv.term = 4;
+    rv.request_vote.last_log_index = 9; /* longer, but of an older term */
+    rv.request_vote.last_log_term = 2;
+    drv_recv(r, 5000, &rv, &u);
+    const struct raft_message *res = drv_find(&u, RAFT_MSG_REQUEST_VOTE_RESULT, 3);
+    assert_non_null(res);
+    assert_false(res->request_vote_result.granted);
+    assert_int_equal(raft_term(r), 4);
+    assert_int_equal(raft_vote(r), 0);
+    raft_destroy(r);
+}
+
+/* A pre-vote changes nothing on the voter, granted or not. */
+static void test_raft_prevote_changes_no_state(void **state)
+{
+    (void)state;
+    struct raft *r = drv_node(2, 3, 1, NULL, 0);
+    struct raft_update u;
+    struct raft_message rv;
+    memset(&rv, 0, sizeof rv);
+    rv.type = RAFT_MSG_REQUEST_VOTE;
+    rv.from = 3;
+    rv.to = 2;
+    rv.term = 2;
+    rv.request_vote.pre_vote = true;
+    rv.request_vote.last_log_index = 1;
+    rv.request_vote.last_log_term = 1;
+    drv_recv(r, 5000, &rv, &u);
+    const struct raft_message *res = drv_find(&u, RAFT_MSG_REQUEST_VOTE_RESULT, 3);
+    assert_non_null(res);
+    assert_true(res->request_vote_result.granted);
+    assert_int_equal(res->term, 2);
+    assert_false(u.hard_state_changed);
+    assert_int_equal(raft_term(r), 1);
+    raft_destroy(r);
+}
+
+/* A single voter elects itself and commits its no-op once durable. */
+static void test_raft_single_voter_leads_alone(void **state)
+{
+    (void)state;
+    struct raft *r = drv_node(1, 1, 1, NULL, 0);
+    struct raft_update u;
+    uint64_t now = 0;
+    for (int i = 0; i < 30 && raft_state(r) != RAFT_LEADER; i++) {
+        now += 100;
+        drv_tick(r, now, &u);
+    }
+    assert_int_equal(raft_state(r), RAFT_LEADER);
+    assert_int_equal(u.n_messages, 0);
+    drv_persisted(r, now, 2, raft_term(r), &u);
+    assert_int_equal(raft_commit_index(r), 2);
+    raft_destroy(r);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_raft_election_one_leader_emerges),
+        cmocka_unit_test(test_raft_prevote_rejoining_node_keeps_leader),
+        cmocka_unit_test(test_raft_check_quorum_isolated_leader_steps_down),
+        cmocka_unit_test(test_raft_sticky_follower_ignores_vote_request),
+        cmocka_unit_test(test_raft_vote_denied_to_less_up_to_date_log),
+        cmocka_unit_test(test_raft_prevote_changes_no_state),
+        cmocka_unit_test(test_raft_single_voter_leads_alone),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
