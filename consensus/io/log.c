@@ -275,6 +275,15 @@ static void recompute_last(struct io_log *log)
     }
 }
 
+/* Forgets the cached read descriptor; called whenever a segment file goes or changes name. */
+static void read_cache_drop(struct io_log *log)
+{
+    if (log->read_fd >= 0) {
+        io_sys.close(log->read_fd);
+        log->read_fd = -1;
+    }
+}
+
 static int dir_sync(struct io_log *log)
 {
     if (io_sys.fsync(log->dirfd) != 0) {
@@ -289,6 +298,7 @@ static int unlink_seg(struct io_log *log, const struct io_log_segment *s)
     char name[64], path[sizeof log->dir + 64];
     seg_name(s, name, sizeof name);
     snprintf(path, sizeof path, "%s/%s", log->dir, name);
+    read_cache_drop(log);
     log->dir_dirty = 1;
     if (io_sys.unlink(path) != 0 && errno != ENOENT) {
         return sys_fail(log, "unlink", name);
@@ -601,19 +611,20 @@ static int seg_read(struct io_log *log, const struct io_log_segment *s, uint64_t
     }
     int fd = log->fd;
     if (!s->is_open) {
-        snprintf(path, sizeof path, "%s/%s", log->dir, name);
-        fd = io_sys.open(path, O_RDONLY | O_CLOEXEC, 0);
-        if (fd < 0) {
-            return sys_fail(log, "open", name);
+        /* One closed segment stays open for reading: a lagging follower reads runs of entries. */
+        if (log->read_fd < 0 || log->read_first != s->first) {
+            read_cache_drop(log);
+            snprintf(path, sizeof path, "%s/%s", log->dir, name);
+            log->read_fd = io_sys.open(path, O_RDONLY | O_CLOEXEC, 0);
+            if (log->read_fd < 0) {
+                return sys_fail(log, "open", name);
+            }
+            log->read_first = s->first;
         }
+        fd = log->read_fd;
     }
     ssize_t n = io_sys_pread_all(fd, buf, len, (off_t)offset);
-    int e = errno;
-    if (!s->is_open) {
-        io_sys.close(fd);
-    }
     if (n < 0) {
-        errno = e;
         return sys_fail(log, "read", name);
     }
     if ((size_t)n < len) {
@@ -825,6 +836,7 @@ int io_log_truncate_suffix(struct io_log *log, uint64_t index)
          * name is corruption, an open one may end anywhere. */
         char from[64], to[64], pfrom[sizeof log->dir + 64], pto[sizeof log->dir + 64];
         seg_name(s, from, sizeof from);
+        read_cache_drop(log);
         s->is_open = 1;
         s->seq = log->open_seq_next;
         seg_name(s, to, sizeof to);
@@ -1388,6 +1400,7 @@ int io_log_open(struct io_log *log, const char *dir, const struct io_log_config 
     memset(log, 0, sizeof *log);
     log->fd = -1;
     log->dirfd = -1;
+    log->read_fd = -1;
     log->open_seq_next = 1;
     config_defaults(&log->cfg, cfg);
     if (strlen(dir) >= sizeof log->dir - 64) {
@@ -1442,6 +1455,7 @@ err : {
 
 void io_log_close(struct io_log *log)
 {
+    read_cache_drop(log);
     if (log->fd >= 0) {
         io_sys.close(log->fd);
     }
@@ -1463,6 +1477,7 @@ void io_log_close(struct io_log *log)
     memcpy(log->errmsg, msg, sizeof msg);
     log->fd = -1;
     log->dirfd = -1;
+    log->read_fd = -1;
 }
 
 uint64_t io_log_first_index(const struct io_log *log)

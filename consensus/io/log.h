@@ -138,6 +138,8 @@ struct io_log {
     struct io_log_segment *segs; /* by index; the last one may be the open segment */
     size_t nsegs, segs_cap;
     int fd;                      /* the open segment, -1: none */
+    int read_fd;                 /* a closed segment kept open for io_log_get, -1: none */
+    uint64_t read_first;         /* first index of that segment */
     uint64_t open_seq_next;      /* sequence for the next "open-<seq>" */
     uint64_t file_size;          /* bytes of the open segment written to the file */
     uint64_t durable_size;       /* bytes of the open segment covered by the last fdatasync */

@@ -1043,6 +1043,29 @@ static void test_io_log_failed_cut_of_closed_segment_keeps_appending(void **stat
     io_log_close(&f->log);
 }
 
+/* io_log_get keeps one closed segment open; a segment that is deleted and rewritten under the
+ * same first index must not be read through the old descriptor. */
+static void test_io_log_get_after_rewrite_reads_new_segment(void **state)
+{
+    struct fx *f = *state;
+    struct io_entry got;
+
+    open_ok(f, &small_segments, NULL);
+    append_range(&f->log, 1, 200, 1, 10);
+    assert_int_equal(io_log_get(&f->log, 5, &got), 0);
+    assert_true(entry_matches(&got, 1));
+    io_log_entry_release(&got);
+    assert_int_equal(io_log_truncate_suffix(&f->log, 1), 0);
+    assert_int_equal(io_log_last_index(&f->log), 0);
+    append_range(&f->log, 1, 200, 2, 10); /* same sizes, so the same segment boundaries */
+    for (uint64_t i = 1; i <= 200; i += 7) {
+        assert_int_equal(io_log_get(&f->log, i, &got), 0);
+        assert_true(entry_matches(&got, 2));
+        io_log_entry_release(&got);
+    }
+    io_log_close(&f->log);
+}
+
 static void test_io_log_bad_appends_are_refused(void **state)
 {
     struct fx *f = *state;
@@ -1134,6 +1157,8 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_io_log_failed_cut_of_closed_segment_keeps_appending,
                                         setup, teardown),
+        cmocka_unit_test_setup_teardown(test_io_log_get_after_rewrite_reads_new_segment, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_io_log_bad_appends_are_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_io_log_bench_group_commit, setup, teardown),
     };

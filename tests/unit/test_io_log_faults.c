@@ -319,6 +319,21 @@ static void run(struct fx *f, uint64_t seed, int steps)
                     assert_int_equal(io_log_first_index(&f->log), i + 1);
                 }
             }
+        } else if (op < 98) {
+            /* Read a few entries back, across segments, files and the write buffer. */
+            for (int k = 0; k < 8 && m->last >= m->first; k++) {
+                uint64_t i = m->first + below(m->last - m->first + 1);
+                struct io_entry e;
+                rc = io_log_get(&f->log, i, &e);
+                if (rc != 0) {
+                    fail_msg("get %" PRIu64 ": %s: %s", i, io_log_strerror(rc),
+                             io_log_errmsg(&f->log));
+                }
+                struct check c = {.m = m};
+                on_load(&c, &e);
+                assert_int_equal(c.bad, 0);
+                io_log_entry_release(&e);
+            }
         } else {
             restart(f, 0);
             restarts++;
