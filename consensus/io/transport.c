@@ -535,6 +535,23 @@ static void read_reset(struct io_conn *c)
     }
 }
 
+/*
+ * Same cluster, or an outsider that cannot know the cluster id yet: an anonymous client (node 0,
+ * cluster 0) asking to join or for status is accepted by any node, and a transport whose own
+ * cluster id is 0 accepts the cluster id of whichever node it dialled.
+ */
+static bool cluster_accepts(const struct io_transport *t, const struct io_conn *c,
+                            const struct io_wire_handshake *hs)
+{
+    if (hs->cluster_id == t->cfg.cluster_id) {
+        return true;
+    }
+    if (!c->outgoing) {
+        return hs->cluster_id == 0 && hs->node_id == 0;
+    }
+    return t->cfg.cluster_id == 0;
+}
+
 static void handshake_done(struct io_conn *c)
 {
     struct io_transport *t = c->t;
@@ -545,7 +562,7 @@ static void handshake_done(struct io_conn *c)
         conn_fail(c, rc, NULL);
         return;
     }
-    if (hs.cluster_id != t->cfg.cluster_id) {
+    if (!cluster_accepts(t, c, &hs)) {
         snprintf(detail, sizeof detail, "theirs %llu, ours %llu", (unsigned long long)hs.cluster_id,
                  (unsigned long long)t->cfg.cluster_id);
         conn_fail(c, IO_TRANSPORT_ECLUSTER, detail);

@@ -13,7 +13,9 @@
  * The first frame each way is the handshake (cluster id, node id, advertised address). A node id
  * of 0 is an anonymous client (e.g. `walraft status ADDR`): its messages are delivered with
  * from_id 0 and the id of the connection they came on; answer with io_transport_reply, which
- * queues on that same connection.
+ * queues on that same connection. Anonymous connections are unauthenticated requests: whatever
+ * they send must never be taken for Raft traffic. An outsider that does not know the cluster id
+ * uses cluster id 0 and node id 0: any node accepts it, and it accepts whichever node it dials.
  *
  * Queues. Each peer has two send queues: CONTROL (votes, heartbeats, small appends) and BULK
  * (snapshot chunks, large appends). A message is written whole; between two messages the writer

@@ -20,7 +20,9 @@
  *
  *   handshake payload (type 0), the FIRST frame in each direction of every connection:
  *     offset  size  field
- *       0      8    cluster id  the receiver refuses a cluster id other than its own
+ *       0      8    cluster id  the receiver refuses a cluster id other than its own, except
+ *                               0 from an anonymous sender (node id 0: an outsider asking to
+ *                               join or for status cannot know it yet)
  *       8      8    node id     the sender's id; 0 = anonymous (a client asking for status)
  *      16      2    addr length 0..IO_WIRE_ADDR_MAX
  *      18      2    reserved    zero

@@ -24,6 +24,7 @@
 #define CLUSTER 0xC1C1C1C1ull
 #define WAIT_MS 10000
 #define MAX_NODES 8
+#define NO_CLUSTER UINT64_MAX /* in a test config: cluster id 0, an outsider */
 
 /* --- harness -----------------------------------------------------------------------------------
  */
@@ -234,7 +235,9 @@ static void node_start_cfg(struct node *n, uint64_t id, const char *listen,
 {
     memset(n, 0, sizeof *n);
     n->id = id;
-    cfg->cluster_id = cfg->cluster_id ? cfg->cluster_id : CLUSTER;
+    cfg->cluster_id = cfg->cluster_id == NO_CLUSTER ? 0
+                      : cfg->cluster_id             ? cfg->cluster_id
+                                                    : CLUSTER;
     cfg->self_id = id;
     cfg->listen_addr = listen;
     cfg->seed = cfg->seed ? cfg->seed : id * 1000 + 7;
@@ -837,7 +840,8 @@ static void test_io_transport_anonymous_client_gets_reply_on_same_connection(voi
     (void)state;
     static struct node server, client;
     node_start(&server, 1, "127.0.0.1:0");
-    node_start(&client, 0, NULL); /* anonymous, does not listen */
+    struct io_transport_config ccfg = {.cluster_id = NO_CLUSTER};
+    node_start_cfg(&client, 0, NULL, &ccfg); /* an outsider: no id, no cluster, no listener */
     assert_int_equal(io_transport_port(&client.t), 0);
     assert_string_equal(io_transport_address(&client.t), "");
     server.echo_replies = true;
@@ -862,6 +866,22 @@ static void test_io_transport_anonymous_client_gets_reply_on_same_connection(voi
     assert_int_equal(io_transport_reply(&server.t, 12345, 1, IO_TRANSPORT_CONTROL, &seq, 4),
                      IO_TRANSPORT_ENOCONN);
     node_stop(&client);
+
+    /* Cluster id 0 is only for anonymous outsiders: a node claiming an id must know it. */
+    static struct node rogue;
+    struct io_transport_config rcfg = {.cluster_id = NO_CLUSTER};
+    node_start_cfg(&rogue, 5, NULL, &rcfg);
+    struct capture cap;
+    capture_start(&cap);
+    assert_int_equal(
+        io_transport_send(&rogue.t, 1, addr_of(&server), 150, IO_TRANSPORT_CONTROL, &seq, 4), 0);
+    run_for(100);
+    char *log = capture_end(&cap);
+    assert_non_null(strstr(log, "another cluster: theirs 0, ours"));
+    free(log);
+    assert_int_equal(server.n_rx, 2);
+    node_stop(&rogue);
+
     /* The server notices the client is gone; replying then fails cleanly. */
     uint64_t conn = server.rx[0].conn;
     run_for(50);
