@@ -323,8 +323,10 @@ static void rewind_to_durable(struct io_log *log)
         return;
     }
     if (log->fd >= 0 && io_sys.ftruncate(log->fd, (off_t)log->durable_size) != 0) {
-        io_logf(IO_LOG_ERROR, "log", "%s: cannot truncate the open segment after a failed write",
-                log->dir);
+        io_logf(IO_LOG_ERROR, "log",
+                "%s: cannot truncate the open segment after a failed write (%s); refusing "
+                "writes until reopened",
+                log->dir, strerror(errno));
         log->broken = 1;
     }
     log->file_size = log->durable_size;

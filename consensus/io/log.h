@@ -14,7 +14,9 @@
  * Files. Closed segments are named "<first>-<last>" (each 16 decimal digits, zero padded: the
  * index range they hold, inclusive). The single open segment being appended is "open-<seq>"
  * (16 decimal digits, seq increasing). A segment is closed when it reaches
- * segment_bytes_max (default 8 MiB): fdatasync, rename to its range name, directory fsync.
+ * segment_bytes_max (default 8 MiB): fdatasync, then rename to its range name (the directory
+ * fsync of the next io_log_sync makes the new name durable; either name loads). Memory: 4 bytes
+ * per entry (its offset) plus one write buffer; a whole segment is read once at open.
  *
  * Record format (all integers little-endian), IO_LOG_HEADER_BYTES = 40 bytes then the payload:
  *
@@ -44,9 +46,10 @@
  * created, renamed or deleted. Only entries up to io_log_durable_index() may be acknowledged.
  *
  * Failures: when a write or an fdatasync fails, the log rewinds to its last durable state: the
- * open segment is truncated back to the size of its last successful sync and every entry after
- * io_log_durable_index() is forgotten (io_log_last_index() says where the log now ends; the caller
- * re-appends from there once the fault is gone). If even that rewind fails the log refuses every
+ * open segment is truncated back to the size of its last successful fdatasync and the entries
+ * past it are forgotten (io_log_last_index() says where the log now ends, never below
+ * io_log_durable_index(); the caller re-appends from there once the fault is gone). Entries of
+ * a segment closed since the last sync stay: closing fdatasync'ed them. If even that rewind fails the log refuses every
  * call with IO_LOG_EBROKEN until it is closed and reopened; the next open then removes any torn
  * tail. A failed sync is never reported as durable. A failed write of the anchor (truncate
  * prefix, reset) also breaks the log: a restart may see the old or the new first index.
