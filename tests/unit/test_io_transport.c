@@ -680,6 +680,85 @@ static void test_io_transport_malformed_input_closes_only_that_connection(void *
     node_stop(&b);
 }
 
+static bool incoming_at_most_one(void *ctx)
+{
+    return ((struct node *)ctx)->t.incoming <= 1;
+}
+
+/*
+ * Hundreds of raw connections with a valid handshake and frames, each damaged at random (a bit
+ * flipped, cut short, a span overwritten) or not at all: nothing damaged is ever delivered, the
+ * process survives, every bad connection is closed, and a good peer still gets through.
+ */
+static void test_io_transport_random_damage_is_never_delivered(void **state)
+{
+    (void)state;
+    enum { CONNS = 300, FRAMES = 3 };
+    static struct node a, b;
+    node_start(&a, 1, "127.0.0.1:0");
+    node_start(&b, 2, "127.0.0.1:0");
+    send_seq(&b, &a, 0, 10, false);
+    assert_true(wait_rx(&a, 1));
+    uint64_t rng = 0x5EED;
+    int fds[CONNS];
+    unsigned intact = 0;
+    struct capture cap;
+    capture_start(&cap);
+    for (int i = 0; i < CONNS; i++) {
+        static uint8_t buf[4 * 70000];
+        /* Every third one is an outsider: node id 0, cluster id 0. */
+        size_t n = raw_handshake(buf, i % 3 == 0 ? 0 : CLUSTER, i % 3 == 0 ? 0 : 7);
+        for (int f = 0; f < FRAMES; f++) {
+            rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+            size_t len = 4 + (rng >> 33) % 66000;
+            uint8_t *p = make_payload((uint32_t)(i * FRAMES + f), len);
+            n += raw_frame(buf + n, 150, p, (uint32_t)len);
+            free(p);
+        }
+        rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+        size_t at = (size_t)(rng >> 24) % n;
+        switch ((rng >> 8) % 4) {
+        case 0:
+            buf[at] ^= (uint8_t)(1u << ((rng >> 3) % 8));
+            break;
+        case 1:
+            n = at;
+            break;
+        case 2:
+            for (size_t k = at; k < n && k < at + 16; k++) {
+                buf[k] = (uint8_t)(rng >> (k % 56));
+            }
+            break;
+        default:
+            intact++;
+            break;
+        }
+        fds[i] = raw_connect(io_transport_port(&a.t));
+        raw_write(fds[i], buf, n);
+        shutdown(fds[i], SHUT_WR);
+        for (int k = 0; k < 5; k++) {
+            uv_run(&loop, UV_RUN_NOWAIT);
+        }
+    }
+    bool drained = run_until(incoming_at_most_one, &a, WAIT_MS);
+    char *log = capture_end(&cap);
+    for (int i = 0; i < CONNS; i++) {
+        close(fds[i]);
+    }
+    assert_true(drained);
+    assert_non_null(strstr(log, "closing incoming connection from 127.0.0.1:"));
+    free(log);
+    assert_int_equal(a.corrupt, 0);
+    size_t delivered = a.n_rx - 1;
+    print_message("%u of %d connections intact; %zu frames delivered\n", intact, CONNS, delivered);
+    assert_true(delivered >= intact * FRAMES);
+    assert_true(delivered < (size_t)CONNS * FRAMES);
+    send_seq(&b, &a, 1, 100, false);
+    assert_true(wait_rx(&a, a.n_rx + 1));
+    node_stop(&a);
+    node_stop(&b);
+}
+
 /* A message larger than the payload maximum is refused at the sender too. */
 static void test_io_transport_small_payload_max_refuses_both_ways(void **state)
 {
@@ -1134,6 +1213,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_io_transport_peer_restart_reconnects, setup, teardown),
         cmocka_unit_test_setup_teardown(
             test_io_transport_malformed_input_closes_only_that_connection, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_io_transport_random_damage_is_never_delivered, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_io_transport_small_payload_max_refuses_both_ways,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_io_transport_queue_bound_returns_full, setup,
