@@ -622,20 +622,30 @@ static void header_done(struct io_conn *c)
 {
     struct io_transport *t = c->t;
     char detail[64] = "";
-    int rc = io_wire_header_decode(c->hdr, t->cfg.payload_max, &c->h);
-    if (rc == IO_TRANSPORT_EVERSION) {
-        snprintf(detail, sizeof detail, "version %u, this node speaks version %u",
-                 (unsigned)c->h.version, IO_WIRE_VERSION);
-    } else if (rc == IO_TRANSPORT_ELENGTH) {
-        snprintf(detail, sizeof detail, "%lu bytes, maximum %lu", (unsigned long)c->h.length,
-                 (unsigned long)t->cfg.payload_max);
-    } else if (rc == 0 && !c->hs_received && c->h.type != IO_WIRE_TYPE_HANDSHAKE) {
+    /* Before its handshake a connection is a stranger: it may not make us allocate more than a
+     * handshake; anonymous clients send small requests only. */
+    uint32_t limit = !c->hs_received     ? IO_WIRE_HANDSHAKE_MAX
+                     : c->remote_id == 0 ? IO_WIRE_ANON_PAYLOAD_MAX
+                                         : t->cfg.payload_max;
+    if (limit > t->cfg.payload_max && c->hs_received) {
+        limit = t->cfg.payload_max;
+    }
+    int rc = io_wire_header_decode(c->hdr, limit, &c->h);
+    if ((rc == 0 || rc == IO_TRANSPORT_ELENGTH) && !c->hs_received &&
+        c->h.type != IO_WIRE_TYPE_HANDSHAKE) {
         rc = IO_TRANSPORT_ENOHANDSHAKE;
     } else if (rc == 0 && c->hs_received && c->h.type == IO_WIRE_TYPE_HANDSHAKE) {
         rc = IO_TRANSPORT_EREHANDSHAKE;
-    } else if (rc == 0 && c->h.type == IO_WIRE_TYPE_HANDSHAKE &&
-               c->h.length > IO_WIRE_HANDSHAKE_MAX) {
+    } else if (rc == IO_TRANSPORT_ELENGTH && !c->hs_received) {
         rc = IO_TRANSPORT_EHANDSHAKE;
+        snprintf(detail, sizeof detail, "%lu bytes, at most %u", (unsigned long)c->h.length,
+                 IO_WIRE_HANDSHAKE_MAX);
+    } else if (rc == IO_TRANSPORT_ELENGTH) {
+        snprintf(detail, sizeof detail, "%lu bytes, maximum %lu%s", (unsigned long)c->h.length,
+                 (unsigned long)limit, c->remote_id == 0 ? " from an anonymous client" : "");
+    } else if (rc == IO_TRANSPORT_EVERSION) {
+        snprintf(detail, sizeof detail, "version %u, this node speaks version %u",
+                 (unsigned)c->h.version, IO_WIRE_VERSION);
     }
     if (rc != 0) {
         conn_fail(c, rc, detail[0] != '\0' ? detail : NULL);

@@ -28,6 +28,8 @@
  *      18      2    reserved    zero
  *      20      n    address     the sender's advertised "host:port", not NUL-terminated
  *
+ *   Before the handshake has arrived a receiver accepts no length above 20 + IO_WIRE_ADDR_MAX, and
+ *   from an anonymous sender none above IO_WIRE_ANON_PAYLOAD_MAX (1 MiB).
  *   A handshake anywhere but first, a first frame that is not a handshake, or a handshake with a
  *   length other than 20 + addr length is refused: the connection is closed.
  */
@@ -78,6 +80,8 @@ const char *io_transport_strerror(int rc);
 #define IO_WIRE_ADDR_MAX 255u
 #define IO_WIRE_HANDSHAKE_FIXED 20u
 #define IO_WIRE_HANDSHAKE_MAX (IO_WIRE_HANDSHAKE_FIXED + IO_WIRE_ADDR_MAX)
+/* Largest payload a node accepts from an anonymous client (node id 0): requests are small. */
+#define IO_WIRE_ANON_PAYLOAD_MAX (1024u * 1024u)
 
 /* The decoded frame header. Field order mirrors the byte layout. */
 struct io_wire_header {

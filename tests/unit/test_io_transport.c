@@ -575,6 +575,8 @@ enum misbehaviour {
     NO_HANDSHAKE,
     BAD_VERSION,
     SECOND_HANDSHAKE,
+    HUGE_HANDSHAKE,
+    ANONYMOUS_OVERSIZED,
     MISBEHAVIOURS
 };
 
@@ -587,6 +589,8 @@ static const char *const expected_reason[MISBEHAVIOURS] = {
     [NO_HANDSHAKE] = "first frame is not a handshake",
     [BAD_VERSION] = "version 7, this node speaks version 1",
     [SECOND_HANDSHAKE] = "handshake that is not the first frame",
+    [HUGE_HANDSHAKE] = "malformed handshake: 100000 bytes, at most 275",
+    [ANONYMOUS_OVERSIZED] = "2000000 bytes, maximum 1048576 from an anonymous client",
 };
 
 static void misbehave(int fd, enum misbehaviour m)
@@ -628,6 +632,17 @@ static void misbehave(int fd, enum misbehaviour m)
     case BAD_VERSION:
         n = raw_handshake(buf, CLUSTER, 5);
         buf[4] = 7;
+        break;
+    case HUGE_HANDSHAKE: /* a stranger may not make us allocate much */
+        io_wire_frame_header(IO_WIRE_TYPE_HANDSHAKE, payload, sizeof payload, buf);
+        buf[8] = 0xa0, buf[9] = 0x86, buf[10] = 0x01; /* 100000 */
+        n = IO_WIRE_HEADER_SIZE;
+        break;
+    case ANONYMOUS_OVERSIZED:
+        n = raw_handshake(buf, CLUSTER, 0);
+        io_wire_frame_header(5, payload, sizeof payload, buf + n);
+        buf[n + 8] = 0x80, buf[n + 9] = 0x84, buf[n + 10] = 0x1e; /* 2000000 */
+        n += IO_WIRE_HEADER_SIZE;
         break;
     case SECOND_HANDSHAKE:
         n = raw_handshake(buf, CLUSTER, 5);
