@@ -1,22 +1,63 @@
 /*
- * The extension entry point: registers the VFS "walraft" and the SQL functions, and asks SQLite to
- * keep the library loaded for the life of the process (the VFS must outlive every connection).
+ * The extension entry point. sqlite3_walraft_init registers the VFS "walraft" once per process,
+ * and for every connection (directly, then through sqlite3_auto_extension for connections opened
+ * later) the SQL functions and tables, and restarts the node of a database opened with the
+ * walraft VFS whose -raft/ directory holds one. It asks SQLite to keep the library loaded for the
+ * life of the process: the VFS and the nodes must outlive every connection.
  */
 #include <sqlite3ext.h>
 SQLITE_EXTENSION_INIT1
 
-#include "vfs/vfs.h"
-
 #include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "ext/internal.h"
+#include "ext/walraft.h"
 
 #define WALRAFT_API __attribute__((visibility("default")))
 
 WALRAFT_API int sqlite3_walraft_init(sqlite3 *db, char **err, const sqlite3_api_routines *api);
+WALRAFT_API void walraft_shutdown(void);
+
+/* Restarts the node of `db`'s main database if it has one and none runs in this process. A
+ * failure is logged, not fatal: the database still opens (another process may run the node). */
+static void maybe_restart(sqlite3 *db)
+{
+    sqlite3_vfs *vfs = NULL;
+    const char *path = sqlite3_db_filename(db, "main");
+    if (ext_node_starting() || path == NULL || path[0] == '\0' ||
+        sqlite3_file_control(db, "main", SQLITE_FCNTL_VFS_POINTER, &vfs) != SQLITE_OK ||
+        vfs == NULL || strcmp(vfs->zName, "walraft") != 0 || ext_node_find(path) != NULL ||
+        !ext_node_dir_exists(path)) {
+        return;
+    }
+    struct ext_config cfg;
+    char why[600];
+    ext_config_from_uri(path, &cfg);
+    int rc = ext_node_start(path, &cfg, EXT_RESTART, NULL, NULL, NULL, 0, why, sizeof why);
+    if (rc != SQLITE_OK && rc != SQLITE_MISUSE) {
+        sqlite3_log(rc, "walraft: the node of %s did not restart: %s", path, why);
+    }
+}
+
+static int connection_init(sqlite3 *db, char **err, const sqlite3_api_routines *api)
+{
+    (void)err;
+    (void)api;
+    int rc = ext_register_functions(db);
+    if (rc == SQLITE_OK) {
+        rc = ext_register_vtabs(db);
+    }
+    if (rc == SQLITE_OK) {
+        maybe_restart(db);
+    }
+    return rc;
+}
 
 int sqlite3_walraft_init(sqlite3 *db, char **err, const sqlite3_api_routines *api)
 {
     int rc;
-    (void)db;
     SQLITE_EXTENSION_INIT2(api);
     rc = vfs_register("walraft", 0);
     if (rc != SQLITE_OK) {
@@ -25,5 +66,17 @@ int sqlite3_walraft_init(sqlite3 *db, char **err, const sqlite3_api_routines *ap
         }
         return rc;
     }
+    rc = sqlite3_auto_extension((void (*)(void))connection_init);
+    if (rc == SQLITE_OK && db != NULL) {
+        rc = connection_init(db, err, api);
+    }
+    if (rc != SQLITE_OK) {
+        return rc;
+    }
     return SQLITE_OK_LOAD_PERMANENTLY;
+}
+
+void walraft_shutdown(void)
+{
+    ext_node_stop_all();
 }

@@ -78,11 +78,13 @@ const char *io_node_strerror(int rc)
     }
 }
 
-static uint64_t name_to_id(const char *name)
+uint64_t io_node_id_of(const char *name)
 {
     uint64_t id = XXH64(name, strlen(name), 0);
     return id != 0 ? id : 1;
 }
+
+#define name_to_id io_node_id_of
 
 /* ---------------------------------------------------------------------------------------------
  * Types. */
@@ -1345,7 +1347,7 @@ static void fill_status(struct io_node *n, struct io_node_status *st)
     st->commit_index = raft_commit_index(n->raft);
     st->persisted_index = raft_persisted_index(n->raft);
     st->applied_index = applied_index(n);
-    st->applied_floor = raft_applied_floor(n->raft);
+    st->applied_floor = n->meta.applied_floor;
     st->n_peers = c->n;
     for (uint32_t i = 0; i < c->n; i++) {
         struct io_node_peer_status *ps = &st->peers[i];
@@ -1638,6 +1640,9 @@ static void handle(struct io_node *n, struct raft_update *u)
     if (state != n->last_state) {
         if (state == RAFT_LEADER) {
             n->elections++;
+        }
+        if (n->last_state == RAFT_LEADER && n->fsm.leadership_lost != NULL) {
+            n->fsm.leadership_lost(n->fsm.ctx);
         }
         io_logf(IO_LOG_INFO, n->name, "now %s in term %" PRIu64, state_name(state),
                 raft_term(n->raft));

@@ -69,6 +69,10 @@ struct io_fsm {
     int (*install_begin)(void *ctx, uint64_t index);
     int (*install_chunk)(void *ctx, const void *buf, size_t len);
     int (*install_end)(void *ctx, uint64_t index, bool ok);
+
+    /* This node stopped being the leader (may be NULL). Runs on the loop thread: it must be quick
+     * and must not wait for anything an application thread holds. */
+    void (*leadership_lost)(void *ctx);
 };
 
 struct io_node_config {
@@ -87,6 +91,9 @@ enum io_node_start_mode {
     IO_NODE_BOOTSTRAP = 1, /* a new one-node cluster */
     IO_NODE_JOIN = 2       /* ask the cluster, through any member at join_addr, to add this node */
 };
+
+/* The node id of a server name (its xxh64; never 0). */
+uint64_t io_node_id_of(const char *name);
 
 /* Does `dir` hold a cluster member (a node that bootstrapped or joined)? */
 bool io_node_exists(const char *dir);
@@ -167,7 +174,7 @@ struct io_node_status {
     char leader_name[RAFT_NAME_MAX];
     char leader_addr[RAFT_ADDR_MAX];
     uint64_t first_index, last_index, commit_index, persisted_index, applied_index;
-    uint64_t applied_floor;
+    uint64_t applied_floor; /* durable: the last index known to be in the checkpointed state */
     uint32_t n_peers;
     struct io_node_peer_status peers[RAFT_SERVERS_MAX];
     /* counters */
