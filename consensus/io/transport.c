@@ -74,6 +74,7 @@ struct io_conn {
     uint64_t id;
     bool outgoing;
     bool counted; /* in t->incoming */
+    uint64_t opened_ms;
     enum conn_state state;
     struct io_peer *peer;  /* outgoing only; NULL once detached */
     struct io_queue own_q; /* incoming only: replies */
@@ -369,6 +370,7 @@ static struct io_conn *conn_new(struct io_transport *t, bool outgoing)
     c->id = ++t->next_conn_id;
     c->outgoing = outgoing;
     c->state = CONN_CONNECTING;
+    c->opened_ms = uv_now(t->loop);
     c->tcp.data = c;
     c->connect_req.data = c;
     c->write_req.data = c;
@@ -939,6 +941,22 @@ static void on_connection(uv_stream_t *server, int status)
     conn_start(c);
 }
 
+/* Closes accepted connections that have not sent their handshake in time (idle strangers). */
+static void on_sweep(uv_timer_t *timer)
+{
+    struct io_transport *t = timer->data;
+    uint64_t now = uv_now(t->loop);
+    for (struct io_conn *c = t->conns; c != NULL; c = c->next) {
+        if (!c->outgoing && !c->hs_received && c->state == CONN_OPEN &&
+            now - c->opened_ms >= t->cfg.handshake_timeout_ms) {
+            char detail[64];
+            snprintf(detail, sizeof detail, "nothing within %u ms",
+                     (unsigned)t->cfg.handshake_timeout_ms);
+            conn_fail(c, IO_TRANSPORT_ETIMEDOUT, detail);
+        }
+    }
+}
+
 /* Binds and listens with plain system calls first, so a failure leaves no libuv handle behind. */
 static int listen_socket(const struct sockaddr_storage *sa, int *fd_out, int *port_out)
 {
@@ -1071,6 +1089,13 @@ int io_transport_init(struct io_transport *t, uv_loop_t *loop,
         }
         t->listening = true;
         t->handles++;
+        /* uv_timer_init cannot fail: it only fills in the handle. */
+        uv_timer_init(loop, &t->sweep);
+        t->sweep.data = t;
+        t->handles++;
+        uint64_t every = t->cfg.handshake_timeout_ms / 2;
+        every = every < 10 ? 10 : every > 1000 ? 1000 : every;
+        uv_timer_start(&t->sweep, on_sweep, every, every);
     }
     return 0;
 }
@@ -1322,6 +1347,7 @@ int io_transport_peer_stats(const struct io_transport *t, uint64_t id,
     return 0;
 }
 
+/* The listener or the sweep timer. */
 static void on_listener_closed(uv_handle_t *h)
 {
     handle_closed(h->data);
@@ -1334,6 +1360,7 @@ void io_transport_close(struct io_transport *t, io_transport_close_cb cb)
     t->close_cb = cb;
     if (t->listening) {
         uv_close((uv_handle_t *)&t->listener, on_listener_closed);
+        uv_close((uv_handle_t *)&t->sweep, on_listener_closed);
         t->listening = false;
     }
     while (t->peers != NULL) {

@@ -90,7 +90,7 @@ struct io_transport_config {
     size_t queue_bytes_max;        /* per peer and class; 0: 64 MiB */
     uint32_t backoff_min_ms;       /* 0: 50 */
     uint32_t backoff_max_ms;       /* 0: 2000 */
-    uint32_t handshake_timeout_ms; /* connect + the peer's handshake; 0: 5000 */
+    uint32_t handshake_timeout_ms; /* connect + handshake, either direction; 0: 5000 */
     uint64_t seed;                 /* reconnect jitter */
     io_transport_message_cb on_message; /* required */
     void *data;                         /* for the caller; copied into t->data */
@@ -123,6 +123,7 @@ struct io_transport {
     bool listening;
     bool closing;
     uv_tcp_t listener;
+    uv_timer_t sweep;      /* closes accepted connections that never send a handshake */
     struct io_peer *peers; /* singly linked */
     struct io_conn *conns; /* doubly linked, every open connection */
     uint64_t next_conn_id;

@@ -1117,6 +1117,25 @@ static void test_io_transport_silent_server_times_out_and_retries(void **state)
     node_stop(&a);
 }
 
+/* The other side: a stranger that connects and says nothing is closed after the timeout. */
+static void test_io_transport_idle_stranger_is_closed(void **state)
+{
+    (void)state;
+    static struct node a;
+    struct io_transport_config cfg = {.handshake_timeout_ms = 60};
+    node_start_cfg(&a, 1, "127.0.0.1:0", &cfg);
+    struct capture cap;
+    capture_start(&cap);
+    int fd = raw_connect(io_transport_port(&a.t));
+    bool closed = run_until(raw_closed, &fd, WAIT_MS);
+    char *log = capture_end(&cap);
+    close(fd);
+    assert_true(closed);
+    assert_non_null(strstr(log, "did not complete the handshake in time: nothing within 60 ms"));
+    free(log);
+    node_stop(&a);
+}
+
 static void test_io_transport_addresses_and_arguments(void **state)
 {
     (void)state;
@@ -1244,6 +1263,7 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_io_transport_silent_server_times_out_and_retries,
                                         setup, teardown),
+        cmocka_unit_test_setup_teardown(test_io_transport_idle_stranger_is_closed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_io_transport_addresses_and_arguments, setup, teardown),
         cmocka_unit_test_setup_teardown(
             test_io_transport_close_with_traffic_in_flight_leaks_nothing, setup, teardown),
