@@ -306,6 +306,29 @@ static int unlink_seg(struct io_log *log, const struct io_log_segment *s)
     return 0;
 }
 
+/* Deletes the newest segment. The open segment's descriptor and buffer go only once its file
+ * is gone: if the unlink fails, the log is exactly as before. */
+static int drop_last_segment(struct io_log *log)
+{
+    assert(log->nsegs > 0);
+    struct io_log_segment *s = &log->segs[log->nsegs - 1];
+    int rc = unlink_seg(log, s);
+    if (rc != 0) {
+        return rc;
+    }
+    if (s->is_open) {
+        if (log->fd >= 0) {
+            io_sys.close(log->fd);
+        }
+        log->fd = -1;
+        log->wlen = 0;
+        log->file_size = 0;
+        log->durable_size = 0;
+    }
+    seg_remove(log, log->nsegs - 1);
+    return 0;
+}
+
 /* --- write path ------------------------------------------------------------------------------ */
 
 /*
@@ -806,16 +829,10 @@ int io_log_truncate_suffix(struct io_log *log, uint64_t index)
     size_t k = seg_find(log, index);
     /* Later segments go first, newest first, so a crash leaves a contiguous prefix. */
     while (log->nsegs > k + 1) {
-        struct io_log_segment *s = &log->segs[log->nsegs - 1];
-        if (s->is_open) {
-            io_sys.close(log->fd);
-            log->fd = -1;
-        }
-        rc = unlink_seg(log, s);
+        rc = drop_last_segment(log);
         if (rc != 0) {
             goto out;
         }
-        seg_remove(log, log->nsegs - 1);
     }
     struct io_log_segment *s = &log->segs[k];
     if (!s->is_open && index == s->first) {
@@ -851,10 +868,8 @@ int io_log_truncate_suffix(struct io_log *log, uint64_t index)
         }
         log->open_seq_next++;
         log->dir_dirty = 1;
-        rc = dir_sync(log);
-        if (rc != 0) {
-            goto out;
-        }
+        /* It is the open segment from now on: give it its descriptor and size before anything
+         * else can fail, so appends continue at its end whatever happens below. */
         int fd = io_sys.open(pto, O_RDWR | O_CLOEXEC, 0);
         if (fd < 0) {
             rc = sys_fail(log, "open", to);
@@ -862,7 +877,6 @@ int io_log_truncate_suffix(struct io_log *log, uint64_t index)
             goto out;
         }
         log->fd = fd;
-        /* It is the open segment now: appends continue at its end, whatever happens below. */
         struct stat st;
         if (io_sys.fstat(fd, &st) != 0) {
             rc = sys_fail(log, "stat", to);
@@ -872,6 +886,12 @@ int io_log_truncate_suffix(struct io_log *log, uint64_t index)
         log->file_size = (uint64_t)st.st_size;
         log->durable_size = log->file_size;
         log->durable_seg_term = s->last_term;
+        /* The new name must be durable before the file shrinks: a closed name over fewer
+         * records is corruption. On failure dir_dirty stays set and a retry syncs first. */
+        rc = dir_sync(log);
+        if (rc != 0) {
+            goto out;
+        }
     }
     uint64_t cut = s->offsets[index - s->first];
     if (io_sys.ftruncate(log->fd, (off_t)cut) != 0) {
@@ -952,21 +972,13 @@ int io_log_reset(struct io_log *log, uint64_t index, uint64_t term)
     if (log->broken) {
         return fail(log, IO_LOG_EBROKEN, "%s: %s", log->dir, io_log_strerror(IO_LOG_EBROKEN));
     }
-    log->wlen = 0;
-    if (log->fd >= 0) {
-        io_sys.close(log->fd);
-        log->fd = -1;
-        log->file_size = 0;
-        log->durable_size = 0;
-    }
     /* Newest first, so an interrupted reset leaves a contiguous prefix under the old anchor. */
     while (log->nsegs > 0) {
-        rc = unlink_seg(log, &log->segs[log->nsegs - 1]);
+        rc = drop_last_segment(log);
         if (rc != 0) {
             recompute_last(log);
             return rc;
         }
-        seg_remove(log, log->nsegs - 1);
     }
     recompute_last(log);
     rc = dir_sync(log);

@@ -1066,6 +1066,58 @@ static void test_io_log_get_after_rewrite_reads_new_segment(void **state)
     io_log_close(&f->log);
 }
 
+static int unlink_fails, fsync_fails;
+
+static int failing_unlink(const char *path)
+{
+    if (unlink_fails) {
+        errno = EIO;
+        return -1;
+    }
+    return unlink(path);
+}
+
+static int failing_fsync(int fd)
+{
+    if (fsync_fails) {
+        errno = EIO;
+        return -1;
+    }
+    return fsync(fd);
+}
+
+/* Found by the random fault runs with rename, unlink and fsync faults (seed 1): a suffix
+ * truncation that could not delete the open segment, or could not sync the directory after
+ * reopening a closed one, left an open segment without a descriptor or a size. */
+static void test_io_log_failed_suffix_truncation_leaves_log_usable(void **state)
+{
+    struct fx *f = *state;
+
+    open_ok(f, &small_segments, NULL);
+    append_range(&f->log, 1, 300, 1, 10);
+    io_sys.unlink = failing_unlink;
+    io_sys.fsync = failing_fsync;
+    unlink_fails = 1;
+    assert_int_equal(io_log_truncate_suffix(&f->log, 20), IO_LOG_EIO);
+    unlink_fails = 0;
+    assert_int_equal(io_log_last_index(&f->log), 300);
+    append_range(&f->log, 301, 320, 1, 10);
+    fsync_fails = 1;
+    assert_int_equal(io_log_truncate_suffix(&f->log, 20), IO_LOG_EIO);
+    fsync_fails = 0;
+    uint64_t last = io_log_last_index(&f->log);
+    assert_true(last >= 19);
+    append_range(&f->log, last + 1, last + 30, 2, 10);
+    assert_int_equal(io_log_truncate_suffix(&f->log, 20), 0);
+    append_range(&f->log, 20, 40, 3, 10);
+    io_log_close(&f->log);
+    struct seen s = {.term1 = 1, .term2 = 3, .term_split = 20};
+    open_ok(f, &small_segments, &s);
+    assert_int_equal(s.bad, 0);
+    assert_int_equal(s.last, 40);
+    io_log_close(&f->log);
+}
+
 static void test_io_log_bad_appends_are_refused(void **state)
 {
     struct fx *f = *state;
@@ -1159,6 +1211,8 @@ int main(void)
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_io_log_get_after_rewrite_reads_new_segment, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_io_log_failed_suffix_truncation_leaves_log_usable,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(test_io_log_bad_appends_are_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_io_log_bench_group_commit, setup, teardown),
     };

@@ -1,7 +1,7 @@
 /*
  * The durable log under random faults: a seeded run of appends, syncs, truncations, compactions
- * and restarts while pwrite fills the disk or writes short, fdatasync and ftruncate fail, and
- * new files cannot be created. Checked against a model of what the log must hold: everything a
+ * and restarts while pwrite fills the disk or writes short, fdatasync, fsync, ftruncate, rename
+ * and unlink fail, and new files cannot be created. Checked against a model of what the log must hold: everything a
  * successful sync covered (and not later truncated on purpose) survives every restart with its
  * exact term and payload, and after each fault is cleared the log accepts appends again.
  */
@@ -46,7 +46,7 @@ static uint64_t below(uint64_t n)
 /* --- faults ---------------------------------------------------------------------------------- */
 
 static int faults_on;
-static unsigned write_fail_pct, sync_fail_pct, trunc_fail_pct, create_fail_pct;
+static unsigned write_fail_pct, sync_fail_pct, trunc_fail_pct, create_fail_pct, name_fail_pct;
 
 static ssize_t f_pwrite(int fd, const void *buf, size_t len, off_t off)
 {
@@ -85,6 +85,33 @@ static int f_open(const char *path, int flags, mode_t mode)
         return -1;
     }
     return open(path, flags, mode);
+}
+
+static int f_rename(const char *from, const char *to)
+{
+    if (faults_on && below(100) < name_fail_pct) {
+        errno = EIO;
+        return -1;
+    }
+    return rename(from, to);
+}
+
+static int f_unlink(const char *path)
+{
+    if (faults_on && below(100) < name_fail_pct) {
+        errno = EIO;
+        return -1;
+    }
+    return unlink(path);
+}
+
+static int f_fsync(int fd)
+{
+    if (faults_on && below(100) < sync_fail_pct) {
+        errno = EIO;
+        return -1;
+    }
+    return fsync(fd);
 }
 
 /* --- model ----------------------------------------------------------------------------------- */
@@ -165,6 +192,9 @@ static int setup(void **state)
     io_sys.fdatasync = f_fdatasync;
     io_sys.ftruncate = f_ftruncate;
     io_sys.open = f_open;
+    io_sys.rename = f_rename;
+    io_sys.unlink = f_unlink;
+    io_sys.fsync = f_fsync;
     *state = f;
     return 0;
 }
@@ -249,6 +279,7 @@ static void run(struct fx *f, uint64_t seed, int steps)
     sync_fail_pct = 2 + (unsigned)below(10);
     trunc_fail_pct = (unsigned)below(3);
     create_fail_pct = (unsigned)below(20);
+    name_fail_pct = (unsigned)below(15);
     faults_on = 0;
     assert_int_equal(io_log_open(&f->log, f->dir, &cfg, NULL, NULL), 0);
 
