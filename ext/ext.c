@@ -19,6 +19,8 @@ SQLITE_EXTENSION_INIT1
 
 WALRAFT_API int sqlite3_walraft_init(sqlite3 *db, char **err, const sqlite3_api_routines *api);
 WALRAFT_API void walraft_shutdown(void);
+WALRAFT_API int walraft_remote_status(const char *addr, int timeout_ms, char **json, char *err,
+                                      size_t err_len);
 
 /* Restarts the node of `db`'s main database if it has one and none runs in this process. A
  * failure is logged, not fatal: the database still opens (another process may run the node). */
@@ -79,4 +81,9 @@ int sqlite3_walraft_init(sqlite3 *db, char **err, const sqlite3_api_routines *ap
 void walraft_shutdown(void)
 {
     ext_node_stop_all();
+}
+
+int walraft_remote_status(const char *addr, int timeout_ms, char **json, char *err, size_t err_len)
+{
+    return io_node_remote_status(addr, timeout_ms, json, err, err_len);
 }

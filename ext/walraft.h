@@ -21,6 +21,12 @@ int sqlite3_walraft_init(sqlite3 *db, char **err, const sqlite3_api_routines *ap
  * files). Call before exit when a clean shutdown matters; connections may stay open. */
 void walraft_shutdown(void);
 
+/* Asks the node listening at `addr` ("host:port") for its status, as the JSON of raft_status().
+ * Returns 0 with a malloc'd string in *json (release it with free()), or non-zero with a
+ * message in err. Needs no database and no cluster membership. */
+int walraft_remote_status(const char *addr, int timeout_ms, char **json, char *err,
+                          size_t err_len);
+
 #ifdef __cplusplus
 }
 #endif
