@@ -25,7 +25,7 @@
 #define ANCHOR_MAGIC 0x414c5257u /* "WRLA" */
 #define ANCHOR_VERSION 1u
 #define ANCHOR_PAYLOAD_BYTES 16
-#define SEGMENT_BYTES_LIMIT (1u << 30)   /* largest segment_bytes_max accepted */
+#define SEGMENT_BYTES_LIMIT (1u << 30)       /* largest segment_bytes_max accepted */
 #define SEGMENT_FILE_MAX ((uint64_t)1 << 31) /* larger files are not ours: corruption */
 #define NAME_DIGITS 16
 
@@ -551,8 +551,7 @@ int io_log_append(struct io_log *log, const struct io_entry *entries, size_t n)
     for (size_t i = 0; i < n; i++) {
         const struct io_entry *e = &entries[i];
         struct io_log_segment *s = open_seg(log);
-        if (s != NULL && s->count > 0 &&
-            log->file_size + log->wlen >= log->cfg.segment_bytes_max) {
+        if (s != NULL && s->count > 0 && log->file_size + log->wlen >= log->cfg.segment_bytes_max) {
             rc = roll(log);
             if (rc != 0) {
                 return rc;
@@ -620,8 +619,8 @@ int io_log_sync(struct io_log *log)
 /* --- reading back ---------------------------------------------------------------------------- */
 
 /* Reads `len` bytes at `offset` of segment s (buffer, open descriptor or a fresh descriptor). */
-static int seg_read(struct io_log *log, const struct io_log_segment *s, uint64_t offset,
-                    void *buf, size_t len)
+static int seg_read(struct io_log *log, const struct io_log_segment *s, uint64_t offset, void *buf,
+                    size_t len)
 {
     char name[64], path[sizeof log->dir + 64];
     seg_name(s, name, sizeof name);
@@ -653,16 +652,16 @@ static int seg_read(struct io_log *log, const struct io_log_segment *s, uint64_t
         return sys_fail(log, "read", name);
     }
     if ((size_t)n < len) {
-        return fail(log, IO_LOG_ECORRUPT, "%s/%s: offset %" PRIu64 ": record cut short",
-                    log->dir, name, offset);
+        return fail(log, IO_LOG_ECORRUPT, "%s/%s: offset %" PRIu64 ": record cut short", log->dir,
+                    name, offset);
     }
     return 0;
 }
 
 /* Reads and checks the record of physical entry `index`; *raw_out (malloc'ed) gets the whole
  * record when `with_payload`, else only the header is read into hdr. */
-static int read_record(struct io_log *log, uint64_t index, int with_payload,
-                       unsigned char *hdr, unsigned char **rec_out, struct rec *r)
+static int read_record(struct io_log *log, uint64_t index, int with_payload, unsigned char *hdr,
+                       unsigned char **rec_out, struct rec *r)
 {
     const struct io_log_segment *s = &log->segs[seg_find(log, index)];
     uint64_t offset = s->offsets[index - s->first];
@@ -717,8 +716,8 @@ int io_log_get(struct io_log *log, uint64_t index, struct io_entry *out)
                     index, log->first_index);
     }
     if (index > log->last_index) {
-        return fail(log, IO_LOG_ENOENT, "entry %" PRIu64 " is above the last index %" PRIu64,
-                    index, log->last_index);
+        return fail(log, IO_LOG_ENOENT, "entry %" PRIu64 " is above the last index %" PRIu64, index,
+                    log->last_index);
     }
     int rc = read_record(log, index, 1, hdr, &rec, &r);
     if (rc != 0) {
@@ -778,8 +777,8 @@ int io_log_term(struct io_log *log, uint64_t index, uint64_t *term)
                     index, log->first_index);
     }
     if (index > log->last_index) {
-        return fail(log, IO_LOG_ENOENT, "term of %" PRIu64 ": above the last index %" PRIu64,
-                    index, log->last_index);
+        return fail(log, IO_LOG_ENOENT, "term of %" PRIu64 ": above the last index %" PRIu64, index,
+                    log->last_index);
     }
     return term_at(log, index, term);
 }
@@ -1038,10 +1037,10 @@ static int list_segments(struct io_log *log)
         uint64_t a, b;
         if (n[0] >= '0' && n[0] <= '9') {
             if (strlen(n) != 2 * NAME_DIGITS + 1 || n[NAME_DIGITS] != '-' ||
-                parse_digits(n, &a) != 0 || parse_digits(n + NAME_DIGITS + 1, &b) != 0 ||
-                a == 0 || a > b) {
-                rc = fail(log, IO_LOG_ECORRUPT, "%s/%s: offset 0: malformed segment name",
-                          log->dir, n);
+                parse_digits(n, &a) != 0 || parse_digits(n + NAME_DIGITS + 1, &b) != 0 || a == 0 ||
+                a > b) {
+                rc = fail(log, IO_LOG_ECORRUPT, "%s/%s: offset 0: malformed segment name", log->dir,
+                          n);
                 break;
             }
             struct io_log_segment *s = seg_push(log);
@@ -1053,8 +1052,8 @@ static int list_segments(struct io_log *log)
             s->count = b - a + 1;
         } else if (strncmp(n, "open-", 5) == 0) {
             if (strlen(n) != 5 + NAME_DIGITS || parse_digits(n + 5, &a) != 0) {
-                rc = fail(log, IO_LOG_ECORRUPT, "%s/%s: offset 0: malformed segment name",
-                          log->dir, n);
+                rc = fail(log, IO_LOG_ECORRUPT, "%s/%s: offset 0: malformed segment name", log->dir,
+                          n);
                 break;
             }
             struct io_log_segment *s = seg_push(log);
@@ -1221,8 +1220,7 @@ static int scan_segment(struct io_log *log, struct scan *sc, size_t k, const uns
                                  .buf = sc->raw != NULL ? (const void *)sc->raw : "",
                                  .len = r.raw_len};
             if (sc->cb(sc->arg, &e) != 0) {
-                return fail(log, IO_LOG_ECALLBACK, "load callback refused entry %" PRIu64,
-                            r.index);
+                return fail(log, IO_LOG_ECALLBACK, "load callback refused entry %" PRIu64, r.index);
             }
         }
         off += IO_LOG_HEADER_BYTES + r.stored_len;
@@ -1387,9 +1385,9 @@ static int load(struct io_log *log, io_log_load_cb cb, void *arg)
         log->durable_size = log->file_size;
         log->durable_seg_term = s->last_term;
         if (s->count == 0) {
-            s->first = log->nsegs > 1 ? log->segs[log->nsegs - 2].first +
-                                            log->segs[log->nsegs - 2].count
-                                      : log->first_index;
+            s->first = log->nsegs > 1
+                           ? log->segs[log->nsegs - 2].first + log->segs[log->nsegs - 2].count
+                           : log->first_index;
         }
     }
     recompute_last(log);

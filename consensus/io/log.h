@@ -49,11 +49,11 @@
  * open segment is truncated back to the size of its last successful fdatasync and the entries
  * past it are forgotten (io_log_last_index() says where the log now ends, never below
  * io_log_durable_index(); the caller re-appends from there once the fault is gone). Entries of
- * a segment closed since the last sync stay: closing fdatasync'ed them. If even that rewind fails the log refuses every
- * call with IO_LOG_EBROKEN until it is closed and reopened; the next open then removes any torn
- * tail. A failed sync is never reported as durable. A failed write of the anchor (truncate
- * prefix, reset) also breaks the log: a restart may see the old or the new first index.
- * Open then adopts whatever the anchor holds; segments wholly below it are deleted.
+ * a segment closed since the last sync stay: closing fdatasync'ed them. If even that rewind fails
+ * the log refuses every call with IO_LOG_EBROKEN until it is closed and reopened; the next open
+ * then removes any torn tail. A failed sync is never reported as durable. A failed write of the
+ * anchor (truncate prefix, reset) also breaks the log: a restart may see the old or the new first
+ * index. Open then adopts whatever the anchor holds; segments wholly below it are deleted.
  */
 #ifndef WALRAFT_IO_LOG_H
 #define WALRAFT_IO_LOG_H
@@ -84,20 +84,21 @@ struct io_log_header {
     uint32_t raw_len;
     uint64_t checksum;
 };
-_Static_assert(sizeof(struct io_log_header) == IO_LOG_HEADER_BYTES, "log record header is 40 bytes");
+_Static_assert(sizeof(struct io_log_header) == IO_LOG_HEADER_BYTES,
+               "log record header is 40 bytes");
 
 /* Error codes of the log and metadata files. */
-#define IO_LOG_ERRORS(X)                                                              \
-    X(IO_LOG_OK, "success")                                                           \
-    X(IO_LOG_ENOSPC, "no space left on device")                                       \
-    X(IO_LOG_EIO, "I/O error")                                                        \
-    X(IO_LOG_ENOMEM, "out of memory")                                                 \
-    X(IO_LOG_ECORRUPT, "corrupt data on disk")                                        \
-    X(IO_LOG_EVERSION, "unsupported on-disk format version")                          \
-    X(IO_LOG_EINVAL, "invalid argument")                                              \
-    X(IO_LOG_ENOENT, "no such entry in the log")                                      \
-    X(IO_LOG_ECOMPACTED, "entry was compacted away")                                  \
-    X(IO_LOG_ECALLBACK, "the load callback failed")                                   \
+#define IO_LOG_ERRORS(X)                                                                           \
+    X(IO_LOG_OK, "success")                                                                        \
+    X(IO_LOG_ENOSPC, "no space left on device")                                                    \
+    X(IO_LOG_EIO, "I/O error")                                                                     \
+    X(IO_LOG_ENOMEM, "out of memory")                                                              \
+    X(IO_LOG_ECORRUPT, "corrupt data on disk")                                                     \
+    X(IO_LOG_EVERSION, "unsupported on-disk format version")                                       \
+    X(IO_LOG_EINVAL, "invalid argument")                                                           \
+    X(IO_LOG_ENOENT, "no such entry in the log")                                                   \
+    X(IO_LOG_ECOMPACTED, "entry was compacted away")                                               \
+    X(IO_LOG_ECALLBACK, "the load callback failed")                                                \
     X(IO_LOG_EBROKEN, "log could not recover from a failed write; close and reopen it")
 
 enum io_log_error {
@@ -140,16 +141,16 @@ struct io_log {
     struct io_log_config cfg;
     struct io_log_segment *segs; /* by index; the last one may be the open segment */
     size_t nsegs, segs_cap;
-    int fd;                      /* the open segment, -1: none */
-    int read_fd;                 /* a closed segment kept open for io_log_get, -1: none */
-    uint64_t read_first;         /* first index of that segment */
-    uint64_t open_seq_next;      /* sequence for the next "open-<seq>" */
-    uint64_t file_size;          /* bytes of the open segment written to the file */
-    uint64_t durable_size;       /* bytes of the open segment covered by the last fdatasync */
-    uint64_t durable_seg_term;   /* term of the open segment's last record within durable_size */
-    unsigned char *wbuf;         /* appended, not yet written, bytes of the open segment */
+    int fd;                    /* the open segment, -1: none */
+    int read_fd;               /* a closed segment kept open for io_log_get, -1: none */
+    uint64_t read_first;       /* first index of that segment */
+    uint64_t open_seq_next;    /* sequence for the next "open-<seq>" */
+    uint64_t file_size;        /* bytes of the open segment written to the file */
+    uint64_t durable_size;     /* bytes of the open segment covered by the last fdatasync */
+    uint64_t durable_seg_term; /* term of the open segment's last record within durable_size */
+    unsigned char *wbuf;       /* appended, not yet written, bytes of the open segment */
     size_t wlen, wcap;
-    uint64_t first_index, prev_term;       /* logical first index; term of first_index - 1 */
+    uint64_t first_index, prev_term; /* logical first index; term of first_index - 1 */
     uint64_t last_index, last_term;
     uint64_t durable_index, durable_term;
     int dir_dirty;

@@ -48,8 +48,8 @@ struct io_slots {
     uint32_t magic;
     uint32_t version;
     size_t payload_len;
-    uint64_t seq;   /* sequence number of the newest valid slot (0: none yet) */
-    int newest;     /* index (0 or 1) of the slot holding `seq` */
+    uint64_t seq; /* sequence number of the newest valid slot (0: none yet) */
+    int newest;   /* index (0 or 1) of the slot holding `seq` */
     char path[4096];
     char errmsg[512];
 };

@@ -217,7 +217,6 @@ static off_t file_size(const char *path)
     return st.st_size;
 }
 
-
 /* Sends stderr to a file while the code under test logs; returns what was logged. */
 static int saved_stderr = -1;
 static char capture_path[300];
@@ -609,7 +608,6 @@ static void test_io_log_reset_to_snapshot_survives_reopen(void **state)
     io_log_close(&f->log);
 }
 
-
 static void test_io_log_leftover_open_segment_is_closed_at_startup(void **state)
 {
     struct fx *f = *state;
@@ -685,7 +683,6 @@ static void test_io_log_compresses_only_when_it_helps(void **state)
     }
     io_log_close(&f->log);
 }
-
 
 static int n_fdatasync, n_fsync;
 
@@ -811,15 +808,15 @@ static void test_io_log_enospc_during_append_keeps_log_consistent(void **state)
     assert_true(durable >= 100);
     assert_true(io_log_last_index(&f->log) >= durable);
     /* Still full: more appends fail, and the log does not move backwards or break. */
-    assert_int_not_equal(io_log_sync(&f->log) == 0 &&
-                             io_log_append(&f->log,
-                                           &(struct io_entry){.term = 1,
-                                                              .index = io_log_last_index(&f->log) + 1,
-                                                              .buf = "x",
-                                                              .len = 1},
-                                           1) == 0 &&
-                             io_log_sync(&f->log) == 0,
-                         1);
+    assert_int_not_equal(
+        io_log_sync(&f->log) == 0 &&
+            io_log_append(
+                &f->log,
+                &(struct io_entry){
+                    .term = 1, .index = io_log_last_index(&f->log) + 1, .buf = "x", .len = 1},
+                1) == 0 &&
+            io_log_sync(&f->log) == 0,
+        1);
     uint64_t last = io_log_last_index(&f->log);
     io_log_close(&f->log);
 
@@ -852,7 +849,8 @@ static void test_io_log_failed_fsync_is_not_durable(void **state)
     for (uint64_t i = 51; i <= 60; i++) {
         size_t len = payload_len(i);
         payload_fill(i, 1, buf, len);
-        struct io_entry e = {.term = 1, .index = i, .type = (uint8_t)(i % 3), .buf = buf, .len = len};
+        struct io_entry e = {
+            .term = 1, .index = i, .type = (uint8_t)(i % 3), .buf = buf, .len = len};
         assert_int_equal(io_log_append(&f->log, &e, 1), 0);
     }
     assert_int_equal(io_log_sync(&f->log), IO_LOG_ENOSPC);
@@ -871,7 +869,6 @@ static void test_io_log_failed_fsync_is_not_durable(void **state)
     assert_int_equal(s.count, 70);
     io_log_close(&f->log);
 }
-
 
 static int create_fails;
 
@@ -971,7 +968,8 @@ static void test_io_log_failed_cleanup_breaks_log_until_reopen(void **state)
     for (uint64_t i = 31; i <= 40 && rc == 0; i++) {
         size_t len = payload_len(i);
         payload_fill(i, 1, buf, len);
-        struct io_entry e = {.term = 1, .index = i, .type = (uint8_t)(i % 3), .buf = buf, .len = len};
+        struct io_entry e = {
+            .term = 1, .index = i, .type = (uint8_t)(i % 3), .buf = buf, .len = len};
         rc = io_log_append(&f->log, &e, 1);
         if (rc == 0) {
             rc = io_log_sync(&f->log);
@@ -1174,20 +1172,20 @@ int main(void)
     setenv("WALRAFT_LOG", "warn", 1);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_io_log_round_trip_across_segments, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_io_log_every_cut_of_last_record_is_a_torn_tail,
-                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_io_log_every_cut_of_last_record_is_a_torn_tail, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_io_log_flipped_bit_in_tail_record_is_dropped, setup,
                                         teardown),
-        cmocka_unit_test_setup_teardown(test_io_log_flipped_bit_in_middle_record_fails_open,
-                                        setup, teardown),
-        cmocka_unit_test_setup_teardown(test_io_log_flipped_bit_in_closed_segment_fails_open,
-                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_io_log_flipped_bit_in_middle_record_fails_open, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_io_log_flipped_bit_in_closed_segment_fails_open, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_io_log_gap_between_segments_fails_open, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_io_log_malformed_segment_name_fails_open, setup,
                                         teardown),
-        cmocka_unit_test_setup_teardown(test_io_log_truncate_suffix_then_append_same_indexes,
-                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_io_log_truncate_suffix_then_append_same_indexes, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_io_log_truncate_prefix_survives_reopen, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_io_log_reset_to_snapshot_survives_reopen, setup,
@@ -1195,14 +1193,13 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_io_log_enospc_during_append_keeps_log_consistent,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_io_log_failed_fsync_is_not_durable, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_io_log_enospc_creating_a_segment_then_recovers,
-                                        setup, teardown),
-        cmocka_unit_test_setup_teardown(test_io_log_failed_cleanup_breaks_log_until_reopen,
-                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_io_log_enospc_creating_a_segment_then_recovers, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_io_log_failed_cleanup_breaks_log_until_reopen, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_io_log_leftover_open_segment_is_closed_at_startup,
                                         setup, teardown),
-        cmocka_unit_test_setup_teardown(test_io_log_compresses_only_when_it_helps, setup,
-                                        teardown),
+        cmocka_unit_test_setup_teardown(test_io_log_compresses_only_when_it_helps, setup, teardown),
         cmocka_unit_test_setup_teardown(test_io_log_sync_is_one_fdatasync_per_batch, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_io_log_failed_anchor_write_breaks_log, setup,

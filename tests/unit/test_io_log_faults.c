@@ -1,9 +1,10 @@
 /*
  * The durable log under random faults: a seeded run of appends, syncs, truncations, compactions
  * and restarts while pwrite fills the disk or writes short, fdatasync, fsync, ftruncate, rename
- * and unlink fail, and new files cannot be created. Checked against a model of what the log must hold: everything a
- * successful sync covered (and not later truncated on purpose) survives every restart with its
- * exact term and payload, and after each fault is cleared the log accepts appends again.
+ * and unlink fail, and new files cannot be created. Checked against a model of what the log must
+ * hold: everything a successful sync covered (and not later truncated on purpose) survives every
+ * restart with its exact term and payload, and after each fault is cleared the log accepts appends
+ * again.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -374,8 +375,8 @@ static void run(struct fx *f, uint64_t seed, int steps)
             printf("step %d op %" PRIu64 " faults %d rc %d last %" PRIu64 " durable %" PRIu64
                    " first %" PRIu64 " | model last %" PRIu64 " durable %" PRIu64 " %s\n",
                    step, op, faults_on, rc, io_log_last_index(&f->log),
-                   io_log_durable_index(&f->log), io_log_first_index(&f->log), m->last,
-                   m->durable, rc ? io_log_errmsg(&f->log) : "");
+                   io_log_durable_index(&f->log), io_log_first_index(&f->log), m->last, m->durable,
+                   rc ? io_log_errmsg(&f->log) : "");
         }
         if (trace > 1) {
             char cmd[400];
