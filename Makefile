@@ -62,7 +62,7 @@ $(BUILD)/rel/%.o: %.c
 
 $(BUILD)/static/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(REL_CFLAGS) -DSQLITE_CORE $(call strict_for,$<) -MMD -MP -c $< -o $@
+	$(CC) $(REL_CFLAGS) -DSQLITE_CORE $(call strict_for,$<) $(if $(filter shell/%,$<),$(SHELL_CFLAGS)) -MMD -MP -c $< -o $@
 
 $(BUILD)/asan/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -75,8 +75,9 @@ $(BUILD)/walraft.so: $(call rel,$(ALL_LIB_SRC))
 $(BUILD)/libwalraft.a: $(call static,$(ALL_LIB_SRC))
 	rm -f $@ && $(AR) rcs $@ $^
 
+# shell/rules.mk may set SHELL_CFLAGS / SHELL_LIBS (e.g. line editing when a library is present).
 $(BUILD)/walraft: $(call static,$(SHELL_SRC)) $(BUILD)/libwalraft.a
-	$(CC) -o $@ $^ $(LDLIBS)
+	$(CC) -o $@ $^ $(SHELL_LIBS) $(LDLIBS)
 
 # --- sanitized module libraries for tests ------------------------------------------------------
 $(BUILD)/asan/libwal.a:  $(call asan,$(WAL_SRC))
