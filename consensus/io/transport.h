@@ -36,8 +36,10 @@
  *
  * Failures. Bytes from the network are validated, never trusted: garbage, a bad magic, an
  * unknown version, an oversized length, a bad checksum, a foreign cluster id, a missing or
- * repeated handshake close that one connection with a WARN log line naming the remote address
- * and the reason. Other connections are unaffected.
+ * repeated handshake, a frame larger than a handshake before the handshake, a request above
+ * 1 MiB from an anonymous client, silence instead of a handshake for handshake_timeout_ms: each
+ * closes that one connection with a WARN log line naming the remote address and the reason.
+ * Other connections are unaffected. At most 1024 accepted connections are open at once.
  *
  * Addresses are numeric: "1.2.3.4:7001", "[::1]:7001", and "localhost:7001" for 127.0.0.1.
  */
@@ -136,7 +138,8 @@ struct io_transport {
 };
 
 /*
- * Starts a transport on `loop` and, if cfg->listen_addr is set, listens on it. Returns 0 or
+ * Starts a transport on `loop` and, if cfg->listen_addr is set, listens on it. Sets SIGPIPE to
+ * ignored if it has its default action (a peer's reset must not kill the process). Returns 0 or
  * EINVAL, EADDR, ELISTEN (address in use, ...), ENOMEM. On error nothing is left open and `t`
  * may be freed, except after ESYS (libuv refused a socket it had just been given, which should
  * not happen): then run the loop once before freeing `t`.
@@ -195,8 +198,9 @@ int io_transport_peer_stats(const struct io_transport *t, uint64_t id,
 
 /*
  * Closes every connection, the listener and the timers, drops every queued message (owned
- * buffers are released), and calls `cb` once all handles are closed. Call once; after it no
- * other function may be called, and no message callback runs.
+ * buffers are released), and calls `cb` once all handles are closed (at once, before returning,
+ * when the transport holds none: a client that never sent). Call once; after it no other
+ * function may be called, and no message callback runs.
  */
 void io_transport_close(struct io_transport *t, io_transport_close_cb cb);
 
