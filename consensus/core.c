@@ -362,6 +362,9 @@ int raft_create(const struct raft_options *opts, const struct raft_initial_state
     }
     r->applied_out = r->commit;
     r->floor = in->snapshot_index;
+    /* Forwarded-read ids must not repeat across restarts: a leader's late answer to a request of
+     * an earlier life would release a new read with a stale index. */
+    r->fwd_ctx = rng_next(r) >> 16;
     election_reset_timer(r);
     *out = r;
     return 0;

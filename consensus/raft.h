@@ -387,7 +387,8 @@ struct raft_update {
  * Creating a node. */
 struct raft_options {
     uint64_t id;                  /* this server, != 0 */
-    uint64_t seed;                /* PRNG seed (election timeouts) */
+    uint64_t seed;                /* PRNG seed (election timeouts, request ids); use a fresh
+                                     one at every start, or ids may repeat across restarts */
     uint32_t election_timeout_ms; /* base; the actual timeout is random in [base, 2*base) */
     uint32_t heartbeat_ms;
     uint32_t batch_entries_max;   /* entries per AppendEntries */

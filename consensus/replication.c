@@ -581,6 +581,9 @@ void on_snapshot_installed(struct raft *r, const struct raft_event *ev)
             r->u.snapshot_term = last_term;
             r->u.truncate_from = 0;
             r->u.n_entries = 0;
+            /* Nothing beyond the snapshot is durable any more: the caller drops its log. */
+            r->persisted = index;
+            r->ack_pending = false;
             config_took_effect(r);
         }
         r->commit = index;

@@ -494,8 +494,9 @@ static void dlog_compact(struct cl_node *n, uint64_t to)
     }
     size_t k = (size_t)(to - n->snap_index);
     if (k > n->dn) {
-        fprintf(stderr, "n%llu compacts to %llu beyond its durable log\n",
-                (unsigned long long)n->id, (unsigned long long)to);
+        fprintf(stderr, "n%llu compacts to %llu beyond its durable log (%llu+%zu, ops %zu)\n",
+                (unsigned long long)n->id, (unsigned long long)to,
+                (unsigned long long)n->snap_index, n->dn, n->nops);
         abort();
     }
     for (size_t i = 0; i < k; i++) {
@@ -675,6 +676,9 @@ static void handle(struct cluster *c, struct cl_node *n, const struct raft_updat
             }
             cr->done = true;
             c->checks++;
+            TRACE(c, "n%llu: read %llu released at %llu: %s", (unsigned long long)n->id,
+                  (unsigned long long)q->cookie, (unsigned long long)q->index,
+                  raft_strerror(q->status));
             if (q->status == 0 && q->index < cr->min_index) {
                 cl_fail(c, "read %llu released at index %llu < %llu committed before it",
                         (unsigned long long)q->cookie, (unsigned long long)q->index,
@@ -1044,6 +1048,8 @@ int cl_read(struct cluster *c, uint64_t id, uint64_t *cookie)
     q->done = false;
     struct raft_update u;
     int rc = raft_read_index(r, c->now, q->cookie, &u);
+    TRACE(c, "n%llu: read %llu (commit anywhere %llu): %s", (unsigned long long)id,
+          (unsigned long long)q->cookie, (unsigned long long)q->min_index, raft_strerror(rc));
     c->steps++;
     handle(c, &c->nodes[id], &u);
     if (rc != 0) {
