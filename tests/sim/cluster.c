@@ -487,17 +487,17 @@ static void dlog_truncate(struct cl_node *n, uint64_t from)
     }
 }
 
-static void dlog_compact(struct cl_node *n, uint64_t to)
+static void dlog_compact(struct cluster *c, struct cl_node *n, uint64_t to)
 {
     if (to <= n->snap_index) {
         return;
     }
     size_t k = (size_t)(to - n->snap_index);
     if (k > n->dn) {
-        fprintf(stderr, "n%llu compacts to %llu beyond its durable log (%llu+%zu, ops %zu)\n",
+        cl_fail(c, "n%llu compacts to %llu beyond its durable log (%llu+%zu)",
                 (unsigned long long)n->id, (unsigned long long)to,
-                (unsigned long long)n->snap_index, n->dn, n->nops);
-        abort();
+                (unsigned long long)n->snap_index, n->dn);
+        k = n->dn;
     }
     for (size_t i = 0; i < k; i++) {
         struct raft_entry *e = &n->dlog[i];
@@ -646,7 +646,7 @@ static void handle(struct cluster *c, struct cl_node *n, const struct raft_updat
             cl_fail(c, "n%llu compacts to %llu above its floor %llu", (unsigned long long)n->id,
                     (unsigned long long)u->compact_to, (unsigned long long)n->floor);
         }
-        dlog_compact(n, u->compact_to);
+        dlog_compact(c, n, u->compact_to);
     }
     /* 9. Clients. */
     for (uint32_t i = 0; i < u->n_proposals; i++) {
