@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <cmocka.h>
@@ -33,6 +34,7 @@ struct fake_node {
     uint64_t next_index;
     int fail_next;      /* 0, or the vfs_propose_result the next proposal returns */
     int proposals;      /* committed proposals */
+    int catching_up;    /* the gate answers SQLITE_BUSY this many more times */
     int lose_outcome;   /* commit, then report VFS_PROPOSE_UNKNOWN (the writer lost it) */
     int record;         /* keep every committed payload in rec[] */
     struct {
@@ -46,6 +48,11 @@ struct fake_node {
 static int fake_gate(void *ctx, char *why, size_t why_len)
 {
     struct fake_node *n = ctx;
+    if (n->catching_up > 0) {
+        n->catching_up--;
+        snprintf(why, why_len, "the new leader is catching up");
+        return SQLITE_BUSY;
+    }
     if (n->leader) {
         return SQLITE_OK;
     }
@@ -597,6 +604,51 @@ static void test_vfs_four_writer_threads_all_succeed(void **state)
     cluster_stop(&c);
 }
 
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static void test_vfs_queued_writer_wait_is_bounded_by_busy_timeout(void **state)
+{
+    (void)state;
+    struct cluster c;
+    cluster_start(&c, 2, NULL, NULL);
+    sqlite3 *a = open_conn(c.path[0]);
+    exec_ok(a, "CREATE TABLE t(a)");
+    exec_ok(a, "BEGIN IMMEDIATE; INSERT INTO t VALUES(1)");
+    sqlite3 *b = open_conn(c.path[0]);
+    sqlite3_busy_timeout(b, 0);
+    uint64_t t0 = now_ms();
+    assert_int_equal(sqlite3_exec(b, "INSERT INTO t VALUES(2)", NULL, NULL, NULL), SQLITE_BUSY);
+    assert_true(now_ms() - t0 < 200);
+    sqlite3_busy_timeout(b, 300);
+    t0 = now_ms();
+    assert_int_equal(sqlite3_exec(b, "INSERT INTO t VALUES(2)", NULL, NULL, NULL), SQLITE_BUSY);
+    uint64_t waited = now_ms() - t0;
+    assert_true(waited >= 250);
+    assert_true(waited < 3000);
+    exec_ok(a, "COMMIT");
+    exec_ok(b, "INSERT INTO t VALUES(2)");
+    assert_int_equal(count_on(c.path[1], "SELECT count(*) FROM t"), 2);
+    /* A new leader catching up answers BUSY; the busy handler retries until it is ready. */
+    c.node[0].catching_up = 3;
+    sqlite3_busy_timeout(b, 5000);
+    exec_ok(b, "INSERT INTO t VALUES(3)");
+    assert_int_equal(c.node[0].catching_up, 0);
+    c.node[0].catching_up = 1000000;
+    sqlite3_busy_timeout(b, 0);
+    assert_int_equal(sqlite3_exec(b, "INSERT INTO t VALUES(4)", NULL, NULL, NULL), SQLITE_BUSY);
+    c.node[0].catching_up = 0;
+    assert_int_equal(count_on(c.path[1], "SELECT count(*) FROM t"), 3);
+    sqlite3_close(b);
+    sqlite3_close(a);
+    assert_files_identical(&c);
+    cluster_stop(&c);
+}
+
 static long file_size(const char *path)
 {
     struct stat st;
@@ -810,6 +862,7 @@ int main(void)
         cmocka_unit_test(test_vfs_propose_failure_returns_error_and_changes_nothing),
         cmocka_unit_test(test_vfs_transaction_over_max_size_fails_cleanly),
         cmocka_unit_test(test_vfs_four_writer_threads_all_succeed),
+        cmocka_unit_test(test_vfs_queued_writer_wait_is_bounded_by_busy_timeout),
         cmocka_unit_test(test_vfs_follower_wal_checkpoints_and_restarts),
         cmocka_unit_test(test_vfs_wal_crosses_first_index_block),
         cmocka_unit_test(test_vfs_apply_batch_is_one_transaction),
