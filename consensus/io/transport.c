@@ -25,6 +25,8 @@
 #define BACKOFF_MAX_MS_DEFAULT 2000u
 #define HANDSHAKE_TIMEOUT_MS_DEFAULT 5000u
 #define READ_CHUNK (64u * 1024u)
+#define BATCH_MAX 16                    /* messages in one write */
+#define BATCH_BYTES (64u * 1024u)       /* a write takes more messages until it holds this much */
 #define PAYLOAD_KEEP_MAX (256u * 1024u) /* read buffers above this are freed after each frame */
 #define LISTEN_BACKLOG 128
 #define REMOTE_MAX (IO_WIRE_ADDR_MAX + 1)
@@ -323,16 +325,43 @@ static void on_conn_closed(uv_handle_t *h)
     handle_closed(t);
 }
 
+/* The messages being written no longer count against their queue's bound. */
+static void inflight_uncount(struct io_conn *c)
+{
+    if (c->inflight_q != NULL) {
+        for (struct io_msg *m = c->inflight; m != NULL; m = m->next) {
+            c->inflight_q->bytes[m->cls] -= msg_bytes(m);
+        }
+    }
+    c->inflight_q = NULL;
+}
+
+/* The write of the in-flight batch ended: count it if `sent`, and release it. */
+static void inflight_release(struct io_conn *c, bool sent)
+{
+    inflight_uncount(c);
+    struct io_msg *m = c->inflight;
+    c->inflight = NULL;
+    while (m != NULL) {
+        struct io_msg *next = m->next;
+        if (sent && c->peer != NULL) {
+            c->peer->stats.bytes_sent += msg_bytes(m);
+            c->peer->stats.msgs_sent++;
+        }
+        msg_free(m);
+        m = next;
+    }
+}
+
 static void conn_close(struct io_conn *c)
 {
     if (c->state == CONN_CLOSING) {
         return;
     }
     c->state = CONN_CLOSING;
-    if (c->inflight != NULL && c->inflight_q != NULL && c->inflight_q != &c->own_q) {
-        /* The peer's queue outlives this connection: the lost message stops counting now. */
-        c->inflight_q->bytes[c->inflight->cls] -= msg_bytes(c->inflight);
-        c->inflight_q = NULL;
+    if (c->inflight_q != NULL && c->inflight_q != &c->own_q) {
+        /* The peer's queue outlives this connection: lost messages stop counting now. */
+        inflight_uncount(c);
     }
     struct io_peer *p = c->peer;
     c->peer = NULL;
@@ -402,19 +431,9 @@ static struct io_queue *conn_queue(struct io_conn *c)
 static void on_write(uv_write_t *req, int status)
 {
     struct io_conn *c = req->data;
-    struct io_msg *m = c->inflight;
     c->writing = false;
-    c->inflight = NULL;
-    if (m != NULL) {
-        if (c->inflight_q != NULL) {
-            c->inflight_q->bytes[m->cls] -= msg_bytes(m);
-        }
-        c->inflight_q = NULL;
-        if (status == 0 && c->peer != NULL) {
-            c->peer->stats.bytes_sent += msg_bytes(m);
-            c->peer->stats.msgs_sent++;
-        }
-        msg_free(m);
+    if (c->inflight != NULL) {
+        inflight_release(c, status == 0);
     } else if (status == 0) {
         c->hs_sent = true;
     }
@@ -431,11 +450,15 @@ static void on_write(uv_write_t *req, int status)
     conn_flush(c);
 }
 
-/* Starts the next write: the handshake first, then control before bulk. */
+/*
+ * Starts the next write: the handshake first, then queued messages, control before bulk. Small
+ * messages go out together in one write (up to BATCH_MAX of them, until BATCH_BYTES are
+ * reached), so a control message queued meanwhile waits for at most one batch.
+ */
 static void conn_flush(struct io_conn *c)
 {
-    uv_buf_t bufs[2];
-    unsigned n;
+    uv_buf_t bufs[2 * BATCH_MAX];
+    unsigned n = 0;
     if (c->state != CONN_OPEN || c->writing) {
         return;
     }
@@ -449,15 +472,28 @@ static void conn_flush(struct io_conn *c)
             return;
         }
         struct io_queue *q = conn_queue(c);
-        struct io_msg *m = q != NULL ? queue_pop(q) : NULL;
-        if (m == NULL) {
+        if (q == NULL) {
             return;
         }
-        c->inflight = m;
+        struct io_msg **tail = &c->inflight;
+        size_t bytes = 0;
+        for (unsigned count = 0; count < BATCH_MAX && bytes < BATCH_BYTES; count++) {
+            struct io_msg *m = queue_pop(q);
+            if (m == NULL) {
+                break;
+            }
+            *tail = m;
+            tail = &m->next;
+            bytes += msg_bytes(m);
+            bufs[n++] = uv_buf_init((char *)m->header, IO_WIRE_HEADER_SIZE);
+            if (m->len > 0) {
+                bufs[n++] = uv_buf_init(m->buf, (unsigned)m->len);
+            }
+        }
+        if (c->inflight == NULL) {
+            return;
+        }
         c->inflight_q = q;
-        bufs[0] = uv_buf_init((char *)m->header, IO_WIRE_HEADER_SIZE);
-        bufs[1] = uv_buf_init(m->buf, (unsigned)m->len);
-        n = m->len > 0 ? 2 : 1;
     }
     c->writing = true;
     int rv = uv_write(&c->write_req, (uv_stream_t *)&c->tcp, bufs, n, on_write);
@@ -466,15 +502,8 @@ static void conn_flush(struct io_conn *c)
         char name[REMOTE_MAX + 40];
         io_logf(IO_LOG_INFO, "transport", "write to %s failed: %s", conn_name(c, name, sizeof name),
                 uv_strerror(rv));
-        conn_close(c); /* conn_close stops counting the in-flight message */
-        if (c->inflight != NULL) {
-            if (c->inflight_q != NULL) {
-                c->inflight_q->bytes[c->inflight->cls] -= msg_bytes(c->inflight);
-            }
-            msg_free(c->inflight);
-            c->inflight = NULL;
-            c->inflight_q = NULL;
-        }
+        conn_close(c);
+        inflight_release(c, false); /* no write callback follows a refused write */
     }
 }
 
