@@ -18,13 +18,14 @@
  * uses cluster id 0 and node id 0: any node accepts it, and it accepts whichever node it dials.
  *
  * Queues. Each peer has two send queues: CONTROL (votes, heartbeats, small appends) and BULK
- * (snapshot chunks, large appends). A message is written whole; between two messages the writer
- * always takes CONTROL first, so control traffic waits at most for the one bulk message already
- * being written. Each queue is bounded in bytes (queued + being written): a send that would pass
- * the bound fails with IO_TRANSPORT_EQUEUEFULL, except that a message is always accepted into an
- * empty queue, so one message larger than the bound (a 50 MB entry) can still go. Messages stay
- * queued while the peer is unreachable and go out after the reconnect; a message being written
- * when a connection breaks is lost (Raft retransmits).
+ * (snapshot chunks, large appends). Messages are written whole, several small ones per write
+ * (at most 16, adding more until 64 KiB); each write takes CONTROL messages before BULK ones, so
+ * a control message waits at most for the write already under way (under 64 KiB plus one message).
+ * Each queue is bounded in bytes (queued + being written): a send that would pass the bound fails
+ * with IO_TRANSPORT_EQUEUEFULL, except that a message is always accepted into an empty queue, so
+ * one message larger than the bound (a 50 MB entry) can still go. Messages stay queued while the
+ * peer is unreachable and go out after the reconnect; a message being written when a connection
+ * breaks is lost (Raft retransmits).
  *
  * Reconnects. A broken or refused outgoing connection is retried while messages are queued,
  * after a delay that doubles from backoff_min_ms to backoff_max_ms, each delay scaled by a random
