@@ -39,6 +39,23 @@
  * given to raft_create) are never stolen: the core takes its own reference when it keeps one, so
  * the caller still owns, and must still release, every reference it had.
  *
+ * SNAPSHOTS
+ *
+ * The leader's core asks for a snapshot (out->snapshots) when a follower needs entries it has
+ * compacted. The caller streams an image of its state machine that contains at least the entries
+ * up to `index` (RAFT_MSG_INSTALL_SNAPSHOT is a suitable header for the stream), and reports the
+ * end with RAFT_EVENT_SNAPSHOT_SENT (ok only once the receiver has installed it durably). The
+ * receiving caller installs the image only if it is newer than its own state machine, records it
+ * as its applied floor, then steps RAFT_EVENT_SNAPSHOT_INSTALLED; the core resets or trims its log
+ * (out->snapshot_index / out->compact_to) and acknowledges to the leader.
+ *
+ * PROPOSAL OUTCOMES
+ *
+ * A proposal is decided when this node's commit index passes its index: COMMITTED if the entry
+ * there is still ours, FAILED/RAFT_ENOTCOMMITTED if another entry was committed there (final).
+ * A leader deposed before that keeps watching for two election timeouts, then reports
+ * FAILED/RAFT_EUNKNOWN: the entry may still commit under a later leader, so never retry it blindly.
+ *
  * Calls that reject their request (raft_propose on a follower, a second membership change ...)
  * return a RAFT_E* code, change nothing, and leave `out` empty.
  *
