@@ -864,6 +864,27 @@ static void test_io_transport_queue_bound_returns_full(void **state)
     node_stop(&a); /* frees the queued copies and `huge` (ASan checks) */
 }
 
+/* Retries back off exponentially to the cap: neither a busy loop nor an ever-growing delay. */
+static void test_io_transport_backoff_grows_to_its_cap(void **state)
+{
+    (void)state;
+    static struct node a;
+    struct io_transport_config cfg = {.backoff_min_ms = 10, .backoff_max_ms = 50};
+    node_start_cfg(&a, 1, NULL, &cfg);
+    char dead[64];
+    snprintf(dead, sizeof dead, "127.0.0.1:%d", dead_port());
+    assert_int_equal(io_transport_send(&a.t, 2, dead, 1, IO_TRANSPORT_CONTROL, "abcd", 4), 0);
+    run_for(1500);
+    struct io_transport_peer_stats st;
+    assert_int_equal(io_transport_peer_stats(&a.t, 2, &st), 0);
+    /* Capped delays of 25..50 ms give about 30..60 attempts in 1.5 s; a fixed 10 ms would give
+     * 150, delays doubling without a cap fewer than 10. */
+    print_message("%llu reconnects in 1.5 s\n", (unsigned long long)st.reconnects);
+    assert_true(st.reconnects >= 15);
+    assert_true(st.reconnects <= 80);
+    node_stop(&a);
+}
+
 struct overtake {
     struct node *a;
     struct node *b;
@@ -1252,6 +1273,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_io_transport_small_payload_max_refuses_both_ways,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_io_transport_queue_bound_returns_full, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_io_transport_backoff_grows_to_its_cap, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_io_transport_control_overtakes_queued_bulk, setup,
                                         teardown),
