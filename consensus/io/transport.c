@@ -1107,13 +1107,15 @@ int io_transport_init(struct io_transport *t, uv_loop_t *loop,
         }
         t->listener.data = t;
         int rv = uv_tcp_open(&t->listener, fd);
-        if (rv == 0) {
+        if (rv != 0) {
+            close(fd); /* not adopted by the handle */
+        } else {
             rv = uv_listen((uv_stream_t *)&t->listener, LISTEN_BACKLOG, on_connection);
         }
         if (rv != 0) {
             io_logf(IO_LOG_ERROR, "transport", "cannot listen on %s: %s", t->advertise,
                     uv_strerror(rv));
-            uv_close((uv_handle_t *)&t->listener, NULL); /* closes fd too once opened */
+            uv_close((uv_handle_t *)&t->listener, NULL); /* and the adopted fd, if any */
             return IO_TRANSPORT_ESYS;
         }
         t->listening = true;
