@@ -8,6 +8,14 @@
  *     frame's page number is recorded by position; the commit frame's header is held back, and
  *     when its page arrives the frame set is proposed; only once it is committed are the header
  *     and page written (DESIGN §3).
+ *
+ * Known limit of stepping down (vfs_db_step_down). A doomed writer fails at its next WAL write or
+ * log restart, but SQLite also writes the wal-index from memory without calling the VFS: hash
+ * entries right after a spill, and walCleanupHash when it rolls back. If the apply path appends
+ * to the index at the very moment a doomed writer is inside one of those steps, entries above
+ * mxFrame can be lost or cleared. The window is that of an in-memory loop in a transaction that
+ * was already running when leadership moved; closing it needs the runtime to stop applying until
+ * the doomed writer's next VFS call (or its rollback), which vfs/ cannot observe.
  */
 #include "vfs/internal.h"
 

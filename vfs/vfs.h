@@ -21,6 +21,27 @@
  *     auto-checkpoints and `PRAGMA wal_checkpoint` do nothing: checkpoints belong to the node
  *     (vfs_db_checkpoint), serialised with writes, applies and WAL restarts.
  * A database opened with this VFS and not attached behaves as a plain pass-through.
+ *
+ * Obligations of the caller (ext/ and the runtime):
+ *   - vfs_register before any attach; one attachment per database path per process.
+ *   - Hand every committed entry to vfs_db_apply (or vfs_db_apply_batch), on every node including
+ *     the leader, from one thread per database, in log order. On the leader, entries its own
+ *     writers committed locally are skipped in O(1); the skip path is also where the leader's
+ *     WAL gets checkpointed (past cfg.checkpoint_frames), since local connections cannot.
+ *   - Never call vfs_db_apply/checkpoint/detach from inside write_gate() or propose(), nor from a
+ *     thread whose progress propose() waits on: apply waits for a local writer that holds the
+ *     write lock (unless doomed), and that writer may be blocked in propose().
+ *   - On losing leadership, call vfs_db_step_down before applying entries of the new leader, and
+ *     make write_gate answer SQLITE_READONLY from then on; make propose() of the doomed
+ *     transaction return (NOT_COMMITTED or UNKNOWN).
+ *   - On start-up, attach with the persisted applied floor and replay floor+1..commit with one
+ *     vfs_db_apply_batch, before write_gate admits writers.
+ *   - vfs_db_checkpoint's floor is the value to persist as the applied floor.
+ * Errors reach the user as SQLite result codes from the statement (SQLITE_READONLY for a
+ * follower, SQLITE_BUSY while catching up or after the busy timeout, SQLITE_IOERR_WRITE for a
+ * failed or unknown commit, SQLITE_FULL for a transaction over max_txn_bytes); the sentence that
+ * explains them (who leads, "outcome unknown", the bound) goes to sqlite3_log and to
+ * vfs_db_last_error, for ext/ to report.
  */
 #ifndef WALRAFT_VFS_H
 #define WALRAFT_VFS_H
