@@ -354,6 +354,12 @@ static void note_commit(struct cluster *c, struct cl_node *n, uint64_t commit)
     }
     if (commit > n->commit_seen) {
         n->commit_seen = commit;
+        if (raft_state(r) == RAFT_LEADER && c->first_commit_term[n->id] != raft_term(r)) {
+            c->first_commit_term[n->id] = raft_term(r);
+            if (c->on_first_commit != NULL) {
+                c->on_first_commit(c, n->id);
+            }
+        }
     }
     if (commit > c->commit_max) {
         c->commit_max = commit;
@@ -973,6 +979,11 @@ void cl_run_until(struct cluster *c, uint64_t t)
             c->now = ev.at;
         }
         process(c, &ev);
+        if (c->crash_after_step != 0) {
+            uint64_t id = c->crash_after_step;
+            c->crash_after_step = 0;
+            cl_crash(c, id);
+        }
     }
     if (t > c->now) {
         c->now = t;

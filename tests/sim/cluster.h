@@ -102,6 +102,11 @@ struct cluster {
     struct cl_read *reads;
     size_t nreads, capreads;
     uint64_t next_cookie;
+    /* Fault hook: called when a leader's commit index first advances in its term; it may set
+     * crash_after_step to crash that node once the current step is handled. */
+    void (*on_first_commit)(struct cluster *c, uint64_t id);
+    uint64_t crash_after_step;
+    uint64_t first_commit_term[CL_MAX + 1];
     /* Counters. */
     uint64_t steps, checks, msgs, elections, snapshots, crashes;
     /* First violation (the run stops checking after one). */

@@ -144,6 +144,18 @@ static bool marker_done(struct cluster *c, void *arg)
     return true;
 }
 
+static unsigned first_commit_crash_in;
+
+/* Buggify: a leader sometimes crashes the moment it first advances its commit index in a term,
+ * before whatever it sends next is out -- with Figure 8's other ingredients (stale leaders with
+ * uncommitted entries of higher terms) this is where commitment rules are put to the test. */
+static void on_first_commit(struct cluster *c, uint64_t id)
+{
+    if (first_commit_crash_in != 0 && chance(c, first_commit_crash_in)) {
+        c->crash_after_step = id;
+    }
+}
+
 static int run_seed(uint64_t seed, bool trace, struct totals *tot)
 {
     struct cluster c;
@@ -172,6 +184,8 @@ static int run_seed(uint64_t seed, bool trace, struct totals *tot)
         printf("seed %llu: init failed\n", (unsigned long long)seed);
         return 1;
     }
+    c.on_first_commit = on_first_commit;
+    first_commit_crash_in = storm ? 3 : 10;
     uint64_t fault_ms = 6000 + (z >> 33) % 6000;
     uint64_t next_id = o.voters + 1;
     uint64_t heal_at = 0;
@@ -226,6 +240,9 @@ static int run_seed(uint64_t seed, bool trace, struct totals *tot)
             }
         }
         for (uint64_t id = 1; id <= CL_MAX; id++) {
+            if (restart_at[id] == 0 && c.nodes[id].exists && !c.nodes[id].up) {
+                restart_at[id] = t + 20 + pick(&c, 400); /* crashed by a hook */
+            }
             if (restart_at[id] != 0 && t >= restart_at[id]) {
                 restart_at[id] = 0;
                 cl_restart(&c, id);
@@ -264,6 +281,7 @@ static int run_seed(uint64_t seed, bool trace, struct totals *tot)
         }
     }
     /* Heal everything; the cluster must make progress within a bound of virtual time. */
+    c.on_first_commit = NULL;
     cl_heal(&c);
     c.o.drop_pct = 0;
     c.o.dup_pct = 0;
