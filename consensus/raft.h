@@ -510,10 +510,13 @@ int raft_read_index(struct raft *r, uint64_t now_ms, uint64_t cookie,
  * reads off), RAFT_EBUSY (no entry of this term committed), RAFT_ENOQUORUM (lease expired). */
 int raft_read_lease(struct raft *r, uint64_t now_ms, uint64_t *index /* OUT */);
 
-/* Disaster recovery: forces configuration `c` on this node by appending a RAFT_CONFIG entry to
- * its own log, which takes effect at once. Use on the survivors when a quorum is lost for good.
- * Entries that only the lost servers held are lost. Errors: RAFT_ECONFIG, RAFT_EBADARG (this
- * node not a voter in `c`). */
+/* Disaster recovery: forces configuration `c` on this node. It moves to a new term, votes for
+ * itself in it, and appends a RAFT_CONFIG entry holding `c` to its own log; the configuration
+ * takes effect at once. Use it when a quorum is lost for good, on ONE survivor (the one with the
+ * longest log), with `c` listing the survivors; the others then follow it as usual. Entries that
+ * only the lost servers held are lost, and so may be entries this node holds uncommitted that the
+ * lost servers never had -- nothing is known to be committed beyond raft_commit_index(). Errors:
+ * RAFT_ECONFIG, RAFT_EBADARG (this node not a voter in `c`). */
 int raft_recover(struct raft *r, uint64_t now_ms, const struct raft_config *c,
                  struct raft_update *out /* OUT */);
 
