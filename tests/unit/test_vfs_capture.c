@@ -847,6 +847,51 @@ static void test_vfs_step_down_dooms_open_write_transaction(void **state)
     cluster_stop(&c);
 }
 
+static void test_vfs_attach_takes_the_write_lock_once(void **state)
+{
+    (void)state;
+    struct cluster c;
+    cluster_start(&c, 1, NULL, NULL);
+    struct vfs_node_ops ops = {.ctx = &c.node[0], .write_gate = fake_gate,
+                               .propose = fake_propose};
+    struct vfs_db *again = NULL;
+    assert_int_equal(vfs_db_attach(c.path[0], &ops, NULL, 0, &again), SQLITE_MISUSE);
+    assert_null(again);
+    sqlite3 *l = open_conn(c.path[0]);
+    exec_ok(l, "CREATE TABLE t(a)");
+    assert_int_equal(c.node[0].proposals, 1);
+    /* Detached, the database is plain SQLite again: writes commit locally, unproposed. */
+    assert_int_equal(vfs_db_detach(c.node[0].db), SQLITE_OK);
+    exec_ok(l, "INSERT INTO t VALUES(1)");
+    assert_int_equal(c.node[0].proposals, 1);
+    /* Another process holds the write lock for a while: attach waits for it. */
+    char cmd[300];
+    snprintf(cmd, sizeof cmd,
+             "(echo 'BEGIN IMMEDIATE; INSERT INTO t VALUES(2);'; sleep 1; echo 'COMMIT;') | "
+             "timeout 20 sqlite3 %s",
+             c.path[0]);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        execlp("sh", "sh", "-c", cmd, (char *)NULL);
+        _exit(127);
+    }
+    struct timespec ts = {0, 300 * 1000000L};
+    nanosleep(&ts, NULL);
+    uint64_t t0 = now_ms();
+    assert_int_equal(vfs_db_attach(c.path[0], &ops, NULL, 1, &c.node[0].db), SQLITE_OK);
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    assert_true(now_ms() - t0 >= 300);
+    assert_int_equal(query_int(l, "SELECT count(*) FROM t"), 2);
+    exec_ok(l, "INSERT INTO t VALUES(3)");
+    assert_int_equal(c.node[0].proposals, 2);
+    assert_int_equal(vfs_db_applied(c.node[0].db), 2);
+    sqlite3_close(l);
+    cluster_stop(&c);
+}
+
 int main(void)
 {
     sqlite3_config(SQLITE_CONFIG_LOG, NULL, NULL);
@@ -868,6 +913,7 @@ int main(void)
         cmocka_unit_test(test_vfs_apply_batch_is_one_transaction),
         cmocka_unit_test(test_vfs_leader_applies_entry_its_writer_lost),
         cmocka_unit_test(test_vfs_step_down_dooms_open_write_transaction),
+        cmocka_unit_test(test_vfs_attach_takes_the_write_lock_once),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
