@@ -1,0 +1,1167 @@
+/*
+ * bench: walraft against plain SQLite on the same machine, in one run (make bench). Prints one
+ * markdown table on stdout; progress goes to stderr.
+ *
+ *   bench [--dir D] [--runs N] [--secs S] [--failover-runs N] [--catchup-mb MB]
+ *         [--catchup-runs N] [--smoke]
+ *
+ * Workloads (each: a warm-up, then N measured runs; the table shows median and min-max):
+ *   1. commit: single-row INSERT OR REPLACE (16-byte key, 32-byte value), 1 and 4 writers, on
+ *      plain SQLite WAL synchronous=FULL and NORMAL, walraft 1 node and 3 nodes
+ *   2. bulk: 1,000-row transactions of 200-byte rows, MB/s of table data
+ *   3. follower apply lag at 70 % of the 3-node 1-writer rate
+ *   4. failover: kill -9 of the leader under write load, time to the first write on the new one
+ *   5. catch-up: a node joining a 3-node cluster holding a big database (log replay)
+ *   6. the data disk's raw fdatasync rate and the loopback TCP round trip
+ *
+ * The program re-executes itself for every process it needs: "--setup KIND" runs one setup's
+ * leader (and spawns its followers), "--node ..." runs one walraft node. Every child is killed
+ * by pid when the parent exits.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "ext/walraft.h"
+#include "tests/bench/common.h"
+
+#define LAG_IDS_MAX (4u << 20)
+
+static const char *dir = NULL;
+static int runs = 5;
+static double secs = 2.0;
+
+/* --- SQL helpers ----------------------------------------------------------------------------- */
+
+static sqlite3 *open_db(const char *uri)
+{
+    sqlite3 *db = NULL;
+    int rc = sqlite3_open_v2(uri, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_URI,
+                             NULL);
+    if (rc != SQLITE_OK) {
+        bench_die("cannot open %s: %s", uri, db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
+    }
+    sqlite3_busy_timeout(db, 10000);
+    return db;
+}
+
+static int exec(sqlite3 *db, const char *sql)
+{
+    char *err = NULL;
+    int rc = sqlite3_exec(db, sql, NULL, NULL, &err);
+    if (rc != SQLITE_OK) {
+        fprintf(stderr, "bench[%d]: %s: %s\n", (int)getpid(), sql, err ? err : "?");
+        sqlite3_free(err);
+    }
+    return rc;
+}
+
+/* The first column of the first row as an integer (or text into txt); SQLITE_ROW on success. */
+static int query(sqlite3 *db, const char *sql, int64_t *v, char *txt, size_t cap)
+{
+    sqlite3_stmt *st;
+    int rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
+    if (rc != SQLITE_OK) {
+        return rc;
+    }
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        if (v != NULL) {
+            *v = sqlite3_column_int64(st, 0);
+        }
+        if (txt != NULL) {
+            const char *s = (const char *)sqlite3_column_text(st, 0);
+            snprintf(txt, cap, "%s", s ? s : "");
+        }
+    } else if (txt != NULL) {
+        snprintf(txt, cap, "%s", sqlite3_errmsg(db));
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
+
+static void sleep_us(long us)
+{
+    struct timespec ts = {us / 1000000, (us % 1000000) * 1000};
+    nanosleep(&ts, NULL);
+}
+
+static void walraft_load(void)
+{
+    char *err = NULL;
+    int rc = sqlite3_walraft_init(NULL, &err, NULL);
+    if (rc != SQLITE_OK && rc != SQLITE_OK_LOAD_PERMANENTLY) {
+        bench_die("walraft init: %s", err ? err : sqlite3_errstr(rc));
+    }
+}
+
+/* Database URIs. Nodes keep their whole log (large raft_trailing_entries): the catch-up
+ * workload replays it, since snapshots are not available over SQL. */
+static void node_uri(char *out, size_t cap, const char *name)
+{
+    snprintf(out, cap, "file:%s/%s.db?vfs=walraft&raft_trailing_entries=100000000", dir, name);
+}
+
+static void setup_schema(sqlite3 *db)
+{
+    exec(db, "CREATE TABLE IF NOT EXISTS model(key TEXT, value BLOB, UNIQUE(key));"
+             "CREATE TABLE IF NOT EXISTS bulk(id INTEGER PRIMARY KEY, v BLOB);"
+             "CREATE TABLE IF NOT EXISTS lag(id INTEGER PRIMARY KEY, v BLOB);"
+             "CREATE TABLE IF NOT EXISTS fo(id INTEGER PRIMARY KEY, t INTEGER);");
+}
+
+/* --- workloads in the leader's process ------------------------------------------------------- */
+
+enum setup_kind { PLAIN_FULL, PLAIN_NORMAL, RAFT1, RAFT3 };
+static const char *kind_names[] = {"full", "normal", "raft1", "raft3"};
+
+enum wl { WL_COMMIT, WL_BULK, WL_LAG };
+
+struct writer {
+    const char *uri;
+    enum setup_kind kind;
+    enum wl wl;
+    pthread_barrier_t *start;
+    uint64_t *t0; /* set by thread 0 after the barrier */
+    double run_secs;
+    uint64_t seed;
+    /* lag: ids from first_id, one every interval_ns */
+    int64_t first_id;
+    double interval_ns;
+    uint64_t *commit_ns; /* by id - first_id */
+    /* results */
+    struct bench_vec lat_us;
+    long tx, errs;
+    uint64_t elapsed_ns;
+};
+
+static uint64_t rnd(uint64_t *s)
+{
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    return *s;
+}
+
+static void conn_pragmas(sqlite3 *db, enum setup_kind kind)
+{
+    if (kind == PLAIN_FULL) {
+        exec(db, "PRAGMA synchronous=FULL");
+    } else {
+        /* walraft: the Raft log carries durability, the WAL needs no fsync (DESIGN §3). */
+        exec(db, "PRAGMA synchronous=NORMAL");
+    }
+}
+
+static void *writer_main(void *arg)
+{
+    struct writer *w = arg;
+    sqlite3 *db = open_db(w->uri);
+    conn_pragmas(db, w->kind);
+    const char *sql = w->wl == WL_COMMIT ? "INSERT OR REPLACE INTO model(key, value) VALUES(?, ?)"
+                      : w->wl == WL_BULK ? "INSERT INTO bulk(v) VALUES(?)"
+                                         : "INSERT INTO lag(id, v) VALUES(?, ?)";
+    sqlite3_stmt *st, *begin, *commit;
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(db, "BEGIN", -1, &begin, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(db, "COMMIT", -1, &commit, NULL) != SQLITE_OK) {
+        bench_die("prepare: %s", sqlite3_errmsg(db));
+    }
+    unsigned char row[200];
+    char key[17];
+    pthread_barrier_wait(w->start);
+    if (w->t0[0] == 0) {
+        w->t0[0] = bench_now_ns();
+    }
+    pthread_barrier_wait(w->start);
+    uint64_t start = w->t0[0], end = start + (uint64_t)(w->run_secs * 1e9);
+    int64_t i = 0;
+    uint64_t now = start;
+    while (now < end) {
+        if (w->wl == WL_LAG) {
+            uint64_t due = start + (uint64_t)((double)i * w->interval_ns);
+            if (due >= end) {
+                break;
+            }
+            if (now < due) {
+                sleep_us((long)((due - now) / 1000));
+            }
+        }
+        uint64_t t0 = bench_now_ns();
+        int rc;
+        if (w->wl == WL_BULK) {
+            rc = sqlite3_step(begin);
+            sqlite3_reset(begin);
+            for (int r = 0; r < 1000 && rc == SQLITE_DONE; r++) {
+                for (size_t k = 0; k < sizeof row; k += 8) {
+                    uint64_t x = rnd(&w->seed);
+                    memcpy(row + k, &x, 8);
+                }
+                sqlite3_bind_blob(st, 1, row, sizeof row, SQLITE_STATIC);
+                rc = sqlite3_step(st);
+                sqlite3_reset(st);
+            }
+            if (rc == SQLITE_DONE) {
+                rc = sqlite3_step(commit);
+                sqlite3_reset(commit);
+            }
+            if (rc != SQLITE_DONE) {
+                sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+            }
+        } else {
+            for (size_t k = 0; k < 32; k += 8) {
+                uint64_t x = rnd(&w->seed);
+                memcpy(row + k, &x, 8);
+            }
+            if (w->wl == WL_COMMIT) {
+                snprintf(key, sizeof key, "%016" PRIx64, rnd(&w->seed) % 1000000);
+                sqlite3_bind_text(st, 1, key, 16, SQLITE_STATIC);
+            } else {
+                sqlite3_bind_int64(st, 1, w->first_id + i);
+            }
+            sqlite3_bind_blob(st, 2, row, 32, SQLITE_STATIC);
+            rc = sqlite3_step(st);
+            sqlite3_reset(st);
+        }
+        now = bench_now_ns();
+        if (rc == SQLITE_DONE) {
+            w->tx++;
+            bench_vec_push(&w->lat_us, (double)(now - t0) / 1e3);
+            if (w->wl == WL_LAG) {
+                w->commit_ns[i] = now;
+            }
+        } else {
+            if (w->errs++ < 3) {
+                fprintf(stderr, "bench[%d]: %s: %s\n", (int)getpid(), kind_names[w->kind],
+                        sqlite3_errmsg(db));
+            }
+            sleep_us(1000);
+            now = bench_now_ns();
+        }
+        i++;
+    }
+    w->elapsed_ns = now - start;
+    sqlite3_finalize(st);
+    sqlite3_finalize(begin);
+    sqlite3_finalize(commit);
+    sqlite3_close(db);
+    return NULL;
+}
+
+struct run_result {
+    double tps, mbps, p50_ms, p99_ms, p999_ms;
+    long errs;
+};
+
+/* One run of `threads` writers for run_secs. */
+static struct run_result run_writers(const char *uri, enum setup_kind kind, enum wl wl, int threads,
+                                     double run_secs, int64_t first_id, double interval_ns,
+                                     uint64_t *commit_ns)
+{
+    static uint64_t seed = 88172645463325252ull;
+    pthread_barrier_t start;
+    pthread_barrier_init(&start, NULL, (unsigned)threads);
+    uint64_t t0 = 0;
+    struct writer w[16];
+    pthread_t th[16];
+    for (int i = 0; i < threads; i++) {
+        w[i] = (struct writer){.uri = uri, .kind = kind, .wl = wl, .start = &start, .t0 = &t0,
+                               .run_secs = run_secs, .seed = seed += 0x9e3779b97f4a7c15ull,
+                               .first_id = first_id, .interval_ns = interval_ns,
+                               .commit_ns = commit_ns};
+        pthread_create(&th[i], NULL, writer_main, &w[i]);
+    }
+    struct bench_vec all = {0};
+    long tx = 0, errs = 0;
+    double elapsed = 0;
+    for (int i = 0; i < threads; i++) {
+        pthread_join(th[i], NULL);
+        for (size_t k = 0; k < w[i].lat_us.n; k++) {
+            bench_vec_push(&all, w[i].lat_us.v[k]);
+        }
+        bench_vec_free(&w[i].lat_us);
+        tx += w[i].tx;
+        errs += w[i].errs;
+        if ((double)w[i].elapsed_ns / 1e9 > elapsed) {
+            elapsed = (double)w[i].elapsed_ns / 1e9;
+        }
+    }
+    pthread_barrier_destroy(&start);
+    bench_vec_sort(&all);
+    struct run_result r = {0};
+    r.tps = elapsed > 0 ? (double)tx / elapsed : 0;
+    r.mbps = wl == WL_BULK ? r.tps * 1000.0 * 200.0 / 1e6 : 0;
+    r.p50_ms = bench_quantile(&all, 0.5) / 1e3;
+    r.p99_ms = bench_quantile(&all, 0.99) / 1e3;
+    r.p999_ms = bench_quantile(&all, 0.999) / 1e3;
+    r.errs = errs;
+    bench_vec_free(&all);
+    return r;
+}
+
+static void emit(const char *key, const double *v, int n)
+{
+    struct bench_stat s = bench_stat_of(v, n);
+    printf("M %s %.6g %.6g %.6g %d\n", key, s.med, s.min, s.max, s.n);
+    fflush(stdout);
+}
+
+/* Workload 1 or 2 on one setup: a warm-up, then `runs` measured runs. */
+static void measure(const char *uri, enum setup_kind kind, enum wl wl, int threads,
+                    double *tps_med /* OUT, may be NULL */)
+{
+    double tps[64], mbps[64], p50[64], p99[64], p999[64];
+    long errs = 0;
+    run_writers(uri, kind, wl, threads, secs / 2, 0, 0, NULL);
+    for (int r = 0; r < runs; r++) {
+        struct run_result x = run_writers(uri, kind, wl, threads, secs, 0, 0, NULL);
+        tps[r] = x.tps;
+        mbps[r] = x.mbps;
+        p50[r] = x.p50_ms;
+        p99[r] = x.p99_ms;
+        p999[r] = x.p999_ms;
+        errs += x.errs;
+        fprintf(stderr, "  %s %s w%d run %d: %.0f tx/s p50 %.3f p99 %.3f p99.9 %.3f ms\n",
+                kind_names[kind], wl == WL_BULK ? "bulk" : "commit", threads, r, x.tps, x.p50_ms,
+                x.p99_ms, x.p999_ms);
+    }
+    char key[64];
+    const char *w = wl == WL_BULK ? "bulk" : threads == 1 ? "c1" : "c4";
+    snprintf(key, sizeof key, "%s.tps", w);
+    emit(key, tps, runs);
+    if (wl == WL_BULK) {
+        snprintf(key, sizeof key, "%s.mbps", w);
+        emit(key, mbps, runs);
+    }
+    snprintf(key, sizeof key, "%s.p50", w);
+    emit(key, p50, runs);
+    snprintf(key, sizeof key, "%s.p99", w);
+    emit(key, p99, runs);
+    snprintf(key, sizeof key, "%s.p999", w);
+    emit(key, p999, runs);
+    printf("E %s.errs %ld\n", w, errs);
+    if (tps_med != NULL) {
+        *tps_med = bench_stat_of(tps, runs).med;
+    }
+}
+
+/* --- node processes -------------------------------------------------------------------------- */
+
+static void spawn_node(struct bench_child *c, const char *name, int port, const char *mode,
+                       int peer_port, int64_t arg)
+{
+    char sport[16], speer[16], sarg[32];
+    snprintf(sport, sizeof sport, "%d", port);
+    snprintf(speer, sizeof speer, "%d", peer_port);
+    snprintf(sarg, sizeof sarg, "%" PRId64, arg);
+    char *argv[] = {"bench", "--node", (char *)dir, (char *)name, sport, (char *)mode, speer, sarg,
+                    NULL};
+    if (bench_child_spawn(c, argv) != 0) {
+        bench_die("cannot spawn a node");
+    }
+}
+
+static void node_ready(struct bench_child *c, const char *name)
+{
+    char line[512];
+    if (bench_child_expect(c, "ready", line, sizeof line, 60000) != 0) {
+        bench_die("node %s did not start", name);
+    }
+}
+
+/* Waits until the node of `db` counts `voters` voters (joiners are promoted once caught up). */
+static void wait_voters(sqlite3 *db, int voters)
+{
+    uint64_t deadline = bench_now_ns() + 60000000000ull;
+    int64_t n = 0;
+    while (bench_now_ns() < deadline) {
+        if (query(db, "SELECT count(*) FROM raft_nodes WHERE role='voter'", &n, NULL, 0) ==
+                SQLITE_ROW &&
+            n >= voters) {
+            return;
+        }
+        sleep_us(20000);
+    }
+    bench_die("the cluster did not reach %d voters (has %" PRId64 ")", voters, n);
+}
+
+struct node_state {
+    sqlite3 *db;
+    char uri[4300];
+    pthread_t th;
+    volatile int stop;
+    bool running;
+    char lag_path[4200];
+    uint64_t *vis; /* lag: visible time by id */
+    pthread_mutex_t out_mu;
+};
+static struct node_state ns;
+
+static void node_say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void node_say(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    pthread_mutex_lock(&ns.out_mu);
+    vprintf(fmt, ap);
+    fflush(stdout);
+    pthread_mutex_unlock(&ns.out_mu);
+    va_end(ap);
+}
+
+/* Follower: the visible time of every lag row, polling max(id). */
+static void *lag_main(void *arg)
+{
+    (void)arg;
+    sqlite3 *db = open_db(ns.uri);
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(db, "SELECT coalesce(max(id), 0) FROM lag", -1, &st, NULL) !=
+        SQLITE_OK) {
+        bench_die("lag: %s", sqlite3_errmsg(db));
+    }
+    int64_t last = -1;
+    while (!ns.stop) {
+        if (sqlite3_step(st) == SQLITE_ROW) {
+            int64_t m = sqlite3_column_int64(st, 0);
+            uint64_t now = bench_now_ns();
+            if (last >= 0) {
+                for (int64_t id = last + 1; id <= m && id < (int64_t)LAG_IDS_MAX; id++) {
+                    ns.vis[id] = now;
+                }
+            }
+            last = m;
+        }
+        sqlite3_reset(st);
+        sleep_us(200);
+    }
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return NULL;
+}
+
+/* Failover: writes all the time; says "W <ns>" whenever a write succeeds after failures. */
+static void *fo_main(void *arg)
+{
+    (void)arg;
+    sqlite3 *db = open_db(ns.uri);
+    sqlite3_busy_timeout(db, 100);
+    exec(db, "PRAGMA synchronous=NORMAL");
+    bool failing = true;
+    while (!ns.stop) {
+        int rc = sqlite3_exec(db, "INSERT INTO fo(t) VALUES(1)", NULL, NULL, NULL);
+        if (rc == SQLITE_OK) {
+            if (failing) {
+                node_say("W %" PRIu64 "\n", bench_now_ns());
+            }
+            failing = false;
+        } else {
+            failing = true;
+            sleep_us(1000);
+        }
+    }
+    sqlite3_close(db);
+    return NULL;
+}
+
+/* Leader: `mb` MB of 200-byte random rows into bulk in 1,000-row transactions. */
+static int64_t bulk_load(double mb)
+{
+    sqlite3_stmt *st;
+    unsigned char row[200];
+    uint64_t seed = 0x1234567;
+    int64_t rows = (int64_t)(mb * 1e6 / 200), done = 0;
+    exec(ns.db, "PRAGMA synchronous=NORMAL");
+    if (sqlite3_prepare_v2(ns.db, "INSERT INTO bulk(v) VALUES(?)", -1, &st, NULL) != SQLITE_OK) {
+        return -1;
+    }
+    while (done < rows) {
+        if (exec(ns.db, "BEGIN") != SQLITE_OK) {
+            return -1;
+        }
+        for (int r = 0; r < 1000; r++, done++) {
+            for (size_t k = 0; k < sizeof row; k += 8) {
+                uint64_t x = rnd(&seed);
+                memcpy(row + k, &x, 8);
+            }
+            sqlite3_bind_blob(st, 1, row, sizeof row, SQLITE_STATIC);
+            sqlite3_step(st);
+            sqlite3_reset(st);
+        }
+        if (exec(ns.db, "COMMIT") != SQLITE_OK) {
+            exec(ns.db, "ROLLBACK");
+            return -1;
+        }
+    }
+    sqlite3_finalize(st);
+    int64_t max = 0;
+    query(ns.db, "SELECT max(id) FROM bulk", &max, NULL, 0);
+    return max;
+}
+
+/*
+ * --node DIR NAME PORT MODE PEER_PORT ARG: one walraft node. MODE: bootstrap | join | restart |
+ * catchup (join, then wait until bulk holds row ARG and say "caught SECONDS"). Then commands on
+ * stdin: lag PATH | stop | writer | bulk MB | remove NAME | role | hwm | quit.
+ */
+static int node_main(int argc, char **argv)
+{
+    if (argc < 8) {
+        bench_die("--node: arguments");
+    }
+    dir = argv[2];
+    const char *name = argv[3], *mode = argv[5];
+    int port = atoi(argv[4]), peer = atoi(argv[6]);
+    int64_t arg = atoll(argv[7]);
+    char addr[64], paddr[64], sql[512], txt[512];
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
+    snprintf(paddr, sizeof paddr, "127.0.0.1:%d", peer);
+    pthread_mutex_init(&ns.out_mu, NULL);
+    walraft_load();
+    node_uri(ns.uri, sizeof ns.uri, name);
+    ns.db = open_db(ns.uri);
+    uint64_t t0 = bench_now_ns();
+    if (strcmp(mode, "bootstrap") == 0) {
+        snprintf(sql, sizeof sql, "SELECT raft_bootstrap('%s', '%s')", name, addr);
+        if (query(ns.db, sql, NULL, txt, sizeof txt) != SQLITE_ROW) {
+            bench_die("%s: %s", name, txt);
+        }
+        for (int i = 0; i < 500 && exec(ns.db, "BEGIN IMMEDIATE; COMMIT") != SQLITE_OK; i++) {
+            sleep_us(10000);
+        }
+        setup_schema(ns.db);
+    } else if (strcmp(mode, "join") == 0 || strcmp(mode, "catchup") == 0) {
+        snprintf(sql, sizeof sql, "SELECT raft_join('%s', '%s', '%s')", name, addr, paddr);
+        int rc = SQLITE_ERROR;
+        for (int i = 0; i < 20 && (rc = query(ns.db, sql, NULL, txt, sizeof txt)) != SQLITE_ROW;
+             i++) {
+            fprintf(stderr, "bench node %s: join: %s (retrying)\n", name, txt);
+            sleep_us(500000);
+        }
+        if (rc != SQLITE_ROW) {
+            bench_die("%s: %s", name, txt);
+        }
+    } else {
+        /* restart: opening the database restarted its node */
+        int64_t t = 0;
+        if (query(ns.db, "SELECT raft_term()", &t, txt, sizeof txt) != SQLITE_ROW) {
+            bench_die("%s: restart: %s", name, txt);
+        }
+    }
+    uint64_t t_joined = bench_now_ns();
+    if (strcmp(mode, "catchup") == 0) {
+        int64_t m = 0;
+        uint64_t deadline = t0 + 600000000000ull;
+        while (bench_now_ns() < deadline) {
+            if (query(ns.db, "SELECT coalesce(max(id), 0) FROM bulk", &m, NULL, 0) == SQLITE_ROW &&
+                m >= arg) {
+                break;
+            }
+            sleep_us(5000);
+        }
+        uint64_t t1 = bench_now_ns();
+        node_say("caught %.3f %.3f %" PRId64 "\n", (double)(t1 - t0) / 1e9,
+                 (double)(t_joined - t0) / 1e9, m);
+    }
+    node_say("ready\n");
+    char line[4300];
+    while (fgets(line, sizeof line, stdin) != NULL) {
+        line[strcspn(line, "\n")] = '\0';
+        if (strncmp(line, "lag ", 4) == 0) {
+            snprintf(ns.lag_path, sizeof ns.lag_path, "%s", line + 4);
+            if (ns.vis == NULL) {
+                ns.vis = calloc(LAG_IDS_MAX, sizeof *ns.vis);
+            }
+            memset(ns.vis, 0, LAG_IDS_MAX * sizeof *ns.vis);
+            ns.stop = 0;
+            pthread_create(&ns.th, NULL, lag_main, NULL);
+            ns.running = true;
+            node_say("ok\n");
+        } else if (strcmp(line, "stop") == 0) {
+            ns.stop = 1;
+            if (ns.running) {
+                pthread_join(ns.th, NULL);
+                ns.running = false;
+            }
+            if (ns.lag_path[0] != '\0') {
+                FILE *f = fopen(ns.lag_path, "wb");
+                if (f == NULL || fwrite(ns.vis, sizeof *ns.vis, LAG_IDS_MAX, f) != LAG_IDS_MAX) {
+                    bench_die("cannot write %s", ns.lag_path);
+                }
+                fclose(f);
+                ns.lag_path[0] = '\0';
+            }
+            node_say("done\n");
+        } else if (strcmp(line, "writer") == 0) {
+            ns.stop = 0;
+            pthread_create(&ns.th, NULL, fo_main, NULL);
+            ns.running = true;
+        } else if (strncmp(line, "bulk ", 5) == 0) {
+            uint64_t b0 = bench_now_ns();
+            int64_t max = bulk_load(atof(line + 5));
+            node_say("bulk %" PRId64 " %.3f\n", max, (double)(bench_now_ns() - b0) / 1e9);
+        } else if (strncmp(line, "remove ", 7) == 0) {
+            snprintf(sql, sizeof sql, "SELECT raft_remove('%s')", line + 7);
+            int rc = query(ns.db, sql, NULL, txt, sizeof txt);
+            node_say("removed %d %s\n", rc == SQLITE_ROW, txt);
+        } else if (strcmp(line, "role") == 0) {
+            query(ns.db, "SELECT raft_role()", NULL, txt, sizeof txt);
+            node_say("role %s\n", txt);
+        } else if (strcmp(line, "hwm") == 0) {
+            node_say("hwm %ld\n", bench_vmhwm_kb(getpid()));
+        } else if (strcmp(line, "quit") == 0) {
+            break;
+        }
+    }
+    _exit(0);
+}
+
+/* --- one setup (a process of its own: its own peak RSS, no state left from another) ---------- */
+
+/* Workload 3 on a 3-node setup: paced writes at `rate`/s; the follower reports visibility. */
+static void measure_lag(const char *uri, struct bench_child *follower, double rate)
+{
+    double p50[64], p99[64], seen[64];
+    uint64_t *commit_ns = calloc(LAG_IDS_MAX, sizeof *commit_ns);
+    uint64_t *vis = malloc(LAG_IDS_MAX * sizeof *vis);
+    char path[4200], line[256];
+    snprintf(path, sizeof path, "%s/lag.bin", dir);
+    int64_t next_id = 1;
+    for (int r = -1; r < runs; r++) {
+        double run_secs = r < 0 ? secs / 2 : secs;
+        bench_child_send(follower, "lag %s\n", path);
+        if (bench_child_expect(follower, "ok", line, sizeof line, 10000) != 0) {
+            bench_die("lag: follower did not start");
+        }
+        memset(commit_ns, 0, LAG_IDS_MAX * sizeof *commit_ns);
+        struct run_result x =
+            run_writers(uri, RAFT3, WL_LAG, 1, run_secs, next_id, 1e9 / rate, commit_ns);
+        sleep_us(300000);
+        bench_child_send(follower, "stop\n");
+        if (bench_child_expect(follower, "done", line, sizeof line, 10000) != 0) {
+            bench_die("lag: follower did not stop");
+        }
+        FILE *f = fopen(path, "rb");
+        if (f == NULL || fread(vis, sizeof *vis, LAG_IDS_MAX, f) != LAG_IDS_MAX) {
+            bench_die("lag: cannot read %s", path);
+        }
+        fclose(f);
+        struct bench_vec lag = {0};
+        long n = 0, missing = 0;
+        for (int64_t i = 0; i < (int64_t)(LAG_IDS_MAX - next_id); i++) {
+            if (commit_ns[i] == 0) {
+                continue;
+            }
+            n++;
+            if (vis[next_id + i] == 0) {
+                missing++;
+                continue;
+            }
+            bench_vec_push(&lag, ((double)vis[next_id + i] - (double)commit_ns[i]) / 1e6);
+        }
+        bench_vec_sort(&lag);
+        fprintf(stderr, "  lag run %d: %.0f tx/s, %ld rows, lag p50 %.3f p99 %.3f ms, %ld unseen\n",
+                r, x.tps, n, bench_quantile(&lag, 0.5), bench_quantile(&lag, 0.99), missing);
+        if (r >= 0) {
+            p50[r] = bench_quantile(&lag, 0.5);
+            p99[r] = bench_quantile(&lag, 0.99);
+            seen[r] = x.tps;
+        }
+        bench_vec_free(&lag);
+        next_id += (int64_t)(rate * run_secs * 1.2) + 1000;
+    }
+    emit("lag.p50", p50, runs);
+    emit("lag.p99", p99, runs);
+    emit("lag.tps", seen, runs);
+    printf("E lag.rate %.0f\n", rate);
+    free(commit_ns);
+    free(vis);
+}
+
+static int setup_main(int argc, char **argv)
+{
+    if (argc < 6) {
+        bench_die("--setup: arguments");
+    }
+    enum setup_kind kind = PLAIN_FULL;
+    for (int k = 0; k < 4; k++) {
+        if (strcmp(argv[2], kind_names[k]) == 0) {
+            kind = (enum setup_kind)k;
+        }
+    }
+    dir = argv[3];
+    runs = atoi(argv[4]);
+    secs = atof(argv[5]);
+    int port = atoi(argv[6]);
+    char uri[4300], txt[512];
+    struct bench_child f[2] = {{0}, {0}};
+    sqlite3 *db;
+    if (kind == PLAIN_FULL || kind == PLAIN_NORMAL) {
+        snprintf(uri, sizeof uri, "file:%s/plain-%s.db", dir, kind_names[kind]);
+        db = open_db(uri);
+        exec(db, "PRAGMA journal_mode=WAL");
+    } else {
+        walraft_load();
+        node_uri(uri, sizeof uri, "n1");
+        db = open_db(uri);
+        char sql[256];
+        snprintf(sql, sizeof sql, "SELECT raft_bootstrap('n1', '127.0.0.1:%d')", port);
+        if (query(db, sql, NULL, txt, sizeof txt) != SQLITE_ROW) {
+            bench_die("bootstrap: %s", txt);
+        }
+        for (int i = 0; i < 500 && exec(db, "BEGIN IMMEDIATE; COMMIT") != SQLITE_OK; i++) {
+            sleep_us(10000);
+        }
+        if (kind == RAFT3) {
+            spawn_node(&f[0], "n2", port + 1, "join", port, 0);
+            spawn_node(&f[1], "n3", port + 2, "join", port, 0);
+            node_ready(&f[0], "n2");
+            node_ready(&f[1], "n3");
+            wait_voters(db, 3);
+        }
+    }
+    conn_pragmas(db, kind);
+    setup_schema(db);
+    double c1 = 0;
+    measure(uri, kind, WL_COMMIT, 1, &c1);
+    measure(uri, kind, WL_COMMIT, 4, NULL);
+    measure(uri, kind, WL_BULK, 1, NULL);
+    if (kind == RAFT3) {
+        measure_lag(uri, &f[0], 0.7 * c1);
+    }
+    if (kind == RAFT1 || kind == RAFT3) {
+        printf("H n1 %ld\n", bench_vmhwm_kb(getpid()));
+    }
+    for (int i = 0; i < 2; i++) {
+        if (f[i].pid > 0) {
+            printf("H n%d %ld\n", i + 2, bench_vmhwm_kb(f[i].pid));
+            bench_child_kill(&f[i]);
+        }
+    }
+    printf("end\n");
+    fflush(stdout);
+    _exit(0); /* the nodes' threads need no orderly stop: the database files are scratch */
+}
+
+/* --- the coordinator ------------------------------------------------------------------------- */
+
+#define RESULTS_MAX 256
+struct result {
+    char key[96];
+    struct bench_stat s;
+    char text[128];
+};
+static struct result results[RESULTS_MAX];
+static int n_results;
+
+static struct result *put(const char *key)
+{
+    for (int i = 0; i < n_results; i++) {
+        if (strcmp(results[i].key, key) == 0) {
+            return &results[i];
+        }
+    }
+    if (n_results == RESULTS_MAX) {
+        bench_die("too many results");
+    }
+    struct result *r = &results[n_results++];
+    snprintf(r->key, sizeof r->key, "%s", key);
+    return r;
+}
+
+static struct result *get(const char *key)
+{
+    for (int i = 0; i < n_results; i++) {
+        if (strcmp(results[i].key, key) == 0) {
+            return &results[i];
+        }
+    }
+    return NULL;
+}
+
+static void rm_rf(const char *path)
+{
+    char cmd[4400];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", path);
+    if (system(cmd) != 0) {
+        fprintf(stderr, "bench: %s failed\n", cmd);
+    }
+}
+
+static void run_setup(enum setup_kind kind, int port)
+{
+    char sub[4200], sruns[16], ssecs[32], sport[16], line[512];
+    snprintf(sub, sizeof sub, "%s/%s", dir, kind_names[kind]);
+    rm_rf(sub);
+    mkdir(sub, 0755);
+    snprintf(sruns, sizeof sruns, "%d", runs);
+    snprintf(ssecs, sizeof ssecs, "%g", secs);
+    snprintf(sport, sizeof sport, "%d", port);
+    char *argv[] = {"bench", "--setup", (char *)kind_names[kind], sub, sruns, ssecs, sport, NULL};
+    struct bench_child c = {0};
+    fprintf(stderr, "bench: setup %s\n", kind_names[kind]);
+    if (bench_child_spawn(&c, argv) != 0) {
+        bench_die("cannot spawn");
+    }
+    for (;;) {
+        if (bench_child_line(&c, line, sizeof line, 600000) != 0) {
+            fprintf(stderr, "bench: setup %s ended early\n", kind_names[kind]);
+            break;
+        }
+        char k[64], key[96];
+        double med, min, max;
+        int n;
+        long v;
+        if (sscanf(line, "M %63s %lf %lf %lf %d", k, &med, &min, &max, &n) == 5) {
+            snprintf(key, sizeof key, "%s.%s", kind_names[kind], k);
+            put(key)->s = (struct bench_stat){med, min, max, n};
+        } else if (sscanf(line, "H %63s %ld", k, &v) == 2) {
+            snprintf(key, sizeof key, "%s.hwm.%s", kind_names[kind], k);
+            put(key)->s = (struct bench_stat){(double)v / 1024.0, 0, 0, 1};
+        } else if (sscanf(line, "E %63s %ld", k, &v) == 2) {
+            snprintf(key, sizeof key, "%s.%s", kind_names[kind], k);
+            put(key)->s = (struct bench_stat){(double)v, 0, 0, 1};
+        } else if (strcmp(line, "end") == 0) {
+            break;
+        }
+    }
+    bench_child_kill(&c);
+    rm_rf(sub);
+}
+
+/* Workload 4: kill -9 of the leader of a 3-node cluster under write load. */
+static void run_failover(int n_runs, int port)
+{
+    char sub[4200], line[512];
+    snprintf(sub, sizeof sub, "%s/failover", dir);
+    rm_rf(sub);
+    mkdir(sub, 0755);
+    const char *saved = dir;
+    dir = sub;
+    struct bench_child c[3] = {{0}, {0}, {0}};
+    const char *names[3] = {"n1", "n2", "n3"};
+    fprintf(stderr, "bench: failover\n");
+    spawn_node(&c[0], "n1", port, "bootstrap", 0, 0);
+    node_ready(&c[0], "n1");
+    spawn_node(&c[1], "n2", port + 1, "join", port, 0);
+    node_ready(&c[1], "n2");
+    spawn_node(&c[2], "n3", port + 2, "join", port, 0);
+    node_ready(&c[2], "n3");
+    for (int i = 0; i < 3; i++) {
+        bench_child_send(&c[i], "writer\n");
+    }
+    sleep_us(3000000); /* joiners promoted, writes flowing */
+    double t[64];
+    int got = 0;
+    for (int r = 0; r < n_runs; r++) {
+        int leader = -1;
+        for (int i = 0; i < 3 && leader < 0; i++) {
+            bench_child_send(&c[i], "role\n");
+            if (bench_child_expect(&c[i], "role", line, sizeof line, 5000) == 0 &&
+                strcmp(line, "role leader") == 0) {
+                leader = i;
+            }
+        }
+        if (leader < 0) {
+            fprintf(stderr, "  failover run %d: no leader, skipped\n", r);
+            sleep_us(1000000);
+            continue;
+        }
+        /* drain what the survivors said so far */
+        for (int i = 0; i < 3; i++) {
+            while (i != leader && bench_child_line(&c[i], line, sizeof line, 0) == 0) {
+            }
+        }
+        uint64_t t_kill = bench_now_ns();
+        bench_child_kill(&c[leader]);
+        double dt = -1;
+        uint64_t deadline = t_kill + 20000000000ull;
+        while (dt < 0 && bench_now_ns() < deadline) {
+            for (int i = 0; i < 3 && dt < 0; i++) {
+                uint64_t w;
+                if (i != leader && bench_child_line(&c[i], line, sizeof line, 5) == 0 &&
+                    sscanf(line, "W %" SCNu64, &w) == 1 && w > t_kill) {
+                    dt = (double)(w - t_kill) / 1e9;
+                }
+            }
+        }
+        fprintf(stderr, "  failover run %d: killed %s, first write after %.3f s\n", r,
+                names[leader], dt);
+        if (dt >= 0) {
+            t[got++] = dt;
+        }
+        spawn_node(&c[leader], names[leader], port + leader, "restart", 0, 0);
+        node_ready(&c[leader], names[leader]);
+        bench_child_send(&c[leader], "writer\n");
+        sleep_us(2500000); /* the restarted node catches up */
+    }
+    for (int i = 0; i < 3; i++) {
+        bench_child_kill(&c[i]);
+    }
+    put("failover")->s = bench_stat_of(t, got);
+    dir = saved;
+    rm_rf(sub);
+}
+
+/* Workload 5: a node joins a 3-node cluster holding `mb` MB of table data (log replay). */
+static void run_catchup(double mb, int n_runs, int port)
+{
+    char sub[4200], line[512];
+    snprintf(sub, sizeof sub, "%s/catchup", dir);
+    rm_rf(sub);
+    mkdir(sub, 0755);
+    const char *saved = dir;
+    dir = sub;
+    struct bench_child c[3] = {{0}, {0}, {0}};
+    fprintf(stderr, "bench: catch-up (%.0f MB)\n", mb);
+    spawn_node(&c[0], "n1", port, "bootstrap", 0, 0);
+    node_ready(&c[0], "n1");
+    spawn_node(&c[1], "n2", port + 1, "join", port, 0);
+    node_ready(&c[1], "n2");
+    spawn_node(&c[2], "n3", port + 2, "join", port, 0);
+    node_ready(&c[2], "n3");
+    sleep_us(2000000);
+    bench_child_send(&c[0], "bulk %g\n", mb);
+    int64_t rows = 0;
+    double load_s = 0;
+    if (bench_child_expect(&c[0], "bulk", line, sizeof line, 900000) != 0 ||
+        sscanf(line, "bulk %" SCNd64 " %lf", &rows, &load_s) != 2 || rows <= 0) {
+        fprintf(stderr, "bench: catch-up: the load failed (%s)\n", line);
+        put("catchup")->s.n = 0;
+        snprintf(put("catchup")->text, sizeof results[0].text, "the load failed");
+    } else {
+        fprintf(stderr, "  loaded %" PRId64 " rows in %.1f s\n", rows, load_s);
+        double s[64], rate[64];
+        int got = 0;
+        for (int r = 0; r < n_runs; r++) {
+            char name[16];
+            snprintf(name, sizeof name, "j%d", r);
+            struct bench_child j = {0};
+            spawn_node(&j, name, port + 3 + r, "catchup", port, rows);
+            double total = 0, join = 0;
+            if (bench_child_expect(&j, "caught", line, sizeof line, 900000) == 0 &&
+                sscanf(line, "caught %lf %lf", &total, &join) == 2) {
+                s[got] = total;
+                rate[got] = (double)rows * 200 / 1e6 / total;
+                fprintf(stderr, "  catch-up run %d: %.2f s (join %.2f s), %.1f MB/s\n", r, total,
+                        join, rate[got]);
+                got++;
+            } else {
+                fprintf(stderr, "  catch-up run %d: no answer\n", r);
+            }
+            bench_child_kill(&j);
+            bench_child_send(&c[0], "remove %s\n", name);
+            bench_child_expect(&c[0], "removed", line, sizeof line, 40000);
+            snprintf(line, sizeof line, "%s/%s.db", sub, name);
+            unlink(line);
+            snprintf(line, sizeof line, "%s/%s.db-wal", sub, name);
+            unlink(line);
+            snprintf(line, sizeof line, "%s/%s.db-shm", sub, name);
+            unlink(line);
+            snprintf(line, sizeof line, "%s/%s.db-raft", sub, name);
+            rm_rf(line);
+        }
+        put("catchup.s")->s = bench_stat_of(s, got);
+        put("catchup.mbps")->s = bench_stat_of(rate, got);
+        put("catchup.mb")->s = (struct bench_stat){(double)rows * 200 / 1e6, 0, 0, 1};
+    }
+    for (int i = 0; i < 3; i++) {
+        bench_child_kill(&c[i]);
+    }
+    dir = saved;
+    rm_rf(sub);
+}
+
+/* --- the table ------------------------------------------------------------------------------- */
+
+static const char *setup_titles[] = {"SQLite WAL, synchronous=FULL", "SQLite WAL, synchronous=NORMAL",
+                                     "walraft, 1 node", "walraft, 3 nodes"};
+
+static void row(const char *workload, const char *setup, const char *figure, const char *unit,
+                const struct result *r, double scale, const struct result *base, int prec)
+{
+    if (r == NULL || r->s.n == 0) {
+        printf("| %s | %s | %s | not measured | | |\n", workload, setup, figure);
+        return;
+    }
+    char ratio[32] = "";
+    if (base != NULL && base->s.n > 0 && base->s.med != 0) {
+        snprintf(ratio, sizeof ratio, "%.2f×", r->s.med / base->s.med);
+    }
+    if (r->s.n > 1) {
+        printf("| %s | %s | %s | %.*f %s | %.*f – %.*f | %s |\n", workload, setup, figure, prec,
+               r->s.med * scale, unit, prec, r->s.min * scale, prec, r->s.max * scale, ratio);
+    } else {
+        printf("| %s | %s | %s | %.*f %s | | %s |\n", workload, setup, figure, prec,
+               r->s.med * scale, unit, ratio);
+    }
+}
+
+static void print_table(double fd_append, double fd_over, double rtt50, double rtt99)
+{
+    char key[128], base[128];
+    printf("| workload | setup | figure | median | min – max | × SQLite FULL |\n");
+    printf("|---|---|---|---|---|---|\n");
+    const char *wls[] = {"c1", "c4", "bulk"};
+    const char *wl_titles[] = {"1. commit, 1 writer", "1. commit, 4 writers",
+                               "2. bulk, 1,000 × 200 B rows/tx"};
+    for (int w = 0; w < 3; w++) {
+        for (int k = 0; k < 4; k++) {
+            struct {
+                const char *m, *fig, *unit;
+                double scale;
+                int prec;
+            } figs[] = {{"tps", "transactions/s", "tx/s", 1, 0},
+                        {"mbps", "table data", "MB/s", 1, 1},
+                        {"p50", "commit latency p50", "ms", 1, 3},
+                        {"p99", "commit latency p99", "ms", 1, 3},
+                        {"p999", "commit latency p99.9", "ms", 1, 3}};
+            for (int f = 0; f < 5; f++) {
+                if (strcmp(figs[f].m, "mbps") == 0 && w != 2) {
+                    continue;
+                }
+                snprintf(key, sizeof key, "%s.%s.%s", kind_names[k], wls[w], figs[f].m);
+                snprintf(base, sizeof base, "full.%s.%s", wls[w], figs[f].m);
+                row(wl_titles[w], setup_titles[k], figs[f].fig, figs[f].unit, get(key),
+                    figs[f].scale, get(base), figs[f].prec);
+            }
+            snprintf(key, sizeof key, "%s.%s.errs", kind_names[k], wls[w]);
+            struct result *e = get(key);
+            if (e != NULL && e->s.med > 0) {
+                row(wl_titles[w], setup_titles[k], "failed transactions (all runs)", "", e, 1,
+                    NULL, 0);
+            }
+        }
+    }
+    for (int k = 2; k < 4; k++) {
+        for (int i = 1; i <= 3; i++) {
+            char fig[64];
+            snprintf(key, sizeof key, "%s.hwm.n%d", kind_names[k], i);
+            snprintf(fig, sizeof fig, "peak RSS (VmHWM) of n%d%s", i,
+                     i == 1 ? " (leader; hosts the writers)" : "");
+            if (get(key) != NULL) {
+                row("1–3. all of the above", setup_titles[k], fig, "MiB", get(key), 1, NULL, 1);
+            }
+        }
+    }
+    struct result *rate = get("raft3.lag.rate");
+    char fig[128];
+    snprintf(fig, sizeof fig, "apply lag p50 (at %.0f tx/s = 70 %% of 3-node 1-writer)",
+             rate ? rate->s.med : 0);
+    row("3. follower apply lag", setup_titles[3], fig, "ms", get("raft3.lag.p50"), 1, NULL, 3);
+    row("3. follower apply lag", setup_titles[3], "apply lag p99", "ms", get("raft3.lag.p99"), 1,
+        NULL, 3);
+    row("3. follower apply lag", setup_titles[3], "achieved rate", "tx/s", get("raft3.lag.tps"), 1,
+        NULL, 0);
+    row("4. failover (kill -9 leader)", setup_titles[3],
+        "kill → first write on the new leader (default timeouts)", "s", get("failover"), 1, NULL,
+        3);
+    struct result *cu = get("catchup.s");
+    if (cu == NULL || cu->s.n == 0) {
+        printf("| 5. catch-up | walraft, 3 nodes + 1 joining | | not available: %s | | |\n",
+               get("catchup") ? get("catchup")->text : "not run");
+    } else {
+        snprintf(fig, sizeof fig, "seconds to caught up (%.0f MB of table data, log replay)",
+                 get("catchup.mb")->s.med);
+        row("5. catch-up", "walraft, 3 nodes + 1 joining", fig, "s", cu, 1, NULL, 2);
+        row("5. catch-up", "walraft, 3 nodes + 1 joining", "catch-up rate (table data)", "MB/s",
+            get("catchup.mbps"), 1, NULL, 1);
+    }
+    struct result m = {.s = {fd_append, 0, 0, 1}};
+    row("6. machine", "data directory's disk", "4 KiB append + fdatasync", "/s", &m, 1, NULL, 0);
+    m.s.med = fd_over;
+    row("6. machine", "data directory's disk", "4 KiB overwrite + fdatasync", "/s", &m, 1, NULL,
+        0);
+    m.s.med = rtt50;
+    row("6. machine", "loopback TCP", "round trip p50 (64 B, TCP_NODELAY)", "µs", &m, 1, NULL, 1);
+    m.s.med = rtt99;
+    row("6. machine", "loopback TCP", "round trip p99", "µs", &m, 1, NULL, 1);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc > 1 && strcmp(argv[1], "--node") == 0) {
+        return node_main(argc, argv);
+    }
+    bench_install_cleanup();
+    if (argc > 1 && strcmp(argv[1], "--setup") == 0) {
+        return setup_main(argc, argv);
+    }
+    char defdir[256];
+    snprintf(defdir, sizeof defdir, "/tmp/walraft-bench.%d", (int)getpid());
+    dir = defdir;
+    int failover_runs = 10, catchup_runs = 5;
+    double catchup_mb = 200;
+    bool smoke = false;
+    for (int i = 1; i < argc; i++) {
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (strcmp(argv[i], "--dir") == 0 && v) {
+            dir = v, i++;
+        } else if (strcmp(argv[i], "--runs") == 0 && v) {
+            runs = atoi(v), i++;
+        } else if (strcmp(argv[i], "--secs") == 0 && v) {
+            secs = atof(v), i++;
+        } else if (strcmp(argv[i], "--failover-runs") == 0 && v) {
+            failover_runs = atoi(v), i++;
+        } else if (strcmp(argv[i], "--catchup-mb") == 0 && v) {
+            catchup_mb = atof(v), i++;
+        } else if (strcmp(argv[i], "--catchup-runs") == 0 && v) {
+            catchup_runs = atoi(v), i++;
+        } else if (strcmp(argv[i], "--smoke") == 0) {
+            smoke = true;
+        } else {
+            fprintf(stderr, "usage: bench [--dir D] [--runs N] [--secs S] [--failover-runs N] "
+                            "[--catchup-mb MB] [--catchup-runs N] [--smoke]\n");
+            return 2;
+        }
+    }
+    if (smoke) {
+        runs = 1, secs = 1, failover_runs = 1, catchup_mb = 5, catchup_runs = 1;
+    }
+    if (runs < 1 || runs > 64 || failover_runs > 64 || catchup_runs > 64) {
+        bench_die("runs: 1..64");
+    }
+    mkdir(dir, 0755);
+    char real[4096];
+    if (realpath(dir, real) == NULL) {
+        bench_die("cannot use %s: %s", dir, strerror(errno));
+    }
+    dir = strdup(real);
+    uint64_t t_start = bench_now_ns();
+    int port = bench_base_port();
+    fprintf(stderr, "bench: data in %s, ports from %d, %d runs of %g s\n", dir, port, runs, secs);
+    double fd_append = bench_fdatasync_rate(dir, smoke ? 0.5 : 2, true);
+    double fd_over = bench_fdatasync_rate(dir, smoke ? 0.5 : 2, false);
+    double rtt50 = 0, rtt99 = 0;
+    bench_loopback_rtt(smoke ? 0.5 : 1, &rtt50, &rtt99);
+    fprintf(stderr, "bench: fdatasync %.0f/s (append) %.0f/s (overwrite), loopback rtt %.1f us\n",
+            fd_append, fd_over, rtt50);
+    for (int k = 0; k < 4; k++) {
+        run_setup((enum setup_kind)k, port + 10 * k);
+    }
+    run_failover(failover_runs, port + 40);
+    run_catchup(catchup_mb, catchup_runs, port + 50);
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    double load[3] = {0};
+    if (getloadavg(load, 3) < 0) {
+        load[0] = -1;
+    }
+    printf("\nwalraft bench: %ld CPUs, load average %.2f at the end, %d runs of %g s per figure "
+           "(after a warm-up), data in %s, %s; took %.0f s\n\n",
+           cpus, load[0], runs, secs, dir, sqlite3_libversion(),
+           (double)(bench_now_ns() - t_start) / 1e9);
+    print_table(fd_append, fd_over, rtt50, rtt99);
+    fflush(stdout);
+    if (strcmp(dir, real) == 0 && strstr(dir, "/walraft-bench.") != NULL) {
+        rm_rf(dir);
+    }
+    return 0;
+}
