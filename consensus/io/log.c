@@ -29,6 +29,9 @@
 #define SEGMENT_FILE_MAX ((uint64_t)1 << 31) /* larger files are not ours: corruption */
 #define NAME_DIGITS 16
 
+/* Why the log refuses calls until repair() succeeds (struct io_log.broken). */
+enum { BROKEN_NONE = 0, BROKEN_REWIND, BROKEN_SYNC, BROKEN_ANCHOR, BROKEN_REOPEN };
+
 /* One segment file. Records of the segment are first .. first + count - 1. */
 struct io_log_segment {
     uint64_t first;     /* index of its first record; for an empty segment, the next index */
@@ -334,8 +337,8 @@ static int drop_last_segment(struct io_log *log)
 /*
  * After a failed write or fdatasync: forget everything after the last successful sync of the
  * open segment. Bytes the kernel could not write, or could not make durable, must never be read
- * back as if they were. If the truncation itself fails the log is broken until reopened (the
- * next open removes any torn tail).
+ * back as if they were. If the truncation itself fails the log is broken until repair() redoes
+ * it (or a reopen removes any torn tail).
  */
 static void rewind_to_durable(struct io_log *log)
 {
@@ -350,7 +353,7 @@ static void rewind_to_durable(struct io_log *log)
                 "%s: cannot truncate the open segment after a failed write (%s); refusing "
                 "writes until reopened",
                 log->dir, strerror(errno));
-        log->broken = 1;
+        log->broken = BROKEN_REWIND;
     }
     log->file_size = log->durable_size;
     while (s->count > 0 && s->offsets[s->count - 1] >= log->durable_size) {
@@ -525,12 +528,81 @@ static void encode_record(struct io_log *log, const struct io_entry *e, size_t *
 #endif
 }
 
+static int anchor_store(struct io_log *log, uint64_t first_index, uint64_t prev_term);
+
+/*
+ * A log broken by a failed clean-up tries the clean-up again before every call, so a caller
+ * that retries until the disk recovers needs no reopen. What each state redoes:
+ *   BROKEN_REWIND  truncate the open segment back to its durable size;
+ *   BROKEN_SYNC    fdatasync the open segment after a suffix truncation;
+ *   BROKEN_ANCHOR  write the anchor memory holds (the failed write may or may not have landed);
+ *   BROKEN_REOPEN  open the segment a suffix truncation renamed open, and take its size.
+ */
+static int repair(struct io_log *log)
+{
+    struct io_log_segment *s = open_seg(log);
+    char name[64] = "-";
+    int rc = 0;
+
+    if (log->broken == BROKEN_NONE) {
+        return 0;
+    }
+    if (s != NULL) {
+        seg_name(s, name, sizeof name);
+    }
+    switch (log->broken) {
+    case BROKEN_REWIND:
+        if (io_sys.ftruncate(log->fd, (off_t)log->durable_size) != 0) {
+            rc = sys_fail(log, "truncate", name);
+        }
+        break;
+    case BROKEN_SYNC:
+        if (io_sys.fdatasync(log->fd) != 0) {
+            rc = sys_fail(log, "fdatasync", name);
+        }
+        break;
+    case BROKEN_ANCHOR:
+        rc = anchor_store(log, log->first_index, log->prev_term);
+        break;
+    case BROKEN_REOPEN: {
+        char path[sizeof log->dir + 64];
+        struct stat st;
+        assert(s != NULL);
+        snprintf(path, sizeof path, "%s/%s", log->dir, name);
+        if (log->fd < 0) {
+            log->fd = io_sys.open(path, O_RDWR | O_CLOEXEC, 0);
+        }
+        if (log->fd < 0) {
+            rc = sys_fail(log, "open", name);
+        } else if (io_sys.fstat(log->fd, &st) != 0) {
+            rc = sys_fail(log, "stat", name);
+        } else {
+            log->file_size = (uint64_t)st.st_size;
+            log->durable_size = log->file_size;
+            log->durable_seg_term = s->last_term;
+        }
+        break;
+    }
+    default:
+        assert(0);
+    }
+    if (rc != 0) {
+        char why[sizeof log->errmsg];
+        memcpy(why, log->errmsg, sizeof why);
+        return fail(log, IO_LOG_EBROKEN, "%.400s (repairing an earlier failed write)", why);
+    }
+    io_logf(IO_LOG_WARN, "log", "%s: repaired after a failed write", log->dir);
+    log->broken = BROKEN_NONE;
+    return 0;
+}
+
 int io_log_append(struct io_log *log, const struct io_entry *entries, size_t n)
 {
     int rc;
 
-    if (log->broken) {
-        return fail(log, IO_LOG_EBROKEN, "%s: %s", log->dir, io_log_strerror(IO_LOG_EBROKEN));
+    rc = repair(log);
+    if (rc != 0) {
+        return rc;
     }
     uint64_t expect = log->last_index + 1, term = log->last_term;
     for (size_t i = 0; i < n; i++) {
@@ -592,8 +664,9 @@ int io_log_sync(struct io_log *log)
 {
     int rc;
 
-    if (log->broken) {
-        return fail(log, IO_LOG_EBROKEN, "%s: %s", log->dir, io_log_strerror(IO_LOG_EBROKEN));
+    rc = repair(log);
+    if (rc != 0) {
+        return rc;
     }
     rc = flush(log);
     if (rc != 0) {
@@ -795,7 +868,7 @@ static int anchor_store(struct io_log *log, uint64_t first_index, uint64_t prev_
         /* The new copy may have landed anyway (a failed fdatasync says nothing either way), so
          * memory can no longer tell which first index a restart will see: stop until reopened
          * rather than truncate a suffix the new anchor would declare compacted. */
-        log->broken = 1;
+        log->broken = BROKEN_ANCHOR;
         return fail(log, rc, "%s", log->anchor->errmsg);
     }
     return 0;
@@ -805,8 +878,9 @@ int io_log_truncate_suffix(struct io_log *log, uint64_t index)
 {
     int rc;
 
-    if (log->broken) {
-        return fail(log, IO_LOG_EBROKEN, "%s: %s", log->dir, io_log_strerror(IO_LOG_EBROKEN));
+    rc = repair(log);
+    if (rc != 0) {
+        return rc;
     }
     if (index < log->first_index || index > log->last_index + 1) {
         return fail(log, IO_LOG_EINVAL,
@@ -872,14 +946,14 @@ int io_log_truncate_suffix(struct io_log *log, uint64_t index)
         int fd = io_sys.open(pto, O_RDWR | O_CLOEXEC, 0);
         if (fd < 0) {
             rc = sys_fail(log, "open", to);
-            log->broken = 1; /* an open segment without a descriptor */
+            log->broken = BROKEN_REOPEN; /* an open segment without a descriptor */
             goto out;
         }
         log->fd = fd;
         struct stat st;
         if (io_sys.fstat(fd, &st) != 0) {
             rc = sys_fail(log, "stat", to);
-            log->broken = 1;
+            log->broken = BROKEN_REOPEN;
             goto out;
         }
         log->file_size = (uint64_t)st.st_size;
@@ -909,7 +983,7 @@ int io_log_truncate_suffix(struct io_log *log, uint64_t index)
         seg_name(s, name, sizeof name);
         rc = sys_fail(log, "fdatasync", name);
         /* The new size may not be durable: appending on top would be acknowledged wrongly. */
-        log->broken = 1;
+        log->broken = BROKEN_SYNC;
         goto out;
     }
 
@@ -930,8 +1004,9 @@ int io_log_truncate_prefix(struct io_log *log, uint64_t index)
 {
     int rc;
 
-    if (log->broken) {
-        return fail(log, IO_LOG_EBROKEN, "%s: %s", log->dir, io_log_strerror(IO_LOG_EBROKEN));
+    rc = repair(log);
+    if (rc != 0) {
+        return rc;
     }
     if (index > log->last_index) {
         return fail(log, IO_LOG_EINVAL,
@@ -968,8 +1043,9 @@ int io_log_reset(struct io_log *log, uint64_t index, uint64_t term)
 {
     int rc;
 
-    if (log->broken) {
-        return fail(log, IO_LOG_EBROKEN, "%s: %s", log->dir, io_log_strerror(IO_LOG_EBROKEN));
+    rc = repair(log);
+    if (rc != 0) {
+        return rc;
     }
     /* Newest first, so an interrupted reset leaves a contiguous prefix under the old anchor. */
     while (log->nsegs > 0) {
@@ -1391,11 +1467,16 @@ static int load(struct io_log *log, io_log_load_cb cb, void *arg)
         }
     }
     recompute_last(log);
-    if (log->dir_dirty) {
-        rc = dir_sync(log);
-        if (rc != 0) {
-            return rc;
-        }
+    /* What we read may be only in the page cache: a process that stopped without syncing
+     * leaves its appends there. Sync before calling any of it durable. */
+    if (log->fd >= 0 && io_sys.fdatasync(log->fd) != 0) {
+        char name[64];
+        seg_name(s, name, sizeof name);
+        return sys_fail(log, "fdatasync", name);
+    }
+    rc = dir_sync(log);
+    if (rc != 0) {
+        return rc;
     }
     log->durable_index = log->last_index;
     log->durable_term = log->last_term;

@@ -49,11 +49,12 @@
  * open segment is truncated back to the size of its last successful fdatasync and the entries
  * past it are forgotten (io_log_last_index() says where the log now ends, never below
  * io_log_durable_index(); the caller re-appends from there once the fault is gone). Entries of
- * a segment closed since the last sync stay: closing fdatasync'ed them. If even that rewind fails
- * the log refuses every call with IO_LOG_EBROKEN until it is closed and reopened; the next open
- * then removes any torn tail. A failed sync is never reported as durable. A failed write of the
- * anchor (truncate prefix, reset) also breaks the log: a restart may see the old or the new first
- * index. Open then adopts whatever the anchor holds; segments wholly below it are deleted.
+ * a segment closed since the last sync stay: closing fdatasync'ed them. If even that clean-up
+ * fails (or the anchor could not be written: a restart may then see the old or the new first
+ * index), the log is broken: every later call first redoes the clean-up and returns
+ * IO_LOG_EBROKEN while it still fails, so a caller that retries until the disk recovers needs
+ * nothing else; closing and reopening also repairs it (open removes any torn tail and adopts
+ * whatever the anchor holds). A failed sync is never reported as durable.
  */
 #ifndef WALRAFT_IO_LOG_H
 #define WALRAFT_IO_LOG_H
@@ -99,7 +100,7 @@ _Static_assert(sizeof(struct io_log_header) == IO_LOG_HEADER_BYTES,
     X(IO_LOG_ENOENT, "no such entry in the log")                                                   \
     X(IO_LOG_ECOMPACTED, "entry was compacted away")                                               \
     X(IO_LOG_ECALLBACK, "the load callback failed")                                                \
-    X(IO_LOG_EBROKEN, "log could not recover from a failed write; close and reopen it")
+    X(IO_LOG_EBROKEN, "log cannot undo a failed write yet; retry, or close and reopen it")
 
 enum io_log_error {
 #define IO_LOG_ERROR_ENUM(code, msg) code,
@@ -154,7 +155,7 @@ struct io_log {
     uint64_t last_index, last_term;
     uint64_t durable_index, durable_term;
     int dir_dirty;
-    int broken;
+    int broken; /* a clean-up to redo before the next call (log.c: repair) */
     struct io_slots *anchor;
     char errmsg[512];
 };

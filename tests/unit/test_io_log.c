@@ -740,6 +740,43 @@ static void test_io_log_sync_is_one_fdatasync_per_batch(void **state)
     io_log_close(&f->log);
 }
 
+/* Found by the random fault runs with power cuts (seed 9): entries a previous process wrote but
+ * never synced sit in the page cache, and open called them durable without syncing them. */
+static void test_io_log_open_syncs_what_it_reads(void **state)
+{
+    struct fx *f = *state;
+    unsigned char payload[100] = {1};
+
+    open_ok(f, NULL, NULL);
+    struct io_entry e = {.term = 1, .index = 1, .buf = payload, .len = sizeof payload};
+    assert_int_equal(io_log_append(&f->log, &e, 1), 0);
+    io_log_close(&f->log); /* buffered only: lost */
+    open_ok(f, NULL, NULL);
+    assert_int_equal(io_log_last_index(&f->log), 0);
+    append_range(&f->log, 1, 5, 1, 5);
+    struct io_entry more[3];
+    for (uint64_t i = 6; i <= 8; i++) {
+        more[i - 6] = (struct io_entry){.term = 1, .index = i, .buf = payload, .len = 100};
+    }
+    assert_int_equal(io_log_append(&f->log, more, 3), 0);
+    assert_int_equal(io_log_sync(&f->log), 0); /* now in the file; 9 is written, never synced */
+    struct io_entry nine = {.term = 1, .index = 9, .buf = payload, .len = 100};
+    assert_int_equal(io_log_append(&f->log, &nine, 1), 0);
+    f->log.cfg.buffer_bytes = 1;
+    struct io_entry ten = {.term = 1, .index = 10, .buf = payload, .len = 100};
+    assert_int_equal(io_log_append(&f->log, &ten, 1), 0); /* flushes 9 and 10 to the file */
+    io_log_close(&f->log);
+    io_sys.fdatasync = counting_fdatasync;
+    io_sys.fsync = counting_fsync;
+    n_fdatasync = n_fsync = 0;
+    open_ok(f, NULL, NULL);
+    assert_int_equal(io_log_last_index(&f->log), 10);
+    assert_int_equal(io_log_durable_index(&f->log), 10);
+    assert_int_equal(n_fdatasync, 1);
+    assert_int_equal(n_fsync, 1);
+    io_log_close(&f->log);
+}
+
 /* --- fault injection ------------------------------------------------------------------------- */
 
 static long write_budget = -1; /* bytes pwrite may still write; -1: no limit */
@@ -976,7 +1013,7 @@ static void test_io_log_failed_cleanup_breaks_log_until_reopen(void **state)
         }
     }
     assert_int_equal(rc, IO_LOG_ENOSPC);
-    assert_int_equal(io_log_sync(&f->log), IO_LOG_EBROKEN);
+    assert_int_equal(io_log_sync(&f->log), IO_LOG_EBROKEN); /* the truncate still fails */
     uint64_t durable = io_log_durable_index(&f->log);
     io_log_close(&f->log);
     write_budget = -1;
@@ -993,6 +1030,47 @@ static void test_io_log_failed_cleanup_breaks_log_until_reopen(void **state)
     io_log_close(&f->log);
 }
 
+/* The same failed clean-up, repaired by the next call once the disk recovers. */
+static void test_io_log_failed_cleanup_is_repaired_by_next_call(void **state)
+{
+    struct fx *f = *state;
+    unsigned char buf[4096];
+
+    open_ok(f, NULL, NULL);
+    append_range(&f->log, 1, 30, 1, 10);
+    io_sys.pwrite = full_disk_pwrite;
+    io_sys.ftruncate = failing_ftruncate;
+    write_budget = 1000;
+    truncate_fails = 1;
+    int rc = 0;
+    for (uint64_t i = 31; i <= 40 && rc == 0; i++) {
+        size_t len = payload_len(i);
+        payload_fill(i, 1, buf, len);
+        struct io_entry e = {
+            .term = 1, .index = i, .type = (uint8_t)(i % 3), .buf = buf, .len = len};
+        rc = io_log_append(&f->log, &e, 1);
+        if (rc == 0) {
+            rc = io_log_sync(&f->log);
+        }
+    }
+    assert_int_equal(rc, IO_LOG_ENOSPC);
+    assert_int_equal(io_log_sync(&f->log), IO_LOG_EBROKEN);
+    write_budget = -1;
+    truncate_fails = 0;
+    uint64_t last = io_log_last_index(&f->log);
+    append_range(&f->log, last + 1, 60, 1, 4); /* repairs, then appends */
+    io_log_close(&f->log);
+    struct seen s = {.term1 = 1};
+    capture_begin(f);
+    open_ok(f, NULL, &s);
+    char *logged = capture_end();
+    assert_string_equal(logged, ""); /* no torn tail left behind */
+    free(logged);
+    assert_int_equal(s.bad, 0);
+    assert_int_equal(s.last, 60);
+    io_log_close(&f->log);
+}
+
 /* Found by the random fault runs (seed 31): a failed anchor write that still reached the disk
  * made a later suffix truncation look like an interrupted reset, and the next open dropped
  * every segment. */
@@ -1005,15 +1083,45 @@ static void test_io_log_failed_anchor_write_breaks_log(void **state)
     io_sys.fdatasync = failing_fdatasync;
     fdatasync_fails = 1;
     assert_int_equal(io_log_truncate_prefix(&f->log, 250), IO_LOG_ENOSPC);
-    fdatasync_fails = 0;
+    /* While the anchor cannot be rewritten, nothing moves. */
     assert_int_equal(io_log_truncate_suffix(&f->log, 100), IO_LOG_EBROKEN);
     assert_int_equal(io_log_sync(&f->log), IO_LOG_EBROKEN);
+    assert_int_equal(io_log_last_index(&f->log), 300);
     io_log_close(&f->log);
+    fdatasync_fails = 0;
     struct seen s = {.term1 = 1};
     open_ok(f, &small_segments, &s);
     assert_int_equal(s.bad, 0);
     assert_int_equal(io_log_last_index(&f->log), 300); /* nothing lost either way */
     assert_true(io_log_first_index(&f->log) == 1 || io_log_first_index(&f->log) == 251);
+    io_log_close(&f->log);
+}
+
+/* Without a reopen: the next call rewrites the anchor memory holds, then goes on. */
+static void test_io_log_failed_anchor_write_is_repaired_by_next_call(void **state)
+{
+    struct fx *f = *state;
+
+    open_ok(f, &small_segments, NULL);
+    append_range(&f->log, 1, 300, 1, 10);
+    io_sys.fdatasync = failing_fdatasync;
+    fdatasync_fails = 1;
+    assert_int_equal(io_log_truncate_prefix(&f->log, 250), IO_LOG_ENOSPC);
+    fdatasync_fails = 0;
+    capture_begin(f);
+    int rc = io_log_truncate_suffix(&f->log, 100);
+    char *logged = capture_end();
+    assert_int_equal(rc, 0);
+    assert_non_null(strstr(logged, "repaired"));
+    free(logged);
+    assert_int_equal(io_log_first_index(&f->log), 1);
+    append_range(&f->log, 100, 120, 2, 10);
+    io_log_close(&f->log);
+    struct seen s = {.term1 = 1, .term2 = 2, .term_split = 100};
+    open_ok(f, &small_segments, &s);
+    assert_int_equal(s.bad, 0);
+    assert_int_equal(s.first, 1);
+    assert_int_equal(s.last, 120);
     io_log_close(&f->log);
 }
 
@@ -1202,8 +1310,13 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_io_log_compresses_only_when_it_helps, setup, teardown),
         cmocka_unit_test_setup_teardown(test_io_log_sync_is_one_fdatasync_per_batch, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_io_log_open_syncs_what_it_reads, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_io_log_failed_cleanup_is_repaired_by_next_call, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_io_log_failed_anchor_write_breaks_log, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_io_log_failed_anchor_write_is_repaired_by_next_call,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(test_io_log_failed_cut_of_closed_segment_keeps_appending,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_io_log_get_after_rewrite_reads_new_segment, setup,
