@@ -222,6 +222,12 @@ int io_slots_open(struct io_slots *s, const char *path, uint32_t magic, uint32_t
                  path, why[0], IO_SLOT_BYTES, why[1]);
         goto err_after_open;
     }
+    /* A copy whose write reported failure may sit in the page cache: whoever acts on what we
+     * load (a vote sent again) must find it on disk after a power cut, so sync it first. */
+    if (io_sys.fdatasync(fd) != 0) {
+        rc = sys_fail(s, "fdatasync", path);
+        goto err_after_open;
+    }
     int k = why[0] != NULL ? 1 : why[1] != NULL ? 0 : seq[1] > seq[0] ? 1 : 0;
     memcpy(payload, buf + k * IO_SLOT_BYTES + IO_SLOT_HEADER_BYTES, payload_len);
     s->seq = seq[k];
