@@ -4,8 +4,9 @@
  * (its logical first index). Owns one file per record.
  *
  * A slot file holds two fixed-size slots. A write goes to the slot that does not hold the newest
- * valid copy, then fdatasync; a load takes the valid slot with the higher sequence number. A torn
- * write therefore damages at most the slot being written, and the previous copy survives.
+ * valid copy, then fdatasync; a load takes the valid slot with the higher sequence number (and
+ * fdatasyncs the file first, so what it returns is on disk). A torn write therefore damages at
+ * most the slot being written, and the previous copy survives.
  *
  * Slot file layout (little-endian; IO_SLOT_BYTES per slot, slot k at byte k * IO_SLOT_BYTES):
  *
