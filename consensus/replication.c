@@ -494,6 +494,22 @@ void commit_advanced(struct raft *r)
     /* From §4.2.2: the leader that is removed "steps down (returns to follower state) once the
      * Cnew entry is committed". */
     if (r->step_down_on_commit && r->commit >= r->step_down_index) {
+        /* Hand over at once rather than leave the cluster to time out: TimeoutNow to the most
+         * up-to-date voter that holds our whole log (§3.10's mechanism). */
+        const struct progress *best = NULL;
+        for (size_t i = 0; i < r->n_prs; i++) {
+            const struct progress *p = &r->prs[i];
+            if (is_voter(r, p->id) && p->match == log_last_index(&r->log) &&
+                (best == NULL || p->last_contact_ms > best->last_contact_ms)) {
+                best = p;
+            }
+        }
+        if (best != NULL) {
+            struct raft_message *m = out_msg(r, RAFT_MSG_TIMEOUT_NOW, best->id);
+            if (m != NULL) {
+                m->timeout_now.last_log_index = log_last_index(&r->log);
+            }
+        }
         become_follower(r, r->term, 0);
         return;
     }
