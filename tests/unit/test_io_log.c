@@ -172,6 +172,11 @@ static int count_files(const char *dir, const char *prefix)
     return n;
 }
 
+static int count_fds(void)
+{
+    return count_files("/proc/self/fd", "");
+}
+
 /* The name of the first file in dir starting with prefix (by sorted name). */
 static void find_file(const char *dir, const char *prefix, char *out, size_t len)
 {
@@ -253,6 +258,7 @@ static void test_io_log_round_trip_across_segments(void **state)
 {
     struct fx *f = *state;
     struct seen s = {.term1 = 3};
+    int fds = count_fds();
 
     open_ok(f, &small_segments, NULL);
     assert_int_equal(io_log_last_index(&f->log), 0);
@@ -298,6 +304,7 @@ static void test_io_log_round_trip_across_segments(void **state)
     assert_int_equal(s.count, 1100);
     assert_int_equal(io_log_last_term(&f->log), 4);
     io_log_close(&f->log);
+    assert_int_equal(count_fds(), fds);
 }
 
 /* Writes entries 1..n (one sync each) and returns the open segment's path and the offset of the
@@ -401,8 +408,10 @@ static void test_io_log_flipped_bit_in_middle_record_fails_open(void **state)
     size_t rec1 = 40 + (size_t)(buf[24] | buf[25] << 8 | buf[26] << 16);
     buf[rec1 + 45] ^= 0x01;
     spit(path, buf, len);
+    int fds = count_fds();
     int rc = io_log_open(&f->log, f->dir, NULL, NULL, NULL);
     assert_int_equal(rc, IO_LOG_ECORRUPT);
+    assert_int_equal(count_fds(), fds); /* a failed open closes what it opened */
     snprintf(want, sizeof want, "%s: offset %zu:", path, rec1);
     if (strstr(io_log_errmsg(&f->log), want) == NULL) {
         fail_msg("error message '%s' does not name '%s'", io_log_errmsg(&f->log), want);
