@@ -26,6 +26,7 @@
  *   readbank B         balances ("ok INDEX B0 B1 ..."); through ReadIndex when B is 1, else local
  *   readlist L B       the list ("ok INDEX ID,ID,..."), likewise
  *   seq | checkpoint | dump PATH | add N ADDR | remove N | transfer [N] | status | role
+ *   progress           state, term, indexes, then per peer NAME:PROGRESS:MATCH:CONTACT_MS:CONN
  *   partition [N] IN OUT   drop messages from/to N (or every peer) when IN/OUT are 1
  *   quit               (untagged) stop the node and exit 0
  *
@@ -640,6 +641,27 @@ static void handle_request(char *line)
     } else if (strcmp(cmd, "transfer") == 0) {
         int rc = io_node_transfer(node, k >= 3 ? a : NULL, 8000);
         rc == 0 ? reply(tag, "ok 0") : reply_err(tag, rc);
+    } else if (strcmp(cmd, "progress") == 0) {
+        /* The leader's view of each peer: name:progress-state:match:contact-ms:connected. */
+        struct io_node_status *s = malloc(sizeof *s);
+        int rc = s != NULL ? io_node_status(node, s) : RAFT_ENOMEM;
+        if (rc != 0) {
+            reply_err(tag, rc);
+        } else {
+            char out[2048];
+            size_t n = (size_t)snprintf(out, sizeof out, "state %u term %" PRIu64 " last %" PRIu64
+                                        " commit %" PRIu64 " applied %" PRIu64 " first %" PRIu64,
+                                        s->state, s->term, s->last_index, s->commit_index,
+                                        s->applied_index, s->first_index);
+            for (uint32_t i = 0; i < s->n_peers && n < sizeof out - 128; i++) {
+                const struct io_node_peer_status *ps = &s->peers[i];
+                n += (size_t)snprintf(out + n, sizeof out - n, " %s:%u:%" PRIu64 ":%" PRIu64 ":%d",
+                                      ps->server.name, ps->progress, ps->match_index,
+                                      ps->last_contact_ms, ps->connected);
+            }
+            reply(tag, "%s", out);
+        }
+        free(s);
     } else if (strcmp(cmd, "status") == 0 || strcmp(cmd, "role") == 0) {
         struct io_node_status *s = malloc(sizeof *s);
         int rc = s != NULL ? io_node_status(node, s) : RAFT_ENOMEM;
