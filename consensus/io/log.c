@@ -1192,11 +1192,15 @@ out:
 }
 
 /* Is there a valid record starting anywhere in buf[from, len)? */
-static int valid_record_after(const unsigned char *buf, size_t from, size_t len, size_t *at)
+static int valid_record_after(const unsigned char *buf, size_t from, size_t len, uint64_t min_index,
+                              uint64_t min_term, size_t *at)
 {
     struct rec r;
     for (size_t p = from; p + IO_LOG_HEADER_BYTES <= len; p++) {
-        if (buf[p] == (IO_LOG_MAGIC & 0xff) && decode_record(buf + p, len - p, 1, &r) == NULL) {
+        /* Index and term must be plausible as a successor too, so a record image carried
+         * inside a payload (a database storing log files) is not taken for one. */
+        if (buf[p] == (IO_LOG_MAGIC & 0xff) && decode_record(buf + p, len - p, 1, &r) == NULL &&
+            r.index >= min_index && r.term >= min_term) {
             *at = p;
             return 1;
         }
@@ -1240,7 +1244,9 @@ static int scan_segment(struct io_log *log, struct scan *sc, size_t k, const uns
         const char *why = decode_record(buf + off, len - off, 1, &r);
         if (why != NULL) {
             size_t at;
-            if (tail_ok && !valid_record_after(buf, off + 1, len, &at)) {
+            uint64_t min_index = s->count > 0 ? s->first + s->count : sc->expect;
+            uint64_t min_term = s->count > 0 ? s->last_term : 0;
+            if (tail_ok && !valid_record_after(buf, off + 1, len, min_index, min_term, &at)) {
                 io_logf(IO_LOG_WARN, "log",
                         "%s/%s: offset %zu: %s; dropping a torn tail of %zu bytes (never "
                         "acknowledged)",

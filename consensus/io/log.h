@@ -167,12 +167,14 @@ struct io_log {
  *
  * Start-up checks. A torn tail is removed with a WARN log line: the tail is a bad record in the
  * *last* open segment (short header, short payload, wrong magic, version, flags or checksum)
- * such that no valid record (a complete header and payload with a correct checksum) starts at
- * any later byte offset of that file; the file is truncated at the bad record's offset. Anything
- * else is corruption and makes the open fail with IO_LOG_ECORRUPT and an error message naming
- * the file and byte offset: a bad record with a valid one after it, a bad record in a closed
- * segment or an earlier open segment, indexes that do not follow each other within or across
- * segments, a closed segment whose records do not match its name, a malformed segment name.
+ * such that no valid record (a complete header and payload with a correct checksum, an index
+ * not below the bad record's expected index and a term not below the previous record's) starts
+ * at any later byte offset of that file; the file is truncated at the bad record's offset.
+ * Anything else is corruption and makes the open fail with IO_LOG_ECORRUPT and an error
+ * message naming the file and byte offset: a bad record with a valid one after it, a bad record
+ * in a closed segment or an earlier open segment, indexes that do not follow each other within
+ * or across segments, a closed segment whose records do not match its name, a malformed
+ * segment name.
  *
  * Returns 0 or an IO_LOG_E* code (io_log_errmsg() explains). On failure the log is closed and
  * entries already passed to `cb` must be discarded by the caller.

@@ -786,6 +786,44 @@ static void test_io_log_open_syncs_what_it_reads(void **state)
     io_log_close(&f->log);
 }
 
+/* A payload may carry bytes that look like a whole record (a database storing log files): cut
+ * inside such a payload, the last record is still a torn tail, not a corruption. */
+static void test_io_log_record_image_inside_torn_payload_is_still_a_tail(void **state)
+{
+    struct fx *f = *state;
+    const struct io_log_config raw = {.no_compress = 1};
+    char path[512];
+    size_t len;
+
+    open_ok(f, &raw, NULL);
+    append_range(&f->log, 1, 3, 1, 3);
+    find_file(f->dir, "open-", path, sizeof path);
+    unsigned char *image = slurp(path, &len); /* records 1..3, valid images all */
+    unsigned char *payload = malloc(len + 64);
+    memset(payload, 0xee, 64);
+    memcpy(payload + 32, image, len);
+    struct io_entry e = {.term = 1, .index = 4, .buf = payload, .len = len + 64};
+    assert_int_equal(io_log_append(&f->log, &e, 1), 0);
+    assert_int_equal(io_log_sync(&f->log), 0);
+    off_t rec4 = (off_t)len;
+    io_log_close(&f->log);
+    /* Cut after the embedded records, before the end of record 4. */
+    assert_int_equal(truncate(path, rec4 + 40 + 32 + (off_t)len + 10), 0);
+    struct seen s = {.term1 = 1};
+    capture_begin(f);
+    int rc = io_log_open(&f->log, f->dir, &raw, on_load, &s);
+    char *logged = capture_end();
+    if (rc != 0) {
+        fail_msg("open: %s", io_log_errmsg(&f->log));
+    }
+    assert_non_null(strstr(logged, "torn tail"));
+    assert_int_equal(s.last, 3);
+    io_log_close(&f->log);
+    free(logged);
+    free(payload);
+    free(image);
+}
+
 /* --- fault injection ------------------------------------------------------------------------- */
 
 static long write_budget = -1; /* bytes pwrite may still write; -1: no limit */
@@ -1295,6 +1333,8 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_io_log_flipped_bit_in_middle_record_fails_open, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(
+            test_io_log_record_image_inside_torn_payload_is_still_a_tail, setup, teardown),
         cmocka_unit_test_setup_teardown(test_io_log_flipped_bit_in_closed_segment_fails_open, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_io_log_gap_between_segments_fails_open, setup,
