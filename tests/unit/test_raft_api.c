@@ -185,6 +185,47 @@ static void test_raft_leader_rejects_bad_proposals(void **state)
     raft_destroy(r);
 }
 
+/* A deposed leader's proposal whose index is committed with another leader's entry is reported
+ * definitely not committed (never "unknown"): a client may retry it safely. */
+static void test_raft_overwritten_proposal_is_not_committed(void **state)
+{
+    (void)state;
+    struct raft *r = drv_node(1, 3, 1, NULL, 0);
+    uint64_t now = 0;
+    struct raft_update u;
+    assert_int_equal(drv_elect(r, 3, &now), RAFT_LEADER); /* term 2, no-op at 2 */
+    uint64_t term = raft_term(r);
+    struct raft_buf *b = raft_buf_copy("payload!", 8);
+    assert_int_equal(raft_propose(r, now, RAFT_NORMAL, b, 5, &u), 0);
+    raft_buf_unref(b);
+    assert_int_equal(u.proposals[0].index, 3);
+    /* Node 2 leads term 3 with the no-op at 2 but its own entry at 3, and commits it. */
+    struct raft_entry e = {.term = term + 1, .index = 3, .type = RAFT_NOOP};
+    struct raft_message m;
+    memset(&m, 0, sizeof m);
+    m.type = RAFT_MSG_APPEND_ENTRIES;
+    m.from = 2;
+    m.to = 1;
+    m.term = term + 1;
+    m.append_entries.prev_index = 2;
+    m.append_entries.prev_term = term;
+    m.append_entries.commit = 3;
+    m.append_entries.n_entries = 1;
+    m.append_entries.entries = &e;
+    drv_recv(r, now + 10, &m, &u);
+    assert_int_equal(raft_state(r), RAFT_FOLLOWER);
+    assert_int_equal(u.truncate_from, 3);
+    assert_int_equal(raft_commit_index(r), 3);
+    assert_int_equal(u.n_proposals, 1);
+    assert_int_equal(u.proposals[0].cookie, 5);
+    assert_int_equal(u.proposals[0].outcome, RAFT_PROPOSAL_FAILED);
+    assert_int_equal(u.proposals[0].status, RAFT_ENOTCOMMITTED);
+    /* Committed entries are handed out only once durable here: just index 1 so far. */
+    assert_int_equal(u.n_committed, 1);
+    assert_int_equal(u.committed[0].index, 1);
+    raft_destroy(r);
+}
+
 /* Disaster recovery: with two of three servers gone for good, the survivor forces a
  * configuration of itself alone, elects itself and commits. */
 static void test_raft_recover_forces_configuration(void **state)
@@ -224,6 +265,7 @@ int main(void)
         cmocka_unit_test(test_raft_strerror_table),
         cmocka_unit_test(test_raft_rejected_calls_change_nothing),
         cmocka_unit_test(test_raft_leader_rejects_bad_proposals),
+        cmocka_unit_test(test_raft_overwritten_proposal_is_not_committed),
         cmocka_unit_test(test_raft_recover_forces_configuration),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
