@@ -16,4 +16,4 @@ demo: $(BUILD)/walraft
 .PHONY: examples
 
 TEST_DEPS  += $(BUILD)/walraft $(BUILD)/walraft.so $(EXAMPLE_APP)
-TEST_PROGS += examples/cluster.sh $(EXAMPLE_APP) examples/python_example.py
+TEST_PROGS += tests/e2e/test_examples.py examples/cluster.sh $(EXAMPLE_APP) examples/python_example.py

@@ -26,6 +26,7 @@
 
 #define LINE_MAX_BYTES 65536
 #define HISTORY_MAX 1000
+#define LEADER_WAIT_MS 5000
 
 static sqlite3 *interrupt_db;
 
@@ -245,6 +246,29 @@ static int loop(sqlite3 *db, struct input *in, struct shell_output *o)
     return failures;
 }
 
+/* When this process runs the node (it restarted on open), waits a bounded time for it to learn
+ * who leads: right after a restart every node is a follower without a leader, and a write would
+ * be refused at once. */
+static void wait_for_leader(sqlite3 *db)
+{
+    char *role = shell_value(db, "SELECT raft_role()", NULL, NULL);
+    if (role == NULL) {
+        return; /* no node in this process */
+    }
+    sqlite3_free(role);
+    for (int i = 0; i < LEADER_WAIT_MS / 50; i++) {
+        char *leader = shell_value(db, "SELECT raft_leader()", NULL, NULL);
+        sqlite3_free(leader);
+        if (leader != NULL) {
+            return;
+        }
+        usleep(50 * 1000);
+    }
+    fprintf(stderr, "note: no leader known after %d s (no quorum yet?): writes are refused until "
+                    "one is elected\n",
+            LEADER_WAIT_MS / 1000);
+}
+
 /* One line for a person at a terminal: which node runs here, if any. */
 static void greet(sqlite3 *db, const char *name)
 {
@@ -314,6 +338,7 @@ int shell_cmd_sql(int argc, char **argv)
         return 1;
     }
     interrupt_db = db;
+    wait_for_leader(db);
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_sigint;
