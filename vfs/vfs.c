@@ -38,8 +38,13 @@ static struct vfs_shared *shared_list;  /* every path with an open wrapper or an
 
 /* How long a writer sent back for a fresh snapshot keeps its turn. */
 #define RESERVE_MS 1000
-/* How long a queued writer sleeps on the condition variable before asking its busy handler. */
-#define QUEUE_SLICE_MS 20
+
+/* The waiter of this thread while its busy handler runs (vfs_sleep waits on the lock instead of
+ * sleeping), and whether its next busy-handler sleep is skipped: set when its request was bounced
+ * only to refresh its read snapshot, with its turn reserved. */
+static __thread struct vfs_shared *wait_sh;
+static __thread struct waiter *wait_w;
+static __thread int skip_next_sleep;
 
 struct waiter {
     struct vfs_file *f;
@@ -219,6 +224,7 @@ static int vwrite_acquire(struct vfs_file *f)
         return rc;
     }
 
+    skip_next_sleep = 0;
     uint64_t commits0 = sh->commits;
     struct waiter w = {.f = f, .next = NULL};
     if (sh->queue_tail != NULL) {
@@ -235,22 +241,27 @@ static int vwrite_acquire(struct vfs_file *f)
             pthread_mutex_unlock(&vfs_mu);
             return SQLITE_BUSY;
         }
-        if (waited) {
-            cond_wait_ms(sh, QUEUE_SLICE_MS);
-            if (grantable(sh, &w)) {
-                break;
-            }
-        }
+        /* The connection's busy handler bounds the wait (its busy timeout): it says whether to
+         * go on, and its sleeps, which reach vfs_sleep on this thread, become waits on the
+         * condition variable that end as soon as the lock is ours. */
         waited = 1;
-        /* Bounded by the connection's own busy timeout: the handler says when to give up. */
+        wait_sh = sh;
+        wait_w = &w;
         pthread_mutex_unlock(&vfs_mu);
+        uint64_t t0 = vfs_now_ms();
         int go_on = busy_continue(f);
+        uint64_t t1 = vfs_now_ms();
         pthread_mutex_lock(&vfs_mu);
+        wait_sh = NULL;
+        wait_w = NULL;
         if (!go_on && !grantable(sh, &w)) {
             dequeue(sh, &w);
             pthread_cond_broadcast(&sh->cond);
             pthread_mutex_unlock(&vfs_mu);
             return SQLITE_BUSY;
+        }
+        if (go_on && t1 == t0 && !grantable(sh, &w)) {
+            cond_wait_ms(sh, 1); /* a handler that does not sleep through the VFS */
         }
     }
     dequeue(sh, &w);
@@ -262,6 +273,7 @@ static int vwrite_acquire(struct vfs_file *f)
          * kept, rather than let it lose its place. */
         sh->reserved = f;
         sh->reserved_until_ms = vfs_now_ms() + RESERVE_MS;
+        skip_next_sleep = 1;
         pthread_cond_broadcast(&sh->cond);
         pthread_mutex_unlock(&vfs_mu);
         return SQLITE_BUSY;
@@ -793,6 +805,25 @@ static int vfs_randomness(sqlite3_vfs *v, int n, char *out)
 static int vfs_sleep(sqlite3_vfs *v, int us)
 {
     (void)v;
+    if (skip_next_sleep) {
+        /* The busy handler's sleep right after a snapshot-refresh bounce: the turn is reserved
+         * for this thread, retry at once (reported as slept, so the timeout still bounds it). */
+        skip_next_sleep = 0;
+        return us;
+    }
+    if (wait_sh != NULL && us > 0) {
+        /* A queued writer's busy handler: wait for the lock for as long as it would sleep. The
+         * wait ends early only when the lock is ours, so the busy timeout never runs faster
+         * than real time. */
+        uint64_t deadline = vfs_now_ms() + (uint64_t)(us + 999) / 1000;
+        pthread_mutex_lock(&vfs_mu);
+        for (uint64_t now = vfs_now_ms(); now < deadline && !grantable(wait_sh, wait_w);
+             now = vfs_now_ms()) {
+            cond_wait_ms(wait_sh, deadline - now);
+        }
+        pthread_mutex_unlock(&vfs_mu);
+        return us;
+    }
     return vfs_orig->xSleep(vfs_orig, us);
 }
 static int vfs_current_time(sqlite3_vfs *v, double *out)
