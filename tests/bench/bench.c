@@ -3,7 +3,7 @@
  * markdown table on stdout; progress goes to stderr.
  *
  *   bench [--dir D] [--runs N] [--secs S] [--failover-runs N] [--catchup-mb MB]
- *         [--catchup-runs N] [--smoke]
+ *         [--catchup-small-mb MB] [--catchup-runs N] [--smoke]
  *
  * Workloads (each: a warm-up, then N measured runs; the table shows median and min-max):
  *   1. commit: single-row INSERT OR REPLACE (16-byte key, 32-byte value), 1 and 4 writers, on
@@ -11,7 +11,9 @@
  *   2. bulk: 1,000-row transactions of 200-byte rows, MB/s of table data
  *   3. follower apply lag at 70 % of the 3-node 1-writer rate
  *   4. failover: kill -9 of the leader under write load, time to the first write on the new one
- *   5. catch-up: a node joining a 3-node cluster holding a big database (log replay)
+ *   5. catch-up: a node joining a 3-node cluster holding a database of 40 MB (small enough for
+ *      the log to keep whole), then of 200 MB (log replay: reported "not available" when the
+ *      leader's log no longer starts at entry 1, as snapshots are not wired over SQL)
  *   6. the data disk's raw fdatasync rate and the loopback TCP round trip
  *
  * The program re-executes itself for every process it needs: "--setup KIND" runs one setup's
@@ -104,6 +106,21 @@ static void walraft_load(void)
     }
 }
 
+/* A new one-node cluster takes writes once its node has elected itself: waits (bounded). */
+static void wait_writable(sqlite3 *db)
+{
+    uint64_t t0 = bench_now_ns();
+    while (sqlite3_exec(db, "BEGIN IMMEDIATE; COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
+        sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+        if (bench_now_ns() - t0 > 30000000000ull) {
+            bench_die("the bootstrapped node never took a write: %s", sqlite3_errmsg(db));
+        }
+        sleep_us(2000);
+    }
+    fprintf(stderr, "bench[%d]: bootstrapped node writable after %.3f s\n", (int)getpid(),
+            (double)(bench_now_ns() - t0) / 1e9);
+}
+
 /* Database URIs. Nodes keep their whole log (large raft_trailing_entries): the catch-up
  * workload replays it, since snapshots are not available over SQL. */
 static void node_uri(char *out, size_t cap, const char *name)
@@ -152,8 +169,21 @@ static uint64_t rnd(uint64_t *s)
     return *s;
 }
 
+/* Diagnostic (BENCH_BUSY=spin): a busy handler that retries every 50 us for up to 10 s instead
+ * of SQLite's default one (sqlite3_busy_timeout: sleeps of 1, 2, 5, ... up to 100 ms). */
+static int busy_spin(void *arg, int count)
+{
+    (void)arg;
+    sleep_us(50);
+    return count < 200000;
+}
+
 static void conn_pragmas(sqlite3 *db, enum setup_kind kind)
 {
+    const char *busy = getenv("BENCH_BUSY");
+    if (busy != NULL && strcmp(busy, "spin") == 0) {
+        sqlite3_busy_handler(db, busy_spin, NULL);
+    }
     if (kind == PLAIN_FULL) {
         exec(db, "PRAGMA synchronous=FULL");
     } else {
@@ -534,9 +564,7 @@ static int node_main(int argc, char **argv)
         if (query(ns.db, sql, NULL, txt, sizeof txt) != SQLITE_ROW) {
             bench_die("%s: %s", name, txt);
         }
-        for (int i = 0; i < 500 && exec(ns.db, "BEGIN IMMEDIATE; COMMIT") != SQLITE_OK; i++) {
-            sleep_us(10000);
-        }
+        wait_writable(ns.db);
         setup_schema(ns.db);
     } else if (strcmp(mode, "join") == 0 || strcmp(mode, "catchup") == 0) {
         snprintf(sql, sizeof sql, "SELECT raft_join('%s', '%s', '%s')", name, addr, paddr);
@@ -560,10 +588,18 @@ static int node_main(int argc, char **argv)
     if (strcmp(mode, "catchup") == 0) {
         int64_t m = 0;
         uint64_t deadline = t0 + 600000000000ull;
+        int64_t seen = -1;
+        uint64_t progress = bench_now_ns();
         while (bench_now_ns() < deadline) {
             if (query(ns.db, "SELECT coalesce(max(id), 0) FROM bulk", &m, NULL, 0) == SQLITE_ROW &&
                 m >= arg) {
                 break;
+            }
+            if (m != seen) {
+                seen = m;
+                progress = bench_now_ns();
+            } else if (bench_now_ns() - progress > 30000000000ull) {
+                break; /* no progress for 30 s: stuck */
             }
             sleep_us(5000);
         }
@@ -612,6 +648,11 @@ static int node_main(int argc, char **argv)
             snprintf(sql, sizeof sql, "SELECT raft_remove('%s')", line + 7);
             int rc = query(ns.db, sql, NULL, txt, sizeof txt);
             node_say("removed %d %s\n", rc == SQLITE_ROW, txt);
+        } else if (strcmp(line, "logspan") == 0) {
+            int64_t first = 0, last = 0;
+            query(ns.db, "SELECT value FROM raft_stats WHERE name='first_index'", &first, NULL, 0);
+            query(ns.db, "SELECT value FROM raft_stats WHERE name='last_index'", &last, NULL, 0);
+            node_say("span %" PRId64 " %" PRId64 "\n", first, last);
         } else if (strcmp(line, "role") == 0) {
             query(ns.db, "SELECT raft_role()", NULL, txt, sizeof txt);
             node_say("role %s\n", txt);
@@ -717,9 +758,7 @@ static int setup_main(int argc, char **argv)
         if (query(db, sql, NULL, txt, sizeof txt) != SQLITE_ROW) {
             bench_die("bootstrap: %s", txt);
         }
-        for (int i = 0; i < 500 && exec(db, "BEGIN IMMEDIATE; COMMIT") != SQLITE_OK; i++) {
-            sleep_us(10000);
-        }
+        wait_writable(db);
         if (kind == RAFT3) {
             spawn_node(&f[0], "n2", port + 1, "join", port, 0);
             spawn_node(&f[1], "n3", port + 2, "join", port, 0);
@@ -911,8 +950,74 @@ static void run_failover(int n_runs, int port)
     rm_rf(sub);
 }
 
-/* Workload 5: a node joins a 3-node cluster holding `mb` MB of table data (log replay). */
-static void run_catchup(double mb, int n_runs, int port)
+/* Joins `n_runs` fresh nodes, one after another, to the cluster led by c[0], whose bulk table
+ * ends at row `rows`; records seconds and MB/s under `key`. */
+static void catchup_joins(struct bench_child *leader, const char *sub, int64_t rows, int n_runs,
+                          int port, int *next_joiner, const char *key)
+{
+    char line[512], k[128];
+    double s[64], rate[64];
+    int got = 0;
+    for (int r = 0; r < n_runs; r++) {
+        char name[16];
+        snprintf(name, sizeof name, "j%d", (*next_joiner)++);
+        struct bench_child j = {0};
+        spawn_node(&j, name, port + 3 + *next_joiner, "catchup", port, rows);
+        double total = 0, join = 0;
+        int64_t m = 0;
+        if (bench_child_expect(&j, "caught", line, sizeof line, 700000) == 0 &&
+            sscanf(line, "caught %lf %lf %" SCNd64, &total, &join, &m) == 3 && m >= rows) {
+            s[got] = total;
+            rate[got] = (double)rows * 200 / 1e6 / total;
+            fprintf(stderr, "  catch-up run %d: %.2f s (join %.2f s), %.1f MB/s\n", r, total, join,
+                    rate[got]);
+            got++;
+        } else {
+            fprintf(stderr, "  catch-up run %d: not caught up (%s)\n", r, line);
+        }
+        bench_child_kill(&j);
+        bench_child_send(leader, "remove %s\n", name);
+        bench_child_expect(leader, "removed", line, sizeof line, 40000);
+        const char *sfx[] = {".db", ".db-wal", ".db-shm"};
+        for (int i = 0; i < 3; i++) {
+            snprintf(line, sizeof line, "%s/%s%s", sub, name, sfx[i]);
+            unlink(line);
+        }
+        snprintf(line, sizeof line, "%s/%s.db-raft", sub, name);
+        rm_rf(line);
+    }
+    snprintf(k, sizeof k, "%s.s", key);
+    put(k)->s = bench_stat_of(s, got);
+    snprintf(k, sizeof k, "%s.mbps", key);
+    put(k)->s = bench_stat_of(rate, got);
+    snprintf(k, sizeof k, "%s.mb", key);
+    put(k)->s = (struct bench_stat){(double)rows * 200 / 1e6, 0, 0, 1};
+    if (got == 0) {
+        snprintf(k, sizeof k, "%s", key);
+        snprintf(put(k)->text, sizeof results[0].text, "no joining node caught up");
+    }
+}
+
+/* Loads the bulk table of the leader up to `mb` MB in total; the last row id, or -1. */
+static int64_t catchup_load(struct bench_child *leader, double mb)
+{
+    char line[512];
+    int64_t rows = 0;
+    double load_s = 0;
+    bench_child_send(leader, "bulk %g\n", mb);
+    if (bench_child_expect(leader, "bulk", line, sizeof line, 900000) != 0 ||
+        sscanf(line, "bulk %" SCNd64 " %lf", &rows, &load_s) != 2 || rows <= 0) {
+        return -1;
+    }
+    fprintf(stderr, "  loaded %.0f MB more (%" PRId64 " rows in all) in %.1f s\n", mb, rows,
+            load_s);
+    return rows;
+}
+
+/* Workload 5: a node joins a 3-node cluster holding a big database. Without snapshots over SQL
+ * it catches up by log replay, which works only while the leader's log still starts at index 1:
+ * first a database small enough for the log to keep whole, then the requested size. */
+static void run_catchup(double mb, double small_mb, int n_runs, int port)
 {
     char sub[4200], line[512];
     snprintf(sub, sizeof sub, "%s/catchup", dir);
@@ -921,7 +1026,7 @@ static void run_catchup(double mb, int n_runs, int port)
     const char *saved = dir;
     dir = sub;
     struct bench_child c[3] = {{0}, {0}, {0}};
-    fprintf(stderr, "bench: catch-up (%.0f MB)\n", mb);
+    fprintf(stderr, "bench: catch-up (%.0f MB, then %.0f MB)\n", small_mb, mb);
     spawn_node(&c[0], "n1", port, "bootstrap", 0, 0);
     node_ready(&c[0], "n1");
     spawn_node(&c[1], "n2", port + 1, "join", port, 0);
@@ -929,49 +1034,38 @@ static void run_catchup(double mb, int n_runs, int port)
     spawn_node(&c[2], "n3", port + 2, "join", port, 0);
     node_ready(&c[2], "n3");
     sleep_us(2000000);
-    bench_child_send(&c[0], "bulk %g\n", mb);
-    int64_t rows = 0;
-    double load_s = 0;
-    if (bench_child_expect(&c[0], "bulk", line, sizeof line, 900000) != 0 ||
-        sscanf(line, "bulk %" SCNd64 " %lf", &rows, &load_s) != 2 || rows <= 0) {
-        fprintf(stderr, "bench: catch-up: the load failed (%s)\n", line);
-        put("catchup")->s.n = 0;
-        snprintf(put("catchup")->text, sizeof results[0].text, "the load failed");
-    } else {
-        fprintf(stderr, "  loaded %" PRId64 " rows in %.1f s\n", rows, load_s);
-        double s[64], rate[64];
-        int got = 0;
-        for (int r = 0; r < n_runs; r++) {
-            char name[16];
-            snprintf(name, sizeof name, "j%d", r);
-            struct bench_child j = {0};
-            spawn_node(&j, name, port + 3 + r, "catchup", port, rows);
-            double total = 0, join = 0;
-            if (bench_child_expect(&j, "caught", line, sizeof line, 900000) == 0 &&
-                sscanf(line, "caught %lf %lf", &total, &join) == 2) {
-                s[got] = total;
-                rate[got] = (double)rows * 200 / 1e6 / total;
-                fprintf(stderr, "  catch-up run %d: %.2f s (join %.2f s), %.1f MB/s\n", r, total,
-                        join, rate[got]);
-                got++;
-            } else {
-                fprintf(stderr, "  catch-up run %d: no answer\n", r);
-            }
-            bench_child_kill(&j);
-            bench_child_send(&c[0], "remove %s\n", name);
-            bench_child_expect(&c[0], "removed", line, sizeof line, 40000);
-            snprintf(line, sizeof line, "%s/%s.db", sub, name);
-            unlink(line);
-            snprintf(line, sizeof line, "%s/%s.db-wal", sub, name);
-            unlink(line);
-            snprintf(line, sizeof line, "%s/%s.db-shm", sub, name);
-            unlink(line);
-            snprintf(line, sizeof line, "%s/%s.db-raft", sub, name);
-            rm_rf(line);
+    int joiner = 0;
+    double loaded = 0;
+    for (int step = 0; step < 2; step++) {
+        double want = step == 0 ? small_mb : mb;
+        const char *key = step == 0 ? "catchup_small" : "catchup";
+        if (want <= loaded) {
+            continue;
         }
-        put("catchup.s")->s = bench_stat_of(s, got);
-        put("catchup.mbps")->s = bench_stat_of(rate, got);
-        put("catchup.mb")->s = (struct bench_stat){(double)rows * 200 / 1e6, 0, 0, 1};
+        int64_t rows = catchup_load(&c[0], want - loaded);
+        if (rows < 0) {
+            snprintf(put(key)->text, sizeof results[0].text, "loading the database failed");
+            break;
+        }
+        loaded = want;
+        int64_t first = 0, last = 0;
+        bench_child_send(&c[0], "logspan\n");
+        if (bench_child_expect(&c[0], "span", line, sizeof line, 10000) == 0) {
+            sscanf(line, "span %" SCNd64 " %" SCNd64, &first, &last);
+        }
+        fprintf(stderr, "  the leader's log holds entries %" PRId64 "..%" PRId64 "\n", first,
+                last);
+        if (first > 1) {
+            snprintf(put(key)->text, sizeof results[0].text,
+                     "the leader's log was compacted to entries %" PRId64 "..%" PRId64
+                     " despite raft_trailing_entries=1e8, and snapshots are not wired",
+                     first, last);
+            put(key)->s = (struct bench_stat){0, 0, 0, 0};
+            snprintf(line, sizeof line, "%s.mb", key);
+            put(line)->s = (struct bench_stat){(double)rows * 200 / 1e6, 0, 0, 1};
+            continue;
+        }
+        catchup_joins(&c[0], sub, rows, n_runs, port, &joiner, key);
     }
     for (int i = 0; i < 3; i++) {
         bench_child_kill(&c[i]);
@@ -1064,16 +1158,23 @@ static void print_table(double fd_append, double fd_over, double rtt50, double r
     row("4. failover (kill -9 leader)", setup_titles[3],
         "kill → first write on the new leader (default timeouts)", "s", get("failover"), 1, NULL,
         3);
-    struct result *cu = get("catchup.s");
-    if (cu == NULL || cu->s.n == 0) {
-        printf("| 5. catch-up | walraft, 3 nodes + 1 joining | | not available: %s | | |\n",
-               get("catchup") ? get("catchup")->text : "not run");
-    } else {
-        snprintf(fig, sizeof fig, "seconds to caught up (%.0f MB of table data, log replay)",
-                 get("catchup.mb")->s.med);
-        row("5. catch-up", "walraft, 3 nodes + 1 joining", fig, "s", cu, 1, NULL, 2);
-        row("5. catch-up", "walraft, 3 nodes + 1 joining", "catch-up rate (table data)", "MB/s",
-            get("catchup.mbps"), 1, NULL, 1);
+    const char *cks[2] = {"catchup_small", "catchup"};
+    for (int i = 0; i < 2; i++) {
+        char k1[64], k2[64], k3[64];
+        snprintf(k1, sizeof k1, "%s.s", cks[i]);
+        snprintf(k2, sizeof k2, "%s.mbps", cks[i]);
+        snprintf(k3, sizeof k3, "%s.mb", cks[i]);
+        struct result *cu = get(k1), *mb = get(k3), *why = get(cks[i]);
+        char setup[96];
+        snprintf(setup, sizeof setup, "walraft, 3 nodes + 1 joining, %.0f MB of table data",
+                 mb ? mb->s.med : 0);
+        if (cu == NULL || cu->s.n == 0) {
+            printf("| 5. catch-up | %s | seconds to caught up | not available: %s | | |\n", setup,
+                   why && why->text[0] ? why->text : "not run");
+        } else {
+            row("5. catch-up", setup, "seconds to caught up (log replay)", "s", cu, 1, NULL, 2);
+            row("5. catch-up", setup, "catch-up rate (table data)", "MB/s", get(k2), 1, NULL, 1);
+        }
     }
     struct result m = {.s = {fd_append, 0, 0, 1}};
     row("6. machine", "data directory's disk", "4 KiB append + fdatasync", "/s", &m, 1, NULL, 0);
@@ -1091,6 +1192,16 @@ int main(int argc, char **argv)
     if (argc > 1 && strcmp(argv[1], "--node") == 0) {
         return node_main(argc, argv);
     }
+    if (argc > 2 && strcmp(argv[1], "--status") == 0) {
+        /* diagnostics: the status JSON of the node at ADDR */
+        char *json = NULL, err[256] = "";
+        if (walraft_remote_status(argv[2], 2000, &json, err, sizeof err) != 0) {
+            bench_die("%s: %s", argv[2], err);
+        }
+        printf("%s\n", json);
+        free(json);
+        return 0;
+    }
     bench_install_cleanup();
     if (argc > 1 && strcmp(argv[1], "--setup") == 0) {
         return setup_main(argc, argv);
@@ -1099,7 +1210,7 @@ int main(int argc, char **argv)
     snprintf(defdir, sizeof defdir, "/tmp/walraft-bench.%d", (int)getpid());
     dir = defdir;
     int failover_runs = 10, catchup_runs = 5;
-    double catchup_mb = 200;
+    double catchup_mb = 200, catchup_small_mb = 40;
     bool smoke = false;
     for (int i = 1; i < argc; i++) {
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -1113,18 +1224,20 @@ int main(int argc, char **argv)
             failover_runs = atoi(v), i++;
         } else if (strcmp(argv[i], "--catchup-mb") == 0 && v) {
             catchup_mb = atof(v), i++;
+        } else if (strcmp(argv[i], "--catchup-small-mb") == 0 && v) {
+            catchup_small_mb = atof(v), i++;
         } else if (strcmp(argv[i], "--catchup-runs") == 0 && v) {
             catchup_runs = atoi(v), i++;
         } else if (strcmp(argv[i], "--smoke") == 0) {
             smoke = true;
         } else {
             fprintf(stderr, "usage: bench [--dir D] [--runs N] [--secs S] [--failover-runs N] "
-                            "[--catchup-mb MB] [--catchup-runs N] [--smoke]\n");
+                            "[--catchup-mb MB] [--catchup-small-mb MB] [--catchup-runs N] [--smoke]\n");
             return 2;
         }
     }
     if (smoke) {
-        runs = 1, secs = 1, failover_runs = 1, catchup_mb = 5, catchup_runs = 1;
+        runs = 1, secs = 1, failover_runs = 1, catchup_mb = 5, catchup_small_mb = 2, catchup_runs = 1;
     }
     if (runs < 1 || runs > 64 || failover_runs > 64 || catchup_runs > 64) {
         bench_die("runs: 1..64");
@@ -1148,7 +1261,7 @@ int main(int argc, char **argv)
         run_setup((enum setup_kind)k, port + 10 * k);
     }
     run_failover(failover_runs, port + 40);
-    run_catchup(catchup_mb, catchup_runs, port + 50);
+    run_catchup(catchup_mb, catchup_small_mb, catchup_runs, port + 50);
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     double load[3] = {0};
     if (getloadavg(load, 3) < 0) {
