@@ -135,6 +135,24 @@ static int64_t query_int(sqlite3 *db, const char *sql)
     return v;
 }
 
+/* The running test's directory, removed by teardown even when the test failed half-way. */
+static char current_dir[64];
+
+static int teardown_dir(void **state)
+{
+    (void)state;
+    if (current_dir[0] != '\0') {
+        char cmd[128];
+        snprintf(cmd, sizeof cmd, "rm -rf %s", current_dir);
+        if (system(cmd) != 0) {
+            return -1;
+        }
+        current_dir[0] = '\0';
+    }
+    alarm(0);
+    return 0;
+}
+
 static void cluster_start(struct cluster *c, int n, const struct vfs_db_config *fcfg,
                           const struct vfs_db_config *lcfg)
 {
@@ -142,6 +160,7 @@ static void cluster_start(struct cluster *c, int n, const struct vfs_db_config *
     alarm(TEST_SECONDS);
     snprintf(c->dir, sizeof c->dir, "/tmp/walraft-vfs-XXXXXX");
     assert_non_null(mkdtemp(c->dir));
+    memcpy(current_dir, c->dir, sizeof current_dir);
     c->n = n;
     char dir[64];
     memcpy(dir, c->dir, sizeof dir);
@@ -174,6 +193,7 @@ static void cluster_stop(struct cluster *c)
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf %s", c->dir);
     assert_int_equal(system(cmd), 0);
+    current_dir[0] = '\0';
     alarm(0);
 }
 
@@ -281,6 +301,7 @@ static void test_vfs_rows_written_on_leader_appear_on_followers(void **state)
     struct cluster c;
     cluster_start(&c, 3, NULL, NULL);
     sqlite3 *l = open_conn(c.path[0]);
+    exec_ok(l, "PRAGMA synchronous=FULL"); /* commits sync the WAL: no padding frames either */
     exec_ok(l, "CREATE TABLE t(a INTEGER PRIMARY KEY, b TEXT)");
     for (int i = 0; i < 20; i++) {
         exec_ok(l, "INSERT INTO t(b) VALUES(hex(randomblob(100)))");
@@ -895,25 +916,28 @@ static void test_vfs_attach_takes_the_write_lock_once(void **state)
 int main(void)
 {
     sqlite3_config(SQLITE_CONFIG_LOG, NULL, NULL);
+    if (getenv("VFS_TEST_FILTER") != NULL) {
+        cmocka_set_test_filter(getenv("VFS_TEST_FILTER"));
+    }
     assert_int_equal(vfs_register("walraft", 0), SQLITE_OK);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_vfs_rows_written_on_leader_appear_on_followers),
-        cmocka_unit_test(test_vfs_rollback_replicates_nothing),
-        cmocka_unit_test(test_vfs_page_rewritten_in_txn_replicates_latest_image),
-        cmocka_unit_test(test_vfs_vacuum_replicates_and_files_identical),
-        cmocka_unit_test(test_vfs_follower_write_is_readonly),
-        cmocka_unit_test(test_vfs_other_process_cannot_write),
-        cmocka_unit_test(test_vfs_follower_reader_keeps_snapshot),
-        cmocka_unit_test(test_vfs_propose_failure_returns_error_and_changes_nothing),
-        cmocka_unit_test(test_vfs_transaction_over_max_size_fails_cleanly),
-        cmocka_unit_test(test_vfs_four_writer_threads_all_succeed),
-        cmocka_unit_test(test_vfs_queued_writer_wait_is_bounded_by_busy_timeout),
-        cmocka_unit_test(test_vfs_follower_wal_checkpoints_and_restarts),
-        cmocka_unit_test(test_vfs_wal_crosses_first_index_block),
-        cmocka_unit_test(test_vfs_apply_batch_is_one_transaction),
-        cmocka_unit_test(test_vfs_leader_applies_entry_its_writer_lost),
-        cmocka_unit_test(test_vfs_step_down_dooms_open_write_transaction),
-        cmocka_unit_test(test_vfs_attach_takes_the_write_lock_once),
+        cmocka_unit_test_teardown(test_vfs_rows_written_on_leader_appear_on_followers, teardown_dir),
+        cmocka_unit_test_teardown(test_vfs_rollback_replicates_nothing, teardown_dir),
+        cmocka_unit_test_teardown(test_vfs_page_rewritten_in_txn_replicates_latest_image, teardown_dir),
+        cmocka_unit_test_teardown(test_vfs_vacuum_replicates_and_files_identical, teardown_dir),
+        cmocka_unit_test_teardown(test_vfs_follower_write_is_readonly, teardown_dir),
+        cmocka_unit_test_teardown(test_vfs_other_process_cannot_write, teardown_dir),
+        cmocka_unit_test_teardown(test_vfs_follower_reader_keeps_snapshot, teardown_dir),
+        cmocka_unit_test_teardown(test_vfs_propose_failure_returns_error_and_changes_nothing, teardown_dir),
+        cmocka_unit_test_teardown(test_vfs_transaction_over_max_size_fails_cleanly, teardown_dir),
+        cmocka_unit_test_teardown(test_vfs_four_writer_threads_all_succeed, teardown_dir),
+        cmocka_unit_test_teardown(test_vfs_queued_writer_wait_is_bounded_by_busy_timeout, teardown_dir),
+        cmocka_unit_test_teardown(test_vfs_follower_wal_checkpoints_and_restarts, teardown_dir),
+        cmocka_unit_test_teardown(test_vfs_wal_crosses_first_index_block, teardown_dir),
+        cmocka_unit_test_teardown(test_vfs_apply_batch_is_one_transaction, teardown_dir),
+        cmocka_unit_test_teardown(test_vfs_leader_applies_entry_its_writer_lost, teardown_dir),
+        cmocka_unit_test_teardown(test_vfs_step_down_dooms_open_write_transaction, teardown_dir),
+        cmocka_unit_test_teardown(test_vfs_attach_takes_the_write_lock_once, teardown_dir),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
