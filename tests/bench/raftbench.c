@@ -120,8 +120,8 @@ static int node_main(int argc, char **argv)
     if (rc != 0) {
         bench_die("node %s: %s (%s)", argv[3], err, io_node_strerror(rc));
     }
-    /* The leader can take writes once it committed an entry of its term. */
-    for (int i = 0; boot && i < 500 && io_node_write_gate(node, UINT64_MAX) != 0; i++) {
+    /* The leader can take writes once it has elected itself: a first proposal tells. */
+    for (int i = 0; boot && i < 300 && io_node_propose(node, "x", 1, 1000, NULL) != 0; i++) {
         struct timespec ts = {0, 10000000};
         nanosleep(&ts, NULL);
     }
