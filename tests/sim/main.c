@@ -229,6 +229,9 @@ static int run_seed(uint64_t seed, bool trace, struct totals *tot)
                 cl_read(&c, id, NULL);
             }
         }
+        if (any != 0 && chance(&c, 10)) {
+            cl_read(&c, any, NULL); /* stale leaders must not serve stale reads */
+        }
         if (o.lease_reads && leader != 0 && chance(&c, 10)) {
             cl_lease_read(&c, leader);
         }
