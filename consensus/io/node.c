@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
 #include <sys/file.h>
 #include <sys/random.h>
 #include <sys/stat.h>
@@ -1636,6 +1637,9 @@ static void handle(struct io_node *n, struct raft_update *u)
     if (u->config_changed) {
         sync_peers(n);
     }
+    /* Publish before completing waiters below: a caller woken by a finished transfer reads the
+     * new leader from the published state. */
+    publish(n);
     uint8_t state = raft_state(n->raft);
     if (state != n->last_state) {
         if (state == RAFT_LEADER) {
@@ -1839,6 +1843,26 @@ static void set_err(char *err, size_t err_len, const char *fmt, const char *a, c
 static int join_cluster(struct io_node *n, const char *join_addr, uint8_t role, int64_t timeout_ms,
                         char *err, size_t err_len);
 
+/* Removes the files of a node directory and the directory: after a bootstrap or join that
+ * failed (a failed call leaves nothing behind) or the leftovers of one that crashed. */
+void io_node_wipe_dir(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (d == NULL) {
+        return;
+    }
+    struct dirent *e;
+    char path[4400];
+    while ((e = readdir(d)) != NULL) {
+        if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0) {
+            snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+            unlink(path);
+        }
+    }
+    closedir(d);
+    rmdir(dir);
+}
+
 static void node_free(struct io_node *n)
 {
     pthread_mutex_destroy(&n->pub_mu);
@@ -1918,6 +1942,22 @@ int io_node_start(const struct io_node_config *cfg, enum io_node_start_mode mode
                 " (it restarts by itself)");
         node_free(n);
         return IO_NODE_EEXIST;
+    }
+    if (mode != IO_NODE_RESTART) {
+        /* Not a member: whatever is there is left from a start that failed or crashed. Keep
+         * only the lock we hold. */
+        DIR *d = opendir(n->dir);
+        struct dirent *e;
+        char path[4400];
+        while (d != NULL && (e = readdir(d)) != NULL) {
+            if (e->d_name[0] != '.' && strcmp(e->d_name, "lock") != 0) {
+                snprintf(path, sizeof path, "%s/%s", n->dir, e->d_name);
+                unlink(path);
+            }
+        }
+        if (d != NULL) {
+            closedir(d);
+        }
     }
     if (mode == IO_NODE_RESTART) {
         ssize_t k = read_file(n->dir, "node-info", info, sizeof info - 1);
@@ -2131,6 +2171,9 @@ err_after_log:
 err_after_meta:
     io_meta_close(&n->meta_file);
     load_free(&lc);
+    if (mode != IO_NODE_RESTART) {
+        io_node_wipe_dir(n->dir); /* a failed bootstrap or join leaves nothing behind */
+    }
     node_free(n);
     return rc;
 }
@@ -2708,7 +2751,7 @@ void io_node_set_applied_floor(struct io_node *n, uint64_t index)
     }
 }
 
-int io_node_write_gate(struct io_node *n)
+int io_node_write_gate(struct io_node *n, uint64_t applied_hint)
 {
     if (atomic_load(&n->disk_failed)) {
         return IO_NODE_EDISKFULL;
@@ -2725,7 +2768,11 @@ int io_node_write_gate(struct io_node *n)
     if (transfer != 0) {
         return RAFT_ETRANSFER;
     }
-    if (!committed || applied_index(n) < last) {
+    uint64_t applied = applied_index(n);
+    if (applied_hint > applied) {
+        applied = applied_hint;
+    }
+    if (!committed || applied < last) {
         return RAFT_EBUSY;
     }
     return 0;

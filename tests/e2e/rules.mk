@@ -8,3 +8,8 @@ $(KVNODE): tests/e2e/kvnode.c $(LIBS_io)
 
 TEST_DEPS  += $(KVNODE)
 TEST_PROGS += tests/e2e/test_runtime.py
+
+# SQL-level tests: Python's sqlite3 loads the release extension (an ASan build would need
+# LD_PRELOAD of the ASan runtime in an uninstrumented interpreter).
+TEST_DEPS  += $(BUILD)/walraft.so
+TEST_PROGS += tests/e2e/test_sql.py

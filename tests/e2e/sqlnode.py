@@ -8,10 +8,19 @@ Each input line is one SQL statement (or script, with a leading '!'); each answe
     ok <JSON array of rows>
     err <sqlite error code name> <message>
 The connection runs in autocommit mode with a 5 s busy timeout. 'quit' closes and exits 0.
+
+Other commands:
+    @parallel THREADS COUNT SQL   run SQL COUNT times on each of THREADS threads, each with its
+                                  own connection; answers "ok {error name: count, "ok": n}"
+    @reader SQL                   on a second connection: BEGIN, run SQL, keep the transaction
+                                  open; "@reader SQL" again runs SQL inside it; "@reader end"
+                                  commits it
 """
+import ctypes
 import json
 import sqlite3
 import sys
+import threading
 
 
 def main():
@@ -22,10 +31,32 @@ def main():
     db = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=5.0,
                          check_same_thread=False)
     print("ready", flush=True)
+    reader = None
     for line in sys.stdin:
         line = line.rstrip("\n")
         if line == "quit":
             break
+        if line.startswith("@parallel "):
+            _, threads, count, sql = line.split(" ", 3)
+            print("ok " + json.dumps(parallel(uri, int(threads), int(count), sql)), flush=True)
+            continue
+        if line.startswith("@reader "):
+            sql = line[len("@reader "):]
+            try:
+                if reader is None:
+                    reader = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=5.0)
+                    reader.execute("BEGIN")
+                if sql == "end":
+                    reader.execute("COMMIT")
+                    reader.close()
+                    reader = None
+                    rows = []
+                else:
+                    rows = [list(r) for r in reader.execute(sql).fetchall()]
+                print("ok " + json.dumps(rows), flush=True)
+            except sqlite3.Error as e:
+                print("err %s %s" % (getattr(e, "sqlite_errorname", "error"), e), flush=True)
+            continue
         try:
             if line.startswith("!"):
                 db.executescript(line[1:])
@@ -36,8 +67,37 @@ def main():
         except sqlite3.Error as e:
             name = getattr(e, "sqlite_errorname", type(e).__name__)
             print("err %s %s" % (name, str(e).replace("\n", " ")), flush=True)
+    # Stop the node cleanly (the extension stays loaded; its library is already in the process).
+    ctypes.CDLL(ext).walraft_shutdown()
+    if reader is not None:
+        reader.close()
     db.close()
     print("bye", flush=True)
+
+
+def parallel(uri, threads, count, sql):
+    results = {"ok": 0}
+    lock = threading.Lock()
+
+    def work():
+        c = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=10.0,
+                            check_same_thread=False)
+        for _ in range(count):
+            try:
+                c.execute(sql)
+                key = "ok"
+            except sqlite3.Error as e:
+                key = getattr(e, "sqlite_errorname", type(e).__name__)
+            with lock:
+                results[key] = results.get(key, 0) + 1
+        c.close()
+
+    ts = [threading.Thread(target=work) for _ in range(threads)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    return results
 
 
 if __name__ == "__main__":
