@@ -331,6 +331,19 @@ static void node_acquire(struct vfs_db *db)
     pthread_mutex_unlock(&vfs_mu);
 }
 
+/* As node_acquire, but only when nobody holds the lock now. Returns non-zero when acquired. */
+static int node_try_acquire(struct vfs_db *db)
+{
+    struct vfs_shared *sh = db->sh;
+    pthread_mutex_lock(&vfs_mu);
+    int ok = !sh->node_active && (sh->holder == NULL || sh->holder_doomed);
+    if (ok) {
+        sh->node_active = 1;
+    }
+    pthread_mutex_unlock(&vfs_mu);
+    return ok;
+}
+
 static void node_release(struct vfs_db *db)
 {
     pthread_mutex_lock(&vfs_mu);
@@ -508,9 +521,13 @@ int vfs_db_apply_batch(struct vfs_db *db, const struct vfs_entry *e, size_t n)
         k++;
     }
     if (k == n) {
-        node_acquire(db);
-        int rc = maybe_checkpoint(db);
-        node_release(db);
+        /* Already written locally (the leader's own entries). Checkpoint if the WAL is long,
+         * but never wait for a local writer to do so: the next entry will try again. */
+        int rc = SQLITE_OK;
+        if (node_try_acquire(db)) {
+            rc = maybe_checkpoint(db);
+            node_release(db);
+        }
         return rc;
     }
     node_acquire(db);

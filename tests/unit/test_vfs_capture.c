@@ -827,6 +827,43 @@ static void test_vfs_leader_applies_entry_its_writer_lost(void **state)
     cluster_stop(&c);
 }
 
+static void test_vfs_leader_apply_checkpoints_without_waiting_for_writers(void **state)
+{
+    (void)state;
+    struct vfs_db_config lcfg = {.checkpoint_frames = 10};
+    struct cluster c;
+    cluster_start(&c, 1, NULL, &lcfg);
+    c.node[0].record = 1;
+    sqlite3 *l = open_conn(c.path[0]);
+    exec_ok(l, "CREATE TABLE t(a INTEGER PRIMARY KEY, b BLOB)");
+    for (int i = 0; i < 12; i++) {
+        exec_ok(l, "INSERT INTO t(b) VALUES(randomblob(100))");
+    }
+    assert_int_equal(c.node[0].n_rec, 13);
+    /* A local writer holds the write lock, idle: handing the leader its own (already written)
+     * entry returns at once. */
+    sqlite3 *w = open_conn(c.path[0]);
+    exec_ok(w, "BEGIN IMMEDIATE");
+    uint64_t t0 = now_ms();
+    assert_int_equal(vfs_db_apply(c.node[0].db, c.node[0].rec[12].payload, c.node[0].rec[12].len,
+                                  c.node[0].rec[12].index),
+                     SQLITE_OK);
+    assert_true(now_ms() - t0 < 1000);
+    assert_int_equal(vfs_db_floor(c.node[0].db), 0);
+    exec_ok(w, "COMMIT");
+    /* With the lock free, the same call checkpoints the long WAL: the floor moves. */
+    assert_int_equal(vfs_db_apply(c.node[0].db, c.node[0].rec[12].payload, c.node[0].rec[12].len,
+                                  c.node[0].rec[12].index),
+                     SQLITE_OK);
+    assert_int_equal(vfs_db_floor(c.node[0].db), 13);
+    exec_ok(l, "INSERT INTO t(b) VALUES(randomblob(100))"); /* restarts the log */
+    assert_int_equal(query_int(l, "SELECT count(*) FROM t"), 13);
+    walcheck(c.path[0]);
+    sqlite3_close(w);
+    sqlite3_close(l);
+    cluster_stop(&c);
+}
+
 static void test_vfs_step_down_dooms_open_write_transaction(void **state)
 {
     (void)state;
@@ -936,6 +973,8 @@ int main(void)
         cmocka_unit_test_teardown(test_vfs_wal_crosses_first_index_block, teardown_dir),
         cmocka_unit_test_teardown(test_vfs_apply_batch_is_one_transaction, teardown_dir),
         cmocka_unit_test_teardown(test_vfs_leader_applies_entry_its_writer_lost, teardown_dir),
+        cmocka_unit_test_teardown(test_vfs_leader_apply_checkpoints_without_waiting_for_writers,
+                                  teardown_dir),
         cmocka_unit_test_teardown(test_vfs_step_down_dooms_open_write_transaction, teardown_dir),
         cmocka_unit_test_teardown(test_vfs_attach_takes_the_write_lock_once, teardown_dir),
     };
