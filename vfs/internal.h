@@ -22,47 +22,47 @@ enum { FILE_OTHER = 0, FILE_MAIN, FILE_WAL };
 struct vfs_shared;
 
 struct vfs_file {
-    sqlite3_file base;       /* our methods */
-    sqlite3_file *real;      /* the underlying file, allocated right after this struct */
-    struct vfs_shared *sh;   /* main db and WAL files: the path's shared state (a reference) */
-    int kind;                /* FILE_* */
-    int is_node;             /* main db file of the node's own connection (checkpoints) */
-    int vwrite;              /* holds the virtual WRITE lock */
-    void **busy;             /* SQLITE_FCNTL_BUSYHANDLER: {int (*)(void *), void *}, or NULL */
+    sqlite3_file base;     /* our methods */
+    sqlite3_file *real;    /* the underlying file, allocated right after this struct */
+    struct vfs_shared *sh; /* main db and WAL files: the path's shared state (a reference) */
+    int kind;              /* FILE_* */
+    int is_node;           /* main db file of the node's own connection (checkpoints) */
+    int vwrite;            /* holds the virtual WRITE lock */
+    void **busy;           /* SQLITE_FCNTL_BUSYHANDLER: {int (*)(void *), void *}, or NULL */
 };
 
 /* What the leader's writer has written in its current transaction. */
 enum { CAP_OPEN = 0, CAP_HELD, CAP_COMMITTED, CAP_FAILED };
 struct capture {
     int state;
-    uint32_t page_size;     /* from the WAL header; 0 until known */
-    uint32_t first;         /* lowest frame written in this transaction (0: none yet) */
-    uint32_t last;          /* highest frame written */
-    uint32_t *pgno;         /* pgno[frame - first], 0 when that frame's header was not seen */
-    uint32_t cap;           /* entries allocated in pgno */
+    uint32_t page_size; /* from the WAL header; 0 until known */
+    uint32_t first;     /* lowest frame written in this transaction (0: none yet) */
+    uint32_t last;      /* highest frame written */
+    uint32_t *pgno;     /* pgno[frame - first], 0 when that frame's header was not seen */
+    uint32_t cap;       /* entries allocated in pgno */
     uint8_t held_hdr[WAL_FRAME_HDR_SIZE]; /* the commit frame's header, held back */
     uint32_t held_frame;
-    uint64_t index;         /* log index of the committed entry (CAP_COMMITTED) */
+    uint64_t index; /* log index of the committed entry (CAP_COMMITTED) */
 };
 
 /* Per database path in this process. */
 struct vfs_shared {
     char *path;
-    int refs;                   /* open wrappers + an attachment */
+    int refs; /* open wrappers + an attachment */
     struct vfs_shared *next;
-    pthread_cond_t cond;        /* any change of the lock state below */
-    struct vfs_db *node;        /* attached node, or NULL (pass-through) */
+    pthread_cond_t cond; /* any change of the lock state below */
+    struct vfs_db *node; /* attached node, or NULL (pass-through) */
     /* The virtual WRITE lock. */
-    struct vfs_file *holder;    /* user connection holding it, or NULL */
-    int holder_doomed;          /* holder's transaction is doomed (step down) */
-    int node_active;            /* the node is applying or checkpointing */
-    int node_waiting;           /* node threads waiting: they go before user writers */
-    struct waiter *queue_head;  /* user writers waiting, FIFO */
+    struct vfs_file *holder;   /* user connection holding it, or NULL */
+    int holder_doomed;         /* holder's transaction is doomed (step down) */
+    int node_active;           /* the node is applying or checkpointing */
+    int node_waiting;          /* node threads waiting: they go before user writers */
+    struct waiter *queue_head; /* user writers waiting, FIFO */
     struct waiter *queue_tail;
-    struct vfs_file *reserved;  /* a writer sent back for a fresh snapshot gets the lock next */
+    struct vfs_file *reserved; /* a writer sent back for a fresh snapshot gets the lock next */
     uint64_t reserved_until_ms;
-    uint64_t commits;           /* bumped whenever a transaction becomes visible */
-    int index_stale;            /* hash entries above mxFrame may be left over */
+    uint64_t commits; /* bumped whenever a transaction becomes visible */
+    int index_stale;  /* hash entries above mxFrame may be left over */
     struct capture cap;
 };
 
@@ -76,16 +76,16 @@ struct vfs_db {
     struct vfs_node_ops ops;
     uint64_t max_txn_bytes;
     uint32_t checkpoint_frames;
-    int gate_calls;            /* write_gate()/propose() calls in progress */
-    sqlite3_file *dbf;         /* node's handle on the database: the real locks, the shm */
-    sqlite3_file *walf;        /* node's handle on the WAL: the apply path's writes */
-    char *name_db;             /* names in SQLite's format (the unix VFS keeps pointers) */
+    int gate_calls;     /* write_gate()/propose() calls in progress */
+    sqlite3_file *dbf;  /* node's handle on the database: the real locks, the shm */
+    sqlite3_file *walf; /* node's handle on the WAL: the apply path's writes */
+    char *name_db;      /* names in SQLite's format (the unix VFS keeps pointers) */
     char *name_wal;
-    sqlite3 *conn;             /* node's own connection, for checkpoints */
+    sqlite3 *conn; /* node's own connection, for checkpoints */
     struct wal_shm shm;
     uint64_t applied;
     uint64_t floor;
-    struct gen_entry *gens;    /* entries in the current WAL generation, by end frame */
+    struct gen_entry *gens; /* entries in the current WAL generation, by end frame */
     size_t n_gens;
     size_t cap_gens;
     char last_error[256];
@@ -99,7 +99,7 @@ extern const char *vfs_name;
 extern __thread int vfs_opening_node;
 
 uint64_t vfs_now_ms(void);
-void vfs_shared_put(struct vfs_shared *sh); /* vfs_mu held */
+void vfs_shared_put(struct vfs_shared *sh);          /* vfs_mu held */
 struct vfs_shared *vfs_shared_get(const char *path); /* vfs_mu held; a new reference */
 
 /* node.c, vfs_mu held: a local commit finished (or a transaction ended). */

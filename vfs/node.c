@@ -193,8 +193,8 @@ static int open_conn(struct vfs_db *db, const char *path)
                         NULL, NULL, NULL);
 }
 
-int vfs_db_attach(const char *path, const struct vfs_node_ops *ops,
-                  const struct vfs_db_config *cfg, uint64_t applied_floor, struct vfs_db **out)
+int vfs_db_attach(const char *path, const struct vfs_node_ops *ops, const struct vfs_db_config *cfg,
+                  uint64_t applied_floor, struct vfs_db **out)
 {
     if (vfs_orig == NULL || path == NULL || ops == NULL || ops->propose == NULL || out == NULL) {
         return SQLITE_MISUSE;

@@ -63,7 +63,8 @@ static uint32_t get_be32(const uint8_t *p)
     return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | (uint32_t)p[3];
 }
 
-/* --- per-path shared state --------------------------------------------------------------------- */
+/* --- per-path shared state ---------------------------------------------------------------------
+ */
 
 struct vfs_shared *vfs_shared_get(const char *path)
 {
@@ -204,8 +205,8 @@ static int vwrite_acquire(struct vfs_file *f)
     pthread_mutex_unlock(&vfs_mu);
 
     char why[200] = "";
-    int rc = db->ops.write_gate != NULL ? db->ops.write_gate(db->ops.ctx, why, sizeof why)
-                                        : SQLITE_OK;
+    int rc =
+        db->ops.write_gate != NULL ? db->ops.write_gate(db->ops.ctx, why, sizeof why) : SQLITE_OK;
 
     pthread_mutex_lock(&vfs_mu);
     db->gate_calls--;

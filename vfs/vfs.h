@@ -96,9 +96,8 @@ struct vfs_db;
  * attachment. cfg may be NULL. One attachment per path per process: a second one is
  * SQLITE_MISUSE. Returns SQLITE_OK and *out, or an SQLITE_* code (SQLITE_BUSY: another process
  * or attachment holds the write lock). */
-int vfs_db_attach(const char *path, const struct vfs_node_ops *ops,
-                  const struct vfs_db_config *cfg, uint64_t applied_floor,
-                  struct vfs_db **out /* OUT */);
+int vfs_db_attach(const char *path, const struct vfs_node_ops *ops, const struct vfs_db_config *cfg,
+                  uint64_t applied_floor, struct vfs_db **out /* OUT */);
 
 /* Detaches: waits for a local write transaction in progress, releases the locks, closes the
  * node's handles and frees db. Local connections stay open and become pass-through. */

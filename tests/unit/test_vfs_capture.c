@@ -24,7 +24,8 @@
 #define WALCHECK "../shared/tools/walcheck.py"
 #define TEST_SECONDS 180
 
-/* --- the fake node ----------------------------------------------------------------------------- */
+/* --- the fake node -----------------------------------------------------------------------------
+ */
 
 struct fake_node {
     struct vfs_db *db;
@@ -32,11 +33,11 @@ struct fake_node {
     struct fake_node *followers[2];
     int n_followers;
     uint64_t next_index;
-    int fail_next;      /* 0, or the vfs_propose_result the next proposal returns */
-    int proposals;      /* committed proposals */
-    int catching_up;    /* the gate answers SQLITE_BUSY this many more times */
-    int lose_outcome;   /* commit, then report VFS_PROPOSE_UNKNOWN (the writer lost it) */
-    int record;         /* keep every committed payload in rec[] */
+    int fail_next;    /* 0, or the vfs_propose_result the next proposal returns */
+    int proposals;    /* committed proposals */
+    int catching_up;  /* the gate answers SQLITE_BUSY this many more times */
+    int lose_outcome; /* commit, then report VFS_PROPOSE_UNKNOWN (the writer lost it) */
+    int record;       /* keep every committed payload in rec[] */
     struct {
         void *payload;
         size_t len;
@@ -60,8 +61,8 @@ static int fake_gate(void *ctx, char *why, size_t why_len)
     return SQLITE_READONLY;
 }
 
-static int fake_propose(void *ctx, const void *payload, size_t len, uint64_t *index_out,
-                        char *why, size_t why_len)
+static int fake_propose(void *ctx, const void *payload, size_t len, uint64_t *index_out, char *why,
+                        size_t why_len)
 {
     struct fake_node *n = ctx;
     if (n->fail_next) {
@@ -95,7 +96,8 @@ static int fake_propose(void *ctx, const void *payload, size_t len, uint64_t *in
     return VFS_PROPOSE_OK;
 }
 
-/* --- fixture ----------------------------------------------------------------------------------- */
+/* --- fixture -----------------------------------------------------------------------------------
+ */
 
 struct cluster {
     char dir[64];
@@ -118,9 +120,9 @@ static void exec_ok(sqlite3 *db, const char *sql)
 static sqlite3 *open_conn(const char *path)
 {
     sqlite3 *db = NULL;
-    assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE,
-                                     "walraft"),
-                     SQLITE_OK);
+    assert_int_equal(
+        sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, "walraft"),
+        SQLITE_OK);
     sqlite3_busy_timeout(db, 10000);
     return db;
 }
@@ -270,8 +272,8 @@ static void walcheck(const char *path)
 static int64_t count_after_crash(struct cluster *c, int i, const char *sql)
 {
     char cmd[512];
-    snprintf(cmd, sizeof cmd, "cp %s %s/crash.db && cp %s-wal %s/crash.db-wal", c->path[i],
-             c->dir, c->path[i], c->dir);
+    snprintf(cmd, sizeof cmd, "cp %s %s/crash.db && cp %s-wal %s/crash.db-wal", c->path[i], c->dir,
+             c->path[i], c->dir);
     char *argv[] = {"sh", "-c", cmd, NULL};
     assert_int_equal(run_child(NULL, argv), 0);
     char path[160];
@@ -293,7 +295,8 @@ static int64_t count_on(const char *path, const char *sql)
     return v;
 }
 
-/* --- tests ------------------------------------------------------------------------------------- */
+/* --- tests -------------------------------------------------------------------------------------
+ */
 
 static void test_vfs_rows_written_on_leader_appear_on_followers(void **state)
 {
@@ -411,8 +414,7 @@ static void test_vfs_follower_write_is_readonly(void **state)
     exec_ok(l, "CREATE TABLE t(a)");
     exec_ok(l, "INSERT INTO t VALUES(1)");
     sqlite3 *f = open_conn(c.path[1]);
-    assert_int_equal(sqlite3_exec(f, "INSERT INTO t VALUES(2)", NULL, NULL, NULL),
-                     SQLITE_READONLY);
+    assert_int_equal(sqlite3_exec(f, "INSERT INTO t VALUES(2)", NULL, NULL, NULL), SQLITE_READONLY);
     assert_int_equal(sqlite3_exec(f, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_READONLY);
     assert_int_equal(query_int(f, "SELECT count(*) FROM t"), 1);
     char err[256];
@@ -439,8 +441,14 @@ static void test_vfs_other_process_cannot_write(void **state)
     exec_ok(l, "INSERT INTO t VALUES(1)");
     const char *out = "/tmp/walraft-vfs-child.out";
     for (int i = 0; i < 2; i++) {
-        char *w[] = {"timeout", "20", "sqlite3", "-cmd", ".timeout 200", c.path[i],
-                     "INSERT INTO t VALUES(99)", NULL};
+        char *w[] = {"timeout",
+                     "20",
+                     "sqlite3",
+                     "-cmd",
+                     ".timeout 200",
+                     c.path[i],
+                     "INSERT INTO t VALUES(99)",
+                     NULL};
         assert_int_not_equal(run_child(out, w), 0);
         char *g[] = {"grep", "-q", "locked", (char *)out, NULL};
         assert_int_equal(run_child(NULL, g), 0);
@@ -522,8 +530,9 @@ static void test_vfs_propose_failure_returns_error_and_changes_nothing(void **st
     /* A failure in the middle of a large transaction that spilled. */
     exec_ok(l, "PRAGMA cache_size=2");
     c.node[0].fail_next = VFS_PROPOSE_NOT_COMMITTED;
-    int rc = sqlite3_exec(l, "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE"
-                             " i<300) INSERT INTO t SELECT randomblob(3000) FROM n",
+    int rc = sqlite3_exec(l,
+                          "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE"
+                          " i<300) INSERT INTO t SELECT randomblob(3000) FROM n",
                           NULL, NULL, NULL);
     assert_int_equal(rc & 0xff, SQLITE_IOERR);
     assert_int_equal(query_int(l, "SELECT count(*) FROM t"), 3);
@@ -585,8 +594,9 @@ static void *writer_main(void *p)
             a->failures++;
         }
         if (i % 10 == 0) {
-            rc = sqlite3_exec(db, "BEGIN IMMEDIATE; UPDATE t SET b = randomblob(10) WHERE rowid = 1;"
-                                  " COMMIT",
+            rc = sqlite3_exec(db,
+                              "BEGIN IMMEDIATE; UPDATE t SET b = randomblob(10) WHERE rowid = 1;"
+                              " COMMIT",
                               NULL, NULL, NULL);
             if (rc != SQLITE_OK) {
                 fprintf(stderr, "writer %d: %s\n", a->id, sqlite3_errmsg(db));
@@ -813,8 +823,8 @@ static void test_vfs_leader_applies_entry_its_writer_lost(void **state)
     /* The runtime hands every committed entry to apply, on the leader too: entry 1 was written
      * by the leader's writer (skipped), entry 2 was not (applied now). */
     for (int i = 0; i < 2; i++) {
-        assert_int_equal(vfs_db_apply(c.node[0].db, c.node[0].rec[i].payload,
-                                      c.node[0].rec[i].len, c.node[0].rec[i].index),
+        assert_int_equal(vfs_db_apply(c.node[0].db, c.node[0].rec[i].payload, c.node[0].rec[i].len,
+                                      c.node[0].rec[i].index),
                          SQLITE_OK);
     }
     assert_int_equal(vfs_db_applied(c.node[0].db), 2);
@@ -890,8 +900,7 @@ static void test_vfs_step_down_dooms_open_write_transaction(void **state)
     exec_ok(n1, "INSERT INTO t(b) VALUES(randomblob(5000))");
     assert_int_equal(vfs_db_applied(c.node[0].db), 4);
     /* The doomed transaction cannot write any more, nor commit. */
-    int rc = sqlite3_exec(l, "INSERT INTO t(b) SELECT b FROM t LIMIT 50; COMMIT", NULL, NULL,
-                          NULL);
+    int rc = sqlite3_exec(l, "INSERT INTO t(b) SELECT b FROM t LIMIT 50; COMMIT", NULL, NULL, NULL);
     assert_int_not_equal(rc, SQLITE_OK);
     sqlite3_exec(l, "ROLLBACK", NULL, NULL, NULL);
     assert_int_equal(query_int(l, "SELECT count(*) FROM t"), 3);
@@ -910,8 +919,7 @@ static void test_vfs_attach_takes_the_write_lock_once(void **state)
     (void)state;
     struct cluster c;
     cluster_start(&c, 1, NULL, NULL);
-    struct vfs_node_ops ops = {.ctx = &c.node[0], .write_gate = fake_gate,
-                               .propose = fake_propose};
+    struct vfs_node_ops ops = {.ctx = &c.node[0], .write_gate = fake_gate, .propose = fake_propose};
     struct vfs_db *again = NULL;
     assert_int_equal(vfs_db_attach(c.path[0], &ops, NULL, 0, &again), SQLITE_MISUSE);
     assert_null(again);
@@ -958,17 +966,21 @@ int main(void)
     }
     assert_int_equal(vfs_register("walraft", 0), SQLITE_OK);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_teardown(test_vfs_rows_written_on_leader_appear_on_followers, teardown_dir),
+        cmocka_unit_test_teardown(test_vfs_rows_written_on_leader_appear_on_followers,
+                                  teardown_dir),
         cmocka_unit_test_teardown(test_vfs_rollback_replicates_nothing, teardown_dir),
-        cmocka_unit_test_teardown(test_vfs_page_rewritten_in_txn_replicates_latest_image, teardown_dir),
+        cmocka_unit_test_teardown(test_vfs_page_rewritten_in_txn_replicates_latest_image,
+                                  teardown_dir),
         cmocka_unit_test_teardown(test_vfs_vacuum_replicates_and_files_identical, teardown_dir),
         cmocka_unit_test_teardown(test_vfs_follower_write_is_readonly, teardown_dir),
         cmocka_unit_test_teardown(test_vfs_other_process_cannot_write, teardown_dir),
         cmocka_unit_test_teardown(test_vfs_follower_reader_keeps_snapshot, teardown_dir),
-        cmocka_unit_test_teardown(test_vfs_propose_failure_returns_error_and_changes_nothing, teardown_dir),
+        cmocka_unit_test_teardown(test_vfs_propose_failure_returns_error_and_changes_nothing,
+                                  teardown_dir),
         cmocka_unit_test_teardown(test_vfs_transaction_over_max_size_fails_cleanly, teardown_dir),
         cmocka_unit_test_teardown(test_vfs_four_writer_threads_all_succeed, teardown_dir),
-        cmocka_unit_test_teardown(test_vfs_queued_writer_wait_is_bounded_by_busy_timeout, teardown_dir),
+        cmocka_unit_test_teardown(test_vfs_queued_writer_wait_is_bounded_by_busy_timeout,
+                                  teardown_dir),
         cmocka_unit_test_teardown(test_vfs_follower_wal_checkpoints_and_restarts, teardown_dir),
         cmocka_unit_test_teardown(test_vfs_wal_crosses_first_index_block, teardown_dir),
         cmocka_unit_test_teardown(test_vfs_apply_batch_is_one_transaction, teardown_dir),
