@@ -240,7 +240,14 @@ int main(int argc, char **argv)
         return shell_help(NULL, stdout);
     }
     if (strcmp(cmd, "--version") == 0) {
-        printf("walraft (SQLite %s)\n", sqlite3_libversion());
+#if defined(WALRAFT_READLINE)
+        const char *editing = "readline";
+#elif defined(WALRAFT_EDITLINE)
+        const char *editing = "libedit";
+#else
+        const char *editing = "none";
+#endif
+        printf("walraft (SQLite %s, line editing: %s)\n", sqlite3_libversion(), editing);
         return 0;
     }
     if (strcmp(cmd, "help") == 0) {

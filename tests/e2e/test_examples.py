@@ -113,6 +113,56 @@ def test_sql_one_statement_prints_a_table_and_fails_with_status_1():
         c.cleanup(ok)
 
 
+def test_sql_prompt_on_a_terminal():
+    """The interactive prompt: a greeting, prompts, continuation lines, history, .quit."""
+    import pty
+    import select
+    c = Cluster(WALRAFT)
+    ok = False
+    try:
+        master, slave = pty.openpty()
+        env = dict(os.environ, HOME=c.root, TERM="dumb")
+        p = subprocess.Popen([WALRAFT, "sql", os.path.join(c.root, "tty.db")], stdin=slave,
+                             stdout=slave, stderr=slave, env=env, close_fds=True)
+        c.pids.append(p.pid)
+        os.close(slave)
+        seen = b""
+
+        def expect(text, timeout=10):
+            nonlocal seen
+            deadline = time.monotonic() + timeout
+            while text.encode() not in seen:
+                left = deadline - time.monotonic()
+                check(left > 0, "no %r on the terminal; got %r" % (text, seen[-300:]))
+                r, _, _ = select.select([master], [], [], left)
+                if r:
+                    try:
+                        seen += os.read(master, 4096)
+                    except OSError:
+                        break
+            check(text.encode() in seen, "no %r on the terminal; got %r" % (text, seen[-300:]))
+            seen = seen[seen.index(text.encode()) + len(text):]
+
+        expect("no node yet")
+        expect("walraft> ")
+        os.write(master, b"SELECT 6 * 7\n")
+        expect("...> ")
+        os.write(master, b"AS answer;\n")
+        expect("answer")
+        expect("42")
+        expect("walraft> ")
+        os.write(master, b".quit\n")
+        check(p.wait(10) == 0, "exit status after .quit")
+        os.close(master)
+        _, version, _ = run("--version")
+        if "line editing: none" not in version:
+            with open(os.path.join(c.root, ".walraft_history")) as f:
+                check("SELECT 6 * 7" in f.read(), "history written")
+        ok = True
+    finally:
+        c.cleanup(ok)
+
+
 def test_sql_hosts_the_node_while_open():
     c = Cluster(WALRAFT)
     ok = False
@@ -189,6 +239,7 @@ if __name__ == "__main__":
         ("usage texts and exit statuses", test_usage_texts_are_there_and_exit_statuses_right),
         ("sql: one statement, scripted input, failures",
          test_sql_one_statement_prints_a_table_and_fails_with_status_1),
+        ("sql: the prompt on a terminal", test_sql_prompt_on_a_terminal),
         ("sql hosts the node while open", test_sql_hosts_the_node_while_open),
         ("serve: bootstrap, join, status, restart, signals",
          test_serve_bootstrap_join_status_restart_and_signals),
