@@ -150,6 +150,41 @@ static int fsm_apply(void *ctx, uint64_t index, const void *buf, size_t len)
     return 0;
 }
 
+static int fsm_apply_batch(void *ctx, const struct io_apply_entry *e, size_t count)
+{
+    struct ext_node *n = ctx;
+    struct vfs_db *db = wait_db(n);
+    if (db == NULL) {
+        return -1;
+    }
+    struct vfs_entry stack[64];
+    struct vfs_entry *ve = count <= 64 ? stack : malloc(count * sizeof *ve);
+    if (ve == NULL) {
+        return SQLITE_NOMEM;
+    }
+    for (size_t i = 0; i < count; i++) {
+        ve[i] = (struct vfs_entry){.payload = e[i].buf, .len = e[i].len, .index = e[i].index};
+    }
+    int rc = vfs_db_apply_batch(db, ve, count);
+    if (ve != stack) {
+        free(ve);
+    }
+    if (rc != SQLITE_OK) {
+        char why[256];
+        vfs_db_last_error(db, why, sizeof why);
+        sqlite3_log(rc, "walraft: cannot apply entries %llu..%llu to %s: %s",
+                    (unsigned long long)e[0].index, (unsigned long long)e[count - 1].index,
+                    n->path, why);
+        return rc;
+    }
+    uint64_t floor = vfs_db_floor(db);
+    if (floor > n->floor_reported) {
+        n->floor_reported = floor;
+        io_node_set_applied_floor(n->node, floor);
+    }
+    return 0;
+}
+
 static void fsm_leadership_lost(void *ctx)
 {
     struct ext_node *n = ctx;
@@ -166,7 +201,10 @@ static void fsm_leadership_lost(void *ctx)
 static int ops_write_gate(void *ctx, char *why, size_t why_len)
 {
     struct ext_node *n = ctx;
-    int rc = io_node_write_gate(n->node);
+    pthread_mutex_lock(&n->mu);
+    struct vfs_db *db = n->db;
+    pthread_mutex_unlock(&n->mu);
+    int rc = io_node_write_gate(n->node, db != NULL ? vfs_db_applied(db) : 0);
     if (rc == 0) {
         return SQLITE_OK;
     }
@@ -232,7 +270,10 @@ int ext_node_start(const char *path, const struct ext_config *cfg, enum ext_star
         .election_timeout_ms = cfg->election_timeout_ms,
         .heartbeat_ms = cfg->heartbeat_ms,
         .trailing_entries = cfg->trailing_entries,
-        .fsm = {.ctx = n, .apply = fsm_apply, .leadership_lost = fsm_leadership_lost},
+        .fsm = {.ctx = n,
+                .apply = fsm_apply,
+                .apply_batch = fsm_apply_batch,
+                .leadership_lost = fsm_leadership_lost},
     };
     enum io_node_start_mode mode = how == EXT_BOOTSTRAP ? IO_NODE_BOOTSTRAP
                                    : how == EXT_JOIN    ? IO_NODE_JOIN
@@ -274,6 +315,9 @@ int ext_node_start(const char *path, const struct ext_config *cfg, enum ext_star
                  rc == SQLITE_BUSY ? "another process holds its write lock"
                                    : sqlite3_errstr(rc));
         io_node_stop(n->node);
+        if (how != EXT_RESTART) {
+            io_node_wipe_dir(dir); /* a failed bootstrap or join changes nothing */
+        }
         pthread_mutex_destroy(&n->mu);
         pthread_cond_destroy(&n->cv);
         free(n);

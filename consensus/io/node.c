@@ -636,6 +636,62 @@ static void post_installed(struct io_node *n, const struct apply_item *it, bool 
     }
 }
 
+#define APPLY_BATCH_ENTRIES_MAX 1024
+#define APPLY_BATCH_BYTES_MAX (64u << 20)
+
+static void apply_fail(struct io_node *n, uint64_t index, int rc)
+{
+    io_logf(IO_LOG_ERROR, n->name,
+            "state machine failed to apply entry %" PRIu64 " (rc %d): stopping apply", index, rc);
+    pthread_mutex_lock(&n->apply_mu);
+    n->apply_failed = true;
+    pthread_mutex_unlock(&n->apply_mu);
+}
+
+/* Applies `first` and every committed entry queued right behind it (bounded) as one unit through
+ * fsm.apply_batch. Takes ownership of the items. */
+static void apply_batch(struct io_node *n, struct apply_item *first, uint64_t applied)
+{
+    struct apply_item *items[APPLY_BATCH_ENTRIES_MAX];
+    struct io_apply_entry es[APPLY_BATCH_ENTRIES_MAX];
+    size_t k = 0, m = 0, bytes = first->buf != NULL ? first->buf->len : 0;
+
+    items[k++] = first;
+    pthread_mutex_lock(&n->apply_mu);
+    while (k < APPLY_BATCH_ENTRIES_MAX && n->apply_head != NULL &&
+           n->apply_head->kind == A_ENTRY) {
+        struct apply_item *it = n->apply_head;
+        size_t len = it->buf != NULL ? it->buf->len : 0;
+        if (bytes + len > APPLY_BATCH_BYTES_MAX) {
+            break;
+        }
+        bytes += len;
+        n->apply_head = it->next;
+        if (n->apply_head == NULL) {
+            n->apply_tail = NULL;
+        }
+        items[k++] = it;
+    }
+    pthread_mutex_unlock(&n->apply_mu);
+
+    for (size_t i = 0; i < k; i++) {
+        struct apply_item *it = items[i];
+        if (it->index > applied && it->type == RAFT_NORMAL && it->buf != NULL) {
+            es[m++] = (struct io_apply_entry){it->index, it->buf->base, it->buf->len};
+        }
+    }
+    int rc = m > 0 ? n->fsm.apply_batch(n->fsm.ctx, es, m) : 0;
+    if (rc != 0) {
+        apply_fail(n, es[0].index, rc);
+    } else {
+        set_applied(n, items[k - 1]->index);
+    }
+    for (size_t i = 0; i < k; i++) {
+        raft_buf_unref(items[i]->buf);
+        free(items[i]);
+    }
+}
+
 static void *apply_main(void *arg)
 {
     struct io_node *n = arg;
@@ -661,6 +717,10 @@ static void *apply_main(void *arg)
         pthread_mutex_unlock(&n->apply_mu);
 
         int rc = 0;
+        if (it->kind == A_ENTRY && !failed && n->fsm.apply_batch != NULL) {
+            apply_batch(n, it, applied);
+            continue;
+        }
         switch (it->kind) {
         case A_ENTRY:
             if (failed || it->index <= applied) {
@@ -670,12 +730,7 @@ static void *apply_main(void *arg)
                 rc = n->fsm.apply(n->fsm.ctx, it->index, it->buf->base, it->buf->len);
             }
             if (rc != 0) {
-                io_logf(IO_LOG_ERROR, n->name,
-                        "state machine failed to apply entry %" PRIu64 " (rc %d): stopping apply",
-                        it->index, rc);
-                pthread_mutex_lock(&n->apply_mu);
-                n->apply_failed = true;
-                pthread_mutex_unlock(&n->apply_mu);
+                apply_fail(n, it->index, rc);
             } else {
                 set_applied(n, it->index);
             }

@@ -47,6 +47,13 @@ enum {
 /* A static message for a RAFT_E* or IO_NODE_E* code. */
 const char *io_node_strerror(int rc);
 
+/* One committed entry handed to io_fsm.apply_batch; buf is valid during the call. */
+struct io_apply_entry {
+    uint64_t index;
+    const void *buf;
+    size_t len;
+};
+
 /*
  * The state machine. Every callback runs on the node's apply thread, one at a time, in log order.
  */
@@ -69,6 +76,12 @@ struct io_fsm {
     int (*install_begin)(void *ctx, uint64_t index);
     int (*install_chunk)(void *ctx, const void *buf, size_t len);
     int (*install_end)(void *ctx, uint64_t index, bool ok);
+
+    /* Optional: applies several committed RAFT_NORMAL entries (increasing indexes) as one unit,
+     * so readers see all of them or none. When set, the apply thread hands every consecutive
+     * committed entry it has queued to apply_batch (bounded by count and bytes) instead of
+     * calling apply for each: after a restart the whole replay is one unit. */
+    int (*apply_batch)(void *ctx, const struct io_apply_entry *e, size_t n);
 
     /* This node stopped being the leader (may be NULL). Runs on the loop thread: it must be quick
      * and must not wait for anything an application thread holds. */
@@ -97,6 +110,10 @@ uint64_t io_node_id_of(const char *name);
 
 /* Does `dir` hold a cluster member (a node that bootstrapped or joined)? */
 bool io_node_exists(const char *dir);
+
+/* Removes a node directory and everything in it. Only for a node that is not running: one
+ * whose bootstrap or join could not be completed. */
+void io_node_wipe_dir(const char *dir);
 
 /*
  * Starts a node. JOIN blocks until the cluster has committed the addition (or fails after
@@ -148,8 +165,10 @@ void io_node_set_applied_floor(struct io_node *n, uint64_t index);
 
 /* Can this node accept a write now? 0 when it is the leader, has committed an entry of its term
  * and has applied its whole log; RAFT_ENOTLEADER; RAFT_EBUSY (catching up); RAFT_ETRANSFER;
- * IO_NODE_EDISKFULL. Cheap (reads state the loop publishes). */
-int io_node_write_gate(struct io_node *n);
+ * IO_NODE_EDISKFULL. `applied_hint` is the state machine's own applied index when it can be
+ * ahead of the apply thread (a leader's local commit is in the state before the apply thread
+ * reaches its entry); 0 if none. Cheap (reads state the loop publishes). */
+int io_node_write_gate(struct io_node *n, uint64_t applied_hint);
 
 /* The known leader's name and address ("" when unknown). */
 void io_node_leader(struct io_node *n, char name[RAFT_NAME_MAX], char addr[RAFT_ADDR_MAX]);

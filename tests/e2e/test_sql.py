@@ -276,8 +276,9 @@ def test_transfer_and_remove(c):
 def test_big_rolled_back_vacuum_and_oversized_transactions(c):
     # A 50 MB entry is fsynced on three nodes sharing two cores with other tests: a 2 s
     # election timeout keeps the leader through it.
-    nodes = start3(c, PARAMS.replace("raft_election_timeout_ms=500", "raft_election_timeout_ms=2000")
-                   + "&raft_max_txn_bytes=%d" % (56 << 20))
+    params = PARAMS.replace("raft_election_timeout_ms=500", "raft_election_timeout_ms=2000")
+    params = params.replace("raft_commit_timeout_ms=3000", "raft_commit_timeout_ms=30000")
+    nodes = start3(c, params + "&raft_max_txn_bytes=%d" % (56 << 20))
     n1, n2, n3 = nodes
     q(n1, "CREATE TABLE big(v BLOB)")
     # A 50 MB single transaction replicates.
