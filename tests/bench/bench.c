@@ -125,7 +125,9 @@ static void wait_writable(sqlite3 *db)
  * workload replays it, since snapshots are not available over SQL. */
 static void node_uri(char *out, size_t cap, const char *name)
 {
-    snprintf(out, cap, "file:%s/%s.db?vfs=walraft&raft_trailing_entries=100000000", dir, name);
+    const char *extra = getenv("BENCH_URI_EXTRA"); /* diagnostics: e.g. "&raft_heartbeat_ms=50" */
+    snprintf(out, cap, "file:%s/%s.db?vfs=walraft&raft_trailing_entries=100000000%s", dir, name,
+             extra ? extra : "");
 }
 
 static void setup_schema(sqlite3 *db)
@@ -769,11 +771,19 @@ static int setup_main(int argc, char **argv)
     }
     conn_pragmas(db, kind);
     setup_schema(db);
+    /* diagnostics: BENCH_ONLY=c1|c4|bulk runs one workload (e.g. under a profiler) */
+    const char *only = getenv("BENCH_ONLY");
     double c1 = 0;
-    measure(uri, kind, WL_COMMIT, 1, &c1);
-    measure(uri, kind, WL_COMMIT, 4, NULL);
-    measure(uri, kind, WL_BULK, 1, NULL);
-    if (kind == RAFT3) {
+    if (only == NULL || strcmp(only, "c1") == 0) {
+        measure(uri, kind, WL_COMMIT, 1, &c1);
+    }
+    if (only == NULL || strcmp(only, "c4") == 0) {
+        measure(uri, kind, WL_COMMIT, 4, NULL);
+    }
+    if (only == NULL || strcmp(only, "bulk") == 0) {
+        measure(uri, kind, WL_BULK, 1, NULL);
+    }
+    if (kind == RAFT3 && only == NULL) {
         measure_lag(uri, &f[0], 0.7 * c1);
     }
     if (kind == RAFT1 || kind == RAFT3) {
@@ -1099,6 +1109,8 @@ static void row(const char *workload, const char *setup, const char *figure, con
     }
 }
 
+static double fd99, fd999; /* latency of one 4 KiB append + fdatasync, ms */
+
 static void print_table(double fd_append, double fd_over, double rtt50, double rtt99)
 {
     char key[128], base[128];
@@ -1178,6 +1190,12 @@ static void print_table(double fd_append, double fd_over, double rtt50, double r
     }
     struct result m = {.s = {fd_append, 0, 0, 1}};
     row("6. machine", "data directory's disk", "4 KiB append + fdatasync", "/s", &m, 1, NULL, 0);
+    m.s.med = fd99;
+    row("6. machine", "data directory's disk", "4 KiB append + fdatasync, latency p99", "ms", &m, 1,
+        NULL, 2);
+    m.s.med = fd999;
+    row("6. machine", "data directory's disk", "4 KiB append + fdatasync, latency p99.9", "ms", &m,
+        1, NULL, 2);
     m.s.med = fd_over;
     row("6. machine", "data directory's disk", "4 KiB overwrite + fdatasync", "/s", &m, 1, NULL,
         0);
@@ -1251,8 +1269,8 @@ int main(int argc, char **argv)
     uint64_t t_start = bench_now_ns();
     int port = bench_base_port();
     fprintf(stderr, "bench: data in %s, ports from %d, %d runs of %g s\n", dir, port, runs, secs);
-    double fd_append = bench_fdatasync_rate(dir, smoke ? 0.5 : 2, true);
-    double fd_over = bench_fdatasync_rate(dir, smoke ? 0.5 : 2, false);
+    double fd_append = bench_fdatasync_rate(dir, smoke ? 0.5 : 2, true, &fd99, &fd999);
+    double fd_over = bench_fdatasync_rate(dir, smoke ? 0.5 : 2, false, NULL, NULL);
     double rtt50 = 0, rtt99 = 0;
     bench_loopback_rtt(smoke ? 0.5 : 1, &rtt50, &rtt99);
     fprintf(stderr, "bench: fdatasync %.0f/s (append) %.0f/s (overwrite), loopback rtt %.1f us\n",

@@ -271,8 +271,10 @@ long bench_vmhwm_kb(pid_t pid)
 
 /* --- the machine ----------------------------------------------------------------------------- */
 
-double bench_fdatasync_rate(const char *dir, double secs, bool append)
+double bench_fdatasync_rate(const char *dir, double secs, bool append, double *p99_ms,
+                            double *p999_ms)
 {
+    struct bench_vec lat = {0};
     char path[4200];
     snprintf(path, sizeof path, "%s/fdatasync.probe", dir);
     int fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
@@ -294,6 +296,7 @@ double bench_fdatasync_rate(const char *dir, double secs, bool append)
     off_t off = 0;
     uint64_t now = start;
     do {
+        uint64_t t0 = bench_now_ns();
         block[0] = (char)ops;
         if (pwrite(fd, block, sizeof block, off) != (ssize_t)sizeof block || fdatasync(fd) != 0) {
             break;
@@ -301,9 +304,18 @@ double bench_fdatasync_rate(const char *dir, double secs, bool append)
         ops++;
         off = append ? off + (off_t)sizeof block : (off + (off_t)sizeof block) % (256 * 4096);
         now = bench_now_ns();
+        bench_vec_push(&lat, (double)(now - t0) / 1e6);
     } while (now < end);
     close(fd);
     unlink(path);
+    bench_vec_sort(&lat);
+    if (p99_ms != NULL) {
+        *p99_ms = bench_quantile(&lat, 0.99);
+    }
+    if (p999_ms != NULL) {
+        *p999_ms = bench_quantile(&lat, 0.999);
+    }
+    bench_vec_free(&lat);
     return (double)ops / ((double)(now - start) / 1e9);
 }
 

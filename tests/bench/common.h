@@ -60,8 +60,10 @@ void bench_install_cleanup(void);
 long bench_vmhwm_kb(pid_t pid);
 
 /* 4 KiB writes + fdatasync in `dir` for `secs`: operations per second. append: each write
- * extends the file (like a log segment); else it overwrites a preallocated block. */
-double bench_fdatasync_rate(const char *dir, double secs, bool append);
+ * extends the file (like a log segment); else it overwrites a preallocated block. The p99 and
+ * p99.9 latency of one write + fdatasync go to *p99_ms and *p999_ms (may be NULL). */
+double bench_fdatasync_rate(const char *dir, double secs, bool append, double *p99_ms,
+                            double *p999_ms);
 
 /* Loopback TCP (TCP_NODELAY) ping-pong of 64-byte messages between two threads for `secs`:
  * the median and p99 round trip in microseconds. */

@@ -202,8 +202,9 @@ int main(int argc, char **argv)
     mkdir(dir, 0755);
     uint64_t t_start = bench_now_ns();
     int port = bench_base_port() + 15;
-    double fd_append = bench_fdatasync_rate(dir, 2, true);
-    double fd_over = bench_fdatasync_rate(dir, 2, false);
+    double fd99 = 0, fd999 = 0;
+    double fd_append = bench_fdatasync_rate(dir, 2, true, &fd99, &fd999);
+    double fd_over = bench_fdatasync_rate(dir, 2, false, NULL, NULL);
     double rtt50 = 0, rtt99 = 0;
     bench_loopback_rtt(1, &rtt50, &rtt99);
     fprintf(stderr, "raftbench: fdatasync %.0f/s append, %.0f/s overwrite; loopback %.1f us\n",
@@ -279,7 +280,8 @@ int main(int argc, char **argv)
     }
     printf("| – | peak RSS (VmHWM) n1 / n2 / n3 | %.1f / %.1f / %.1f MiB | |\n", hwm[0] / 1024.0,
            hwm[1] / 1024.0, hwm[2] / 1024.0);
-    printf("| – | disk: 4 KiB append + fdatasync | %.0f /s | |\n", fd_append);
+    printf("| – | disk: 4 KiB append + fdatasync | %.0f /s (p99 %.2f ms, p99.9 %.2f ms) | |\n",
+           fd_append, fd99, fd999);
     printf("| – | disk: 4 KiB overwrite + fdatasync | %.0f /s | |\n", fd_over);
     printf("| – | loopback TCP round trip p50 / p99 | %.1f / %.1f µs | |\n", rtt50, rtt99);
     fflush(stdout);
