@@ -1018,7 +1018,7 @@ static void snap_send_end(struct snap_send *s, bool ok)
     }
     uint64_t to = s->to, index = s->index;
     snap_send_free(n, s);
-    if (!n->stopping) {
+    if (!n->stopping && to != 0) { /* to == 0: a replaced stream, nothing to report */
         struct raft_event ev = {.type = RAFT_EVENT_SNAPSHOT_SENT, .now_ms = io_now_ms()};
         struct raft_update u;
         ev.snapshot_sent.to = to;
@@ -1093,9 +1093,22 @@ static void snap_send_next(struct snap_send *s)
 
 static void snap_send_start(struct io_node *n, const struct raft_snapshot_send *req)
 {
-    for (struct snap_send *s = n->sends; s != NULL; s = s->next) {
-        if (s->to == req->to) {
-            return; /* one stream per follower */
+    /* One stream per follower. A request for the index being streamed is a repeat; a request for
+     * another index replaces the stream (the core now waits for that index only, and ignores a
+     * completion reported for the old one). */
+    for (struct snap_send *s = n->sends, *next; s != NULL; s = next) {
+        next = s->next;
+        if (s->to != req->to) {
+            continue;
+        }
+        if (s->index == req->index && !s->failed) {
+            return;
+        }
+        if (s->work_busy) {
+            s->failed = true; /* snap_work_after ends it, reporting the old index */
+            s->to = 0;        /* and it no longer counts as this follower's stream */
+        } else {
+            snap_send_free(n, s);
         }
     }
     struct snap_send *s = calloc(1, sizeof *s);
