@@ -39,8 +39,8 @@
 #define LAG_IDS_MAX (4u << 20)
 
 static const char *dir = NULL;
-static int runs = 5;
-static double secs = 2.0;
+static int runs = 7;
+static double secs = 3.0;
 
 /* --- SQL helpers ----------------------------------------------------------------------------- */
 
