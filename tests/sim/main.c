@@ -189,6 +189,11 @@ static int run_seed(uint64_t seed, bool trace, struct totals *tot)
     uint64_t fault_ms = 6000 + (z >> 33) % 6000;
     uint64_t next_id = o.voters + 1;
     uint64_t heal_at = 0;
+    /* Links of the current partition (healed: all true); fresh leaders may in addition be
+     * isolated on their own clock, outlasting or overlapping it. */
+    bool base[CL_MAX + 1][CL_MAX + 1];
+    uint64_t iso_until[CL_MAX + 1] = {0};
+    memcpy(base, c.link, sizeof base);
     uint64_t restart_at[CL_MAX + 1] = {0};
     uint64_t seen_leader = 0, seen_term = 0, doom_at = 0, doomed = 0;
     for (uint64_t t = 10; t <= fault_ms && !c.failed; t += 10) {
@@ -205,10 +210,10 @@ static int run_seed(uint64_t seed, bool trace, struct totals *tot)
             if (chance(&c, storm ? 2 : 5)) {
                 doomed = leader;
                 doom_at = t + pick(&c, 60);
-            } else if (heal_at == 0 && chance(&c, storm ? 2 : 5)) {
+            } else if (chance(&c, storm ? 1 : 3)) {
                 /* Cut off at once: even its in-flight no-op is lost. */
+                iso_until[leader] = t + 50 + pick(&c, 1500);
                 cl_isolate(&c, leader);
-                heal_at = t + 50 + pick(&c, 500);
             }
         }
         if (doomed != 0 && t >= doom_at) {
@@ -252,11 +257,20 @@ static int run_seed(uint64_t seed, bool trace, struct totals *tot)
             }
         }
         if (heal_at == 0 && chance(&c, part_in)) {
+            cl_heal(&c);
             partition(&c);
+            memcpy(base, c.link, sizeof base);
             heal_at = t + 50 + pick(&c, storm ? 800 : 2500);
         } else if (heal_at != 0 && t >= heal_at) {
             cl_heal(&c);
+            memcpy(base, c.link, sizeof base);
             heal_at = 0;
+        }
+        memcpy(c.link, base, sizeof base);
+        for (uint64_t id = 1; id <= CL_MAX; id++) {
+            if (iso_until[id] > t) {
+                cl_isolate(&c, id);
+            }
         }
         if (chance(&c, 400)) {
             uint64_t id = random_node(&c, false);
