@@ -370,6 +370,8 @@ static int run_stmt(sqlite3_stmt *stmt, const struct shell_output *o, FILE *out)
     return rc;
 }
 
+void (*shell_after_statement)(sqlite3 *db);
+
 int shell_exec(sqlite3 *db, const char *sql, const struct shell_output *o, FILE *out)
 {
     const char *tail = sql;
@@ -394,6 +396,9 @@ int shell_exec(sqlite3 *db, const char *sql, const struct shell_output *o, FILE 
         }
         sqlite3_finalize(stmt);
         fflush(out);
+        if (shell_after_statement != NULL) {
+            shell_after_statement(db);
+        }
     }
     return 0;
 }

@@ -42,6 +42,9 @@ int shell_param_arg(int argc, char **argv, int *i, struct shell_db_arg *a);
  * when all succeeded, else 1 (it stops at the first failure). */
 int shell_exec(sqlite3 *db, const char *sql, const struct shell_output *o, FILE *out);
 
+/* Called by shell_exec after each statement that succeeded, when set. */
+extern void (*shell_after_statement)(sqlite3 *db);
+
 /* Runs one query with an optional text parameter ?1 and prints its rows as a table. */
 int shell_query(sqlite3 *db, const char *sql, const char *arg1, const struct shell_output *o,
                 FILE *out);

@@ -246,6 +246,8 @@ static int loop(sqlite3 *db, struct input *in, struct shell_output *o)
     return failures;
 }
 
+static bool node_here; /* this process runs the node of the database */
+
 /* When this process runs the node (it restarted on open), waits a bounded time for it to learn
  * who leads: right after a restart every node is a follower without a leader, and a write would
  * be refused at once. */
@@ -256,6 +258,7 @@ static void wait_for_leader(sqlite3 *db)
         return; /* no node in this process */
     }
     sqlite3_free(role);
+    node_here = true;
     for (int i = 0; i < LEADER_WAIT_MS / 50; i++) {
         char *leader = shell_value(db, "SELECT raft_leader()", NULL, NULL);
         sqlite3_free(leader);
@@ -267,6 +270,20 @@ static void wait_for_leader(sqlite3 *db)
     fprintf(stderr, "note: no leader known after %d s (no quorum yet?): writes are refused until "
                     "one is elected\n",
             LEADER_WAIT_MS / 1000);
+}
+
+/* After a statement: if it started the node here (raft_bootstrap, raft_join), wait for a leader
+ * before the next statement, which is likely a write. */
+static void after_statement(sqlite3 *db)
+{
+    if (!node_here) {
+        char *role = shell_value(db, "SELECT raft_role()", NULL, NULL);
+        node_here = role != NULL;
+        sqlite3_free(role);
+        if (node_here) {
+            wait_for_leader(db);
+        }
+    }
 }
 
 /* One line for a person at a terminal: which node runs here, if any. */
@@ -339,6 +356,7 @@ int shell_cmd_sql(int argc, char **argv)
     }
     interrupt_db = db;
     wait_for_leader(db);
+    shell_after_statement = after_statement;
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_sigint;

@@ -170,7 +170,9 @@ def test_sql_hosts_the_node_while_open():
         (port,) = free_ports(1)
         addr = "127.0.0.1:%d" % port
         db = os.path.join(c.root, "solo.db")
-        rc, out, err = run("sql", *FAST, db, "SELECT raft_bootstrap('n1', '%s')" % addr)
+        # A write right after raft_bootstrap waits for the node's election instead of failing.
+        rc, out, err = run("sql", *FAST, db, "SELECT raft_bootstrap('n1', '%s'); CREATE TABLE "
+                           "t0(x); INSERT INTO t0 VALUES (1)" % addr)
         check(rc == 0 and "bootstrapped n1" in out, "bootstrap: %s %r %r" % (rc, out, err))
         # The node restarts in each new walraft sql process, which waits for a leader first.
         rc, out, err = run("sql", *FAST, "--list", db, "CREATE TABLE t(x); INSERT INTO t "
