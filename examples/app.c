@@ -133,9 +133,8 @@ static void record_event(const char *request, const char *what)
     struct node *n = writer;
     for (int attempt = 0; attempt < 100; attempt++) {
         sqlite3_stmt *stmt;
-        int rc = sqlite3_prepare_v2(n->db,
-                                    "INSERT OR IGNORE INTO events(request, what) VALUES (?, ?)",
-                                    -1, &stmt, NULL);
+        int rc = sqlite3_prepare_v2(
+            n->db, "INSERT OR IGNORE INTO events(request, what) VALUES (?, ?)", -1, &stmt, NULL);
         if (rc != SQLITE_OK) {
             die("prepare on %s: %s", n->id, sqlite3_errmsg(n->db));
         }
@@ -156,8 +155,8 @@ static void record_event(const char *request, const char *what)
         case SQLITE_READONLY: {
             /* Not the leader: ask it who is, and go there. */
             struct node *l = leader_seen_by(n);
-            printf("  %s: %s is not the leader (SQLITE_READONLY); raft_leader() says %s\n",
-                   request, n->id, l != NULL ? l->id : "nobody yet");
+            printf("  %s: %s is not the leader (SQLITE_READONLY); raft_leader() says %s\n", request,
+                   n->id, l != NULL ? l->id : "nobody yet");
             if (l != NULL) {
                 n = l;
             } else {
@@ -235,9 +234,10 @@ int main(int argc, char **argv)
         struct node *n = &nodes[i];
         snprintf(n->id, sizeof n->id, "n%d", i + 1);
         snprintf(n->addr, sizeof n->addr, "127.0.0.1:%d", free_port());
-        snprintf(n->path, sizeof n->path,
-                 "file:%.1024s/n%d.db?vfs=walraft&raft_election_timeout_ms=500&raft_heartbeat_ms=50",
-                 dir, i + 1);
+        snprintf(
+            n->path, sizeof n->path,
+            "file:%.1024s/n%d.db?vfs=walraft&raft_election_timeout_ms=500&raft_heartbeat_ms=50",
+            dir, i + 1);
         rc = sqlite3_open_v2(n->path, &n->db,
                              SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_URI, NULL);
         if (rc != SQLITE_OK) {
@@ -252,12 +252,12 @@ int main(int argc, char **argv)
     snprintf(sql, sizeof sql, "SELECT raft_bootstrap('n1', '%s')", nodes[0].addr);
     exec(&nodes[0], sql);
     for (int i = 1; i < NODES; i++) {
-        snprintf(sql, sizeof sql, "SELECT raft_join('%s', '%s', '%s')", nodes[i].id,
-                 nodes[i].addr, nodes[0].addr);
+        snprintf(sql, sizeof sql, "SELECT raft_join('%s', '%s', '%s')", nodes[i].id, nodes[i].addr,
+                 nodes[0].addr);
         exec(&nodes[i], sql);
     }
-    printf("cluster: n1 %s, n2 %s, n3 %s under %s\n", nodes[0].addr, nodes[1].addr,
-           nodes[2].addr, dir);
+    printf("cluster: n1 %s, n2 %s, n3 %s under %s\n", nodes[0].addr, nodes[1].addr, nodes[2].addr,
+           dir);
 
     /* The schema, through the leader (record_event finds it; DDL goes the same way). */
     struct node *l = NULL;

@@ -51,7 +51,7 @@ static void sqlite_log(void *arg, int code, const char *msg)
         }
     }
     if (debug || ours) {
-        shell_log((code & 0xff) == SQLITE_WARNING ? "WARN"
+        shell_log((code & 0xff) == SQLITE_WARNING  ? "WARN"
                   : (code & 0xff) == SQLITE_NOTICE ? "INFO"
                                                    : "ERROR",
                   "sqlite", "%s (%s)", msg, shell_code_name(code));
@@ -165,13 +165,13 @@ int shell_open(const struct shell_db_arg *a, sqlite3 **db)
 const char *shell_code_name(int rc)
 {
     static const char *names[] = {
-        "SQLITE_OK",       "SQLITE_ERROR",    "SQLITE_INTERNAL", "SQLITE_PERM",
-        "SQLITE_ABORT",    "SQLITE_BUSY",     "SQLITE_LOCKED",   "SQLITE_NOMEM",
-        "SQLITE_READONLY", "SQLITE_INTERRUPT", "SQLITE_IOERR",   "SQLITE_CORRUPT",
-        "SQLITE_NOTFOUND", "SQLITE_FULL",     "SQLITE_CANTOPEN", "SQLITE_PROTOCOL",
-        "SQLITE_EMPTY",    "SQLITE_SCHEMA",   "SQLITE_TOOBIG",   "SQLITE_CONSTRAINT",
-        "SQLITE_MISMATCH", "SQLITE_MISUSE",   "SQLITE_NOLFS",    "SQLITE_AUTH",
-        "SQLITE_FORMAT",   "SQLITE_RANGE",    "SQLITE_NOTADB",   "SQLITE_NOTICE",
+        "SQLITE_OK",       "SQLITE_ERROR",     "SQLITE_INTERNAL", "SQLITE_PERM",
+        "SQLITE_ABORT",    "SQLITE_BUSY",      "SQLITE_LOCKED",   "SQLITE_NOMEM",
+        "SQLITE_READONLY", "SQLITE_INTERRUPT", "SQLITE_IOERR",    "SQLITE_CORRUPT",
+        "SQLITE_NOTFOUND", "SQLITE_FULL",      "SQLITE_CANTOPEN", "SQLITE_PROTOCOL",
+        "SQLITE_EMPTY",    "SQLITE_SCHEMA",    "SQLITE_TOOBIG",   "SQLITE_CONSTRAINT",
+        "SQLITE_MISMATCH", "SQLITE_MISUSE",    "SQLITE_NOLFS",    "SQLITE_AUTH",
+        "SQLITE_FORMAT",   "SQLITE_RANGE",     "SQLITE_NOTADB",   "SQLITE_NOTICE",
         "SQLITE_WARNING",
     };
     int primary = rc & 0xff;
@@ -286,8 +286,7 @@ static void table_print(const struct table *t, const struct shell_output *o, FIL
     for (size_t r = 0; r < t->nrow; r++) {
         for (int c = 0; c < t->ncol; c++) {
             const char *v = t->cells[r * (size_t)t->ncol + (size_t)c];
-            print_cell(out, v != NULL ? v : "NULL", t->width[c], t->numeric[c],
-                       c == t->ncol - 1);
+            print_cell(out, v != NULL ? v : "NULL", t->width[c], t->numeric[c], c == t->ncol - 1);
         }
         fputc('\n', out);
     }
@@ -320,8 +319,8 @@ static int run_stmt(sqlite3_stmt *stmt, const struct shell_output *o, FILE *out)
     while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
         if (t.nrow == t.cap) {
             size_t cap = t.cap == 0 ? 64 : t.cap * 2;
-            char **cells = t.nrow < ROWS_MAX ? realloc(t.cells, cap * (size_t)t.ncol * sizeof *cells)
-                                             : NULL;
+            char **cells =
+                t.nrow < ROWS_MAX ? realloc(t.cells, cap * (size_t)t.ncol * sizeof *cells) : NULL;
             if (cells == NULL) {
                 /* Too many rows to size the columns: print what we have, start again. */
                 table_print(&t, o, out);
@@ -492,8 +491,8 @@ int shell_status_pretty(sqlite3 *db, const char *json, FILE *out)
     char *err = NULL;
     char *text = shell_value(db, summary, json, &err);
     if (text == NULL) {
-        fprintf(stderr, "error: cannot read the status (%s): %s\n",
-                err != NULL ? err : "empty", json);
+        fprintf(stderr, "error: cannot read the status (%s): %s\n", err != NULL ? err : "empty",
+                json);
         sqlite3_free(err);
         return 1;
     }

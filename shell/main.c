@@ -76,7 +76,8 @@ static const char usage_serve[] =
     "    --replica            with --join: join as a non-voting read replica\n"
     "    -p, --param NAME=VALUE\n"
     "                         a URI parameter for DB, e.g. raft_election_timeout_ms=500,\n"
-    "                         raft_heartbeat_ms=50, raft_commit_timeout_ms, raft_checkpoint_frames,\n"
+    "                         raft_heartbeat_ms=50, raft_commit_timeout_ms, "
+    "raft_checkpoint_frames,\n"
     "                         raft_trailing_entries, raft_max_txn_bytes\n"
     "\n"
     "EXAMPLES\n"
@@ -107,7 +108,8 @@ static const char usage_sql[] =
     "    prompt (a failed statement is reported and the next one runs; the exit status is 1 if\n"
     "    any failed).\n"
     "\n"
-    "    Writes succeed only on the leader; elsewhere they fail with SQLITE_READONLY and a message\n"
+    "    Writes succeed only on the leader; elsewhere they fail with SQLITE_READONLY and a "
+    "message\n"
     "    naming the leader. SELECT raft_barrier() before a read makes the read see every write\n"
     "    committed before it.\n"
     "\n"
@@ -263,8 +265,9 @@ int main(int argc, char **argv)
     if (strcmp(cmd, "status") == 0) {
         return shell_cmd_status(argc - 1, argv + 1);
     }
-    fprintf(stderr, "walraft: no command '%s'; the commands are serve, sql, status, help "
-                    "(walraft --help)\n",
+    fprintf(stderr,
+            "walraft: no command '%s'; the commands are serve, sql, status, help "
+            "(walraft --help)\n",
             cmd);
     return 2;
 }

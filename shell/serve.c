@@ -48,10 +48,9 @@ static void copy(char *dst, size_t cap, const unsigned char *src)
 /* This node's view, from raft_status(). Returns 0, or 1 with the error in why. */
 static int read_view(sqlite3 *db, struct view *v, char *why, size_t why_len)
 {
-    static const char *q =
-        "SELECT j->>'$.state', j->>'$.role', j->>'$.term', j->>'$.leader',"
-        " j->>'$.leader_address', j->>'$.commit_index', j->>'$.applied_index',"
-        " json_array_length(j, '$.nodes') FROM (SELECT raft_status() AS j)";
+    static const char *q = "SELECT j->>'$.state', j->>'$.role', j->>'$.term', j->>'$.leader',"
+                           " j->>'$.leader_address', j->>'$.commit_index', j->>'$.applied_index',"
+                           " json_array_length(j, '$.nodes') FROM (SELECT raft_status() AS j)";
     sqlite3_stmt *stmt = NULL;
     int rc = sqlite3_prepare_v2(db, q, -1, &stmt, NULL);
     if (rc == SQLITE_OK && (rc = sqlite3_step(stmt)) == SQLITE_ROW) {
@@ -176,8 +175,9 @@ int shell_cmd_serve(int argc, char **argv)
     }
     bool restart = dir_exists(dba.db);
     if (!restart && !bootstrap && join == NULL) {
-        fprintf(stderr, "walraft serve: %s has no node yet (no %s-raft/ directory): start a new "
-                        "cluster with --bootstrap or join one with --join PEER\n",
+        fprintf(stderr,
+                "walraft serve: %s has no node yet (no %s-raft/ directory): start a new "
+                "cluster with --bootstrap or join one with --join PEER\n",
                 dba.db, dba.db);
         return 2;
     }
@@ -206,14 +206,17 @@ int shell_cmd_serve(int argc, char **argv)
     char why[512];
     if (restart) {
         if (bootstrap || join != NULL) {
-            shell_log("INFO", "serve", "%s-raft/ exists: restarting its node (--bootstrap and "
-                      "--join ignored)", dba.db);
+            shell_log("INFO", "serve",
+                      "%s-raft/ exists: restarting its node (--bootstrap and "
+                      "--join ignored)",
+                      dba.db);
         }
     } else if (bootstrap) {
         rc = start_node(db, "SELECT raft_bootstrap(?1, ?2)", id, listen, NULL);
     } else {
-        rc = start_node(db, replica ? "SELECT raft_join(?1, ?2, ?3, 'replica')"
-                                    : "SELECT raft_join(?1, ?2, ?3)",
+        rc = start_node(db,
+                        replica ? "SELECT raft_join(?1, ?2, ?3, 'replica')"
+                                : "SELECT raft_join(?1, ?2, ?3)",
                         id, listen, join);
     }
     if (rc == 0 && read_view(db, &v, why, sizeof why) != 0) {
@@ -225,8 +228,10 @@ int shell_cmd_serve(int argc, char **argv)
         sqlite3_close(db);
         return 1;
     }
-    char *self = shell_value(db, "SELECT raft_status()->>'$.id' || ' at ' || "
-                                 "(raft_status()->>'$.address')", NULL, NULL);
+    char *self = shell_value(db,
+                             "SELECT raft_status()->>'$.id' || ' at ' || "
+                             "(raft_status()->>'$.address')",
+                             NULL, NULL);
     shell_log("INFO", "serve", "serving %s as %s; stop with SIGINT or SIGTERM", dba.db,
               self != NULL ? self : "?");
     if (restart && self != NULL && id != NULL && strncmp(self, id, strlen(id)) != 0) {

@@ -145,8 +145,8 @@ static enum dot_result dot_command(sqlite3 *db, char *line, struct shell_output 
         rc = shell_query(db, "SELECT * FROM raft_nodes", NULL, &t, stdout);
     } else if (strcmp(cmd, ".leader") == 0) {
         char *err = NULL;
-        char *who = shell_value(db, "SELECT raft_leader() || ' at ' || raft_leader('address')",
-                                NULL, &err);
+        char *who =
+            shell_value(db, "SELECT raft_leader() || ' at ' || raft_leader('address')", NULL, &err);
         if (err != NULL) {
             fprintf(stderr, "error: %s\n", err);
             rc = 1;
@@ -157,9 +157,9 @@ static enum dot_result dot_command(sqlite3 *db, char *line, struct shell_output 
         sqlite3_free(who);
     } else if (strcmp(cmd, ".transfer") == 0) {
         char *err = NULL;
-        char *to = shell_value(db, argv[1] != NULL ? "SELECT raft_transfer(?1)"
-                                                   : "SELECT raft_transfer()",
-                               argv[1], &err);
+        char *to =
+            shell_value(db, argv[1] != NULL ? "SELECT raft_transfer(?1)" : "SELECT raft_transfer()",
+                        argv[1], &err);
         if (err != NULL) {
             fprintf(stderr, "error: %s\n", err);
             rc = 1;
@@ -183,8 +183,9 @@ static enum dot_result dot_command(sqlite3 *db, char *line, struct shell_output 
         o->header = strcmp(argv[1], "on") == 0;
     } else if (strcmp(cmd, ".tables") == 0) {
         struct shell_output t = {.list = true};
-        rc = shell_query(db, "SELECT name FROM sqlite_schema WHERE type IN ('table','view') AND "
-                             "name NOT LIKE 'sqlite_%' ORDER BY name",
+        rc = shell_query(db,
+                         "SELECT name FROM sqlite_schema WHERE type IN ('table','view') AND "
+                         "name NOT LIKE 'sqlite_%' ORDER BY name",
                          NULL, &t, stdout);
     } else {
         fprintf(stderr, "error: unknown command %s (.help lists them)\n", cmd);
@@ -267,8 +268,9 @@ static void wait_for_leader(sqlite3 *db)
         }
         usleep(50 * 1000);
     }
-    fprintf(stderr, "note: no leader known after %d s (no quorum yet?): writes are refused until "
-                    "one is elected\n",
+    fprintf(stderr,
+            "note: no leader known after %d s (no quorum yet?): writes are refused until "
+            "one is elected\n",
             LEADER_WAIT_MS / 1000);
 }
 
@@ -289,9 +291,10 @@ static void after_statement(sqlite3 *db)
 /* One line for a person at a terminal: which node runs here, if any. */
 static void greet(sqlite3 *db, const char *name)
 {
-    char *who = shell_value(db, "SELECT raft_status()->>'$.id' || ' at ' || "
-                                "(raft_status()->>'$.address') || ', ' || raft_role() || ', "
-                                "term ' || raft_term()",
+    char *who = shell_value(db,
+                            "SELECT raft_status()->>'$.id' || ' at ' || "
+                            "(raft_status()->>'$.address') || ', ' || raft_role() || ', "
+                            "term ' || raft_term()",
                             NULL, NULL);
     char dir[4200];
     struct stat st;
