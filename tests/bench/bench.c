@@ -985,6 +985,9 @@ static void catchup_joins(struct bench_child *leader, const char *sub, int64_t r
         } else {
             fprintf(stderr, "  catch-up run %d: not caught up (%s)\n", r, line);
         }
+        if (getenv("BENCH_WRAP") != NULL) {
+            bench_child_quit(&j, 60000);
+        }
         bench_child_kill(&j);
         bench_child_send(leader, "remove %s\n", name);
         bench_child_expect(leader, "removed", line, sizeof line, 40000);

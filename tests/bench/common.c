@@ -274,6 +274,23 @@ void bench_child_kill(struct bench_child *c)
     c->in = c->out = -1;
 }
 
+void bench_child_quit(struct bench_child *c, int timeout_ms)
+{
+    if (c->pid > 0 && bench_child_send(c, "quit\n") == 0) {
+        uint64_t deadline = bench_now_ns() + (uint64_t)timeout_ms * 1000000ull;
+        while (bench_now_ns() < deadline) {
+            if (waitpid(c->pid, NULL, WNOHANG) == c->pid) {
+                child_unregister(c->pid);
+                c->pid = 0;
+                break;
+            }
+            struct timespec ts = {0, 10000000};
+            nanosleep(&ts, NULL);
+        }
+    }
+    bench_child_kill(c);
+}
+
 long bench_vmhwm_kb(pid_t pid)
 {
     char path[64], line[256];

@@ -52,6 +52,9 @@ int bench_child_send(struct bench_child *c, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 /* SIGKILL and reap (bounded). Safe on a child already gone. */
 void bench_child_kill(struct bench_child *c);
+/* Asks the child to quit ("quit" on its stdin) and waits up to timeout_ms for it to exit (a
+ * profiler then writes its output), then kills it. */
+void bench_child_quit(struct bench_child *c, int timeout_ms);
 /* Kills every child still registered (called at exit and on SIGINT/SIGTERM). */
 void bench_children_kill_all(void);
 void bench_install_cleanup(void);
