@@ -127,6 +127,17 @@ static struct vfs_db *wait_db(struct ext_node *n)
     return db;
 }
 
+/* After an apply (which may checkpoint): tell the node when the applied floor moved, so it can
+ * compact its log. Runs on the apply thread only. */
+static void report_floor(struct ext_node *n, struct vfs_db *db)
+{
+    uint64_t floor = vfs_db_floor(db);
+    if (floor > n->floor_reported) {
+        n->floor_reported = floor;
+        io_node_set_applied_floor(n->node, floor);
+    }
+}
+
 static int fsm_apply(void *ctx, uint64_t index, const void *buf, size_t len)
 {
     struct ext_node *n = ctx;
@@ -142,11 +153,7 @@ static int fsm_apply(void *ctx, uint64_t index, const void *buf, size_t len)
                     n->path, why);
         return rc;
     }
-    uint64_t floor = vfs_db_floor(db);
-    if (floor > n->floor_reported) {
-        n->floor_reported = floor;
-        io_node_set_applied_floor(n->node, floor);
-    }
+    report_floor(n, db);
     return 0;
 }
 
@@ -177,11 +184,7 @@ static int fsm_apply_batch(void *ctx, const struct io_apply_entry *e, size_t cou
                     n->path, why);
         return rc;
     }
-    uint64_t floor = vfs_db_floor(db);
-    if (floor > n->floor_reported) {
-        n->floor_reported = floor;
-        io_node_set_applied_floor(n->node, floor);
-    }
+    report_floor(n, db);
     return 0;
 }
 
