@@ -366,10 +366,7 @@ static void fn_snapshot(sqlite3_context *ctx, int argc, sqlite3_value **argv)
         sqlite3_free(msg);
         return;
     }
-    if (floor > n->floor_reported) {
-        n->floor_reported = floor;
-    }
-    io_node_set_applied_floor(n->node, floor);
+    io_node_set_applied_floor(n->node, floor); /* the node ignores a floor that did not move */
     sqlite3_result_int64(ctx, (sqlite3_int64)floor);
 }
 
