@@ -1068,6 +1068,13 @@ static void run_catchup(double mb, double small_mb, int n_runs, int port)
         }
         fprintf(stderr, "  the leader's log holds entries %" PRId64 "..%" PRId64 "\n", first,
                 last);
+        for (int i = 1; i <= 3; i++) {
+            struct stat st;
+            snprintf(line, sizeof line, "%s/n%d.db-wal", sub, i);
+            if (stat(line, &st) == 0) {
+                fprintf(stderr, "  n%d.db-wal: %.1f MB\n", i, (double)st.st_size / 1e6);
+            }
+        }
         if (first > 1) {
             snprintf(put(key)->text, sizeof results[0].text,
                      "the leader's log was compacted to entries %" PRId64 "..%" PRId64
