@@ -2247,172 +2247,207 @@ err_after_meta:
 }
 
 /* ---------------------------------------------------------------------------------------------
- * Joining (client side), on the loop with an anonymous transport. */
+ * Requests from outside a cluster (joining, `walraft status`): an anonymous transport on the loop
+ * sends one message to an address, resends it every `resend_ms` (0: never) until a reply settles
+ * it or the deadline passes, then closes its handles and completes the waiting call. */
 
-struct join_req {
+struct outsider {
     struct io_call call;
-    struct io_node *node;
+    struct io_loop *loop;
     struct io_transport t;
     bool t_open;
     uv_timer_t timer;
     bool timer_open;
     char target[RAFT_ADDR_MAX];
-    uint8_t payload[3 + RAFT_NAME_MAX + RAFT_ADDR_MAX];
+    uint16_t type;
+    const uint8_t *payload;
     size_t payload_len;
+    uint64_t resend_ms;
     uint64_t deadline_ms;
+    /* Handles a reply; returns true when the request is settled (result set). */
+    bool (*on_reply)(struct outsider *o, uint16_t type, const uint8_t *buf, size_t len);
+    void *ctx;
     int result;
-    uint64_t cluster_id;
     char last_error[128];
     unsigned closing;
     bool finished;
 };
 
-static void join_closed(struct join_req *j)
+static void outsider_closed(struct outsider *o)
 {
-    if (j->closing == 0 && j->finished) {
-        io_call_done(&j->call, j->result);
+    if (o->closing == 0 && o->finished) {
+        io_call_done(&o->call, o->result);
     }
 }
 
-static void join_t_closed(struct io_transport *t)
+static void outsider_t_closed(struct io_transport *t)
 {
-    struct join_req *j = t->data;
-    j->closing--;
-    join_closed(j);
+    struct outsider *o = t->data;
+    o->closing--;
+    outsider_closed(o);
 }
 
-static void join_timer_closed(uv_handle_t *h)
+static void outsider_timer_closed(uv_handle_t *h)
 {
-    struct join_req *j = h->data;
-    j->closing--;
-    join_closed(j);
+    struct outsider *o = h->data;
+    o->closing--;
+    outsider_closed(o);
 }
 
-static void join_finish(struct join_req *j, int result)
+static void outsider_finish(struct outsider *o, int result)
 {
-    if (j->finished) {
+    if (o->finished) {
         return;
     }
-    j->finished = true;
-    j->result = result;
-    if (j->timer_open) {
-        j->closing++;
-        uv_close((uv_handle_t *)&j->timer, join_timer_closed);
+    o->finished = true;
+    o->result = result;
+    if (o->timer_open) {
+        o->closing++;
+        uv_close((uv_handle_t *)&o->timer, outsider_timer_closed);
     }
-    if (j->t_open) {
-        j->closing++;
-        io_transport_close(&j->t, join_t_closed);
+    if (o->t_open) {
+        o->closing++;
+        io_transport_close(&o->t, outsider_t_closed);
     }
-    join_closed(j);
+    outsider_closed(o);
 }
 
-static void join_send(struct join_req *j)
+static void outsider_send(struct outsider *o)
 {
-    int rc = io_transport_send(&j->t, 0, j->target, IO_MSG_JOIN, IO_TRANSPORT_CONTROL, j->payload,
-                               j->payload_len);
+    int rc = io_transport_send(&o->t, 0, o->target, o->type, IO_TRANSPORT_CONTROL, o->payload,
+                               o->payload_len);
     if (rc != 0) {
-        snprintf(j->last_error, sizeof j->last_error, "%s", io_transport_strerror(rc));
+        snprintf(o->last_error, sizeof o->last_error, "%s", io_transport_strerror(rc));
+        if (rc == IO_TRANSPORT_EADDR) {
+            outsider_finish(o, RAFT_EBADARG);
+        }
     }
 }
 
-static void join_on_message(struct io_transport *t, uint64_t from, uint16_t type, const void *buf,
-                            size_t len, uint64_t conn)
+static void outsider_on_message(struct io_transport *t, uint64_t from, uint16_t type,
+                                 const void *buf, size_t len, uint64_t conn)
 {
-    struct join_req *j = t->data;
+    struct outsider *o = t->data;
     (void)from;
     (void)conn;
-    if (type != IO_MSG_JOIN_RESULT || len < 13 || j->finished) {
+    if (!o->finished && o->on_reply(o, type, buf, len)) {
+        outsider_finish(o, o->result);
+    }
+}
+
+static void outsider_tick(uv_timer_t *timer)
+{
+    struct outsider *o = timer->data;
+    if (io_now_ms() >= o->deadline_ms) {
+        outsider_finish(o, RAFT_ETIMEOUT);
         return;
     }
-    const uint8_t *p = buf;
+    if (o->resend_ms > 0) {
+        outsider_send(o); /* a repeat is harmless: the receiver answers it again */
+    }
+}
+
+static void outsider_start(struct io_work *w)
+{
+    struct outsider *o = (struct outsider *)w;
+    struct io_transport_config tc = {.cluster_id = 0, .self_id = 0,
+                                     .on_message = outsider_on_message, .seed = io_now_ms(),
+                                     .data = o};
+    int rc = io_transport_init(&o->t, io_loop_uv(o->loop), &tc);
+    if (rc != 0) {
+        snprintf(o->last_error, sizeof o->last_error, "%s", io_transport_strerror(rc));
+        outsider_finish(o, RAFT_ENOMEM);
+        return;
+    }
+    o->t.data = o;
+    o->t_open = true;
+    uv_timer_init(io_loop_uv(o->loop), &o->timer);
+    o->timer.data = o;
+    o->timer_open = true;
+    uint64_t period = o->resend_ms > 0 ? o->resend_ms : o->deadline_ms - io_now_ms();
+    uv_timer_start(&o->timer, outsider_tick, period, period);
+    outsider_send(o);
+}
+
+/* Runs the request to completion from an application thread; returns its result. */
+static int outsider_run(struct outsider *o, struct io_loop *l, int64_t timeout_ms)
+{
+    io_call_init(&o->call, outsider_start, NULL);
+    o->loop = l;
+    o->deadline_ms = io_now_ms() + (uint64_t)(timeout_ms > 0 ? timeout_ms : 5000);
+    int rc = io_call_wait(l, &o->call, -1);
+    io_call_fini(&o->call);
+    return rc;
+}
+
+/* Joining: JOIN_RESULT either settles the join or names the leader to ask instead. */
+static bool join_on_reply(struct outsider *o, uint16_t type, const uint8_t *p, size_t len)
+{
+    struct io_node *n = o->ctx;
+    if (type != IO_MSG_JOIN_RESULT || len < 13) {
+        return false;
+    }
     int status = (int)io_get32(p);
     uint64_t cid = io_get64(p + 4);
     size_t alen = p[12];
     if (13 + alen > len || alen >= RAFT_ADDR_MAX) {
-        return;
+        return false;
     }
     if (status == 0) {
-        j->cluster_id = cid;
-        if (raft_config_decode(p + 13 + alen, len - 13 - alen, &j->node->known) != 0) {
-            memset(&j->node->known, 0, sizeof j->node->known);
+        n->cluster_id = cid;
+        if (raft_config_decode(p + 13 + alen, len - 13 - alen, &n->known) != 0) {
+            memset(&n->known, 0, sizeof n->known);
         }
-        join_finish(j, 0);
-    } else if (status == RAFT_ENOTLEADER && alen > 0) {
-        memcpy(j->target, p + 13, alen);
-        j->target[alen] = '\0';
-        join_send(j);
-    } else {
-        snprintf(j->last_error, sizeof j->last_error, "%s", io_node_strerror(status));
-        if (status != RAFT_ENOTLEADER && status != RAFT_ECHANGE && status != RAFT_EBUSY) {
-            join_finish(j, IO_NODE_EJOIN);
-        }
+        o->result = 0;
+        return true;
     }
-}
-
-static void join_tick(uv_timer_t *timer)
-{
-    struct join_req *j = timer->data;
-    if (io_now_ms() >= j->deadline_ms) {
-        join_finish(j, RAFT_ETIMEOUT);
-        return;
+    if (status == RAFT_ENOTLEADER && alen > 0) {
+        memcpy(o->target, p + 13, alen);
+        o->target[alen] = '\0';
+        outsider_send(o);
+        return false;
     }
-    join_send(j); /* retries are harmless: the leader answers a repeat once it committed */
-}
-
-static void join_start(struct io_work *w)
-{
-    struct join_req *j = (struct join_req *)w;
-    struct io_transport_config tc = {.cluster_id = 0, .self_id = 0, .on_message = join_on_message,
-                                     .seed = io_now_ms(), .data = j};
-    int rc = io_transport_init(&j->t, io_loop_uv(j->node->loop), &tc);
-    if (rc != 0) {
-        snprintf(j->last_error, sizeof j->last_error, "%s", io_transport_strerror(rc));
-        join_finish(j, IO_NODE_EJOIN);
-        return;
+    snprintf(o->last_error, sizeof o->last_error, "%s", io_node_strerror(status));
+    if (status == RAFT_ENOTLEADER || status == RAFT_ECHANGE || status == RAFT_EBUSY) {
+        return false; /* no leader yet, or another change first: ask again */
     }
-    j->t.data = j;
-    j->t_open = true;
-    uv_timer_init(io_loop_uv(j->node->loop), &j->timer);
-    j->timer.data = j;
-    j->timer_open = true;
-    uv_timer_start(&j->timer, join_tick, 1000, 1000);
-    join_send(j);
+    o->result = IO_NODE_EJOIN;
+    return true;
 }
 
 static int join_cluster(struct io_node *n, const char *join_addr, uint8_t role, int64_t timeout_ms,
                         char *err, size_t err_len)
 {
-    struct join_req *j = calloc(1, sizeof *j);
-    if (j == NULL) {
-        return RAFT_ENOMEM;
-    }
+    uint8_t payload[3 + RAFT_NAME_MAX + RAFT_ADDR_MAX];
     if (join_addr == NULL || strlen(join_addr) >= RAFT_ADDR_MAX) {
-        free(j);
         set_err(err, err_len, "raft_join needs the address of a cluster member%s%s", "", "");
         return RAFT_EBADARG;
     }
-    io_call_init(&j->call, join_start, NULL);
-    j->node = n;
-    snprintf(j->target, sizeof j->target, "%s", join_addr);
-    size_t nl = strlen(n->name), al = strlen(n->addr);
-    j->payload[0] = role;
-    j->payload[1] = (uint8_t)nl;
-    memcpy(j->payload + 2, n->name, nl);
-    j->payload[2 + nl] = (uint8_t)al;
-    memcpy(j->payload + 3 + nl, n->addr, al);
-    j->payload_len = 3 + nl + al;
-    j->deadline_ms = io_now_ms() + (uint64_t)(timeout_ms > 0 ? timeout_ms : 30000);
-    int rc = io_call_wait(n->loop, &j->call, -1);
-    io_call_fini(&j->call);
-    if (rc == 0) {
-        n->cluster_id = j->cluster_id;
-    } else {
-        set_err(err, err_len, "could not join the cluster through %s: %s", join_addr,
-                j->last_error[0] ? j->last_error
-                                 : (rc == RAFT_ETIMEOUT ? "no answer (timed out)" : "refused"));
-        rc = IO_NODE_EJOIN;
+    struct outsider *o = calloc(1, sizeof *o);
+    if (o == NULL) {
+        return RAFT_ENOMEM;
     }
-    free(j);
+    size_t nl = strlen(n->name), al = strlen(n->addr);
+    payload[0] = role;
+    payload[1] = (uint8_t)nl;
+    memcpy(payload + 2, n->name, nl);
+    payload[2 + nl] = (uint8_t)al;
+    memcpy(payload + 3 + nl, n->addr, al);
+    snprintf(o->target, sizeof o->target, "%s", join_addr);
+    o->type = IO_MSG_JOIN;
+    o->payload = payload;
+    o->payload_len = 3 + nl + al;
+    o->resend_ms = 1000;
+    o->on_reply = join_on_reply;
+    o->ctx = n;
+    int rc = outsider_run(o, n->loop, timeout_ms > 0 ? timeout_ms : 30000);
+    if (rc != 0) {
+        set_err(err, err_len, "could not join the cluster through %s: %s", join_addr,
+                o->last_error[0] ? o->last_error
+                                 : (rc == RAFT_ETIMEOUT ? "no answer (timed out)" : "refused"));
+        rc = rc == RAFT_EBADARG ? RAFT_EBADARG : IO_NODE_EJOIN;
+    }
+    free(o);
     return rc;
 }
 
@@ -2914,108 +2949,22 @@ void io_node_set_partition(struct io_node *n, const char *peer, bool drop_in, bo
     }
 }
 
-/* ---------------------------------------------------------------------------------------------
- * Remote status (client side). */
-
-struct rstatus_req {
-    struct io_call call;
-    struct io_loop *loop;
-    struct io_transport t;
-    bool t_open;
-    uv_timer_t timer;
-    bool timer_open;
-    char addr[RAFT_ADDR_MAX];
-    char *json;
-    int result;
-    uint64_t timeout_ms;
-    unsigned closing;
-    bool finished;
-};
-
-static void rstatus_closed(struct rstatus_req *r)
+/* Status of a node at an address: STATUS_RESULT carries its JSON. */
+static bool status_on_reply(struct outsider *o, uint16_t type, const uint8_t *buf, size_t len)
 {
-    if (r->closing == 0 && r->finished) {
-        io_call_done(&r->call, r->result);
+    char **json = o->ctx;
+    if (type != IO_MSG_STATUS_RESULT) {
+        return false;
     }
-}
-
-static void rstatus_t_closed(struct io_transport *t)
-{
-    struct rstatus_req *r = t->data;
-    r->closing--;
-    rstatus_closed(r);
-}
-
-static void rstatus_timer_closed(uv_handle_t *h)
-{
-    struct rstatus_req *r = h->data;
-    r->closing--;
-    rstatus_closed(r);
-}
-
-static void rstatus_finish(struct rstatus_req *r, int result)
-{
-    if (r->finished) {
-        return;
+    *json = malloc(len + 1);
+    if (*json == NULL) {
+        o->result = RAFT_ENOMEM;
+        return true;
     }
-    r->finished = true;
-    r->result = result;
-    if (r->timer_open) {
-        r->closing++;
-        uv_close((uv_handle_t *)&r->timer, rstatus_timer_closed);
-    }
-    if (r->t_open) {
-        r->closing++;
-        io_transport_close(&r->t, rstatus_t_closed);
-    }
-    rstatus_closed(r);
-}
-
-static void rstatus_on_message(struct io_transport *t, uint64_t from, uint16_t type,
-                               const void *buf, size_t len, uint64_t conn)
-{
-    struct rstatus_req *r = t->data;
-    (void)from;
-    (void)conn;
-    if (type != IO_MSG_STATUS_RESULT || r->finished) {
-        return;
-    }
-    r->json = malloc(len + 1);
-    if (r->json == NULL) {
-        rstatus_finish(r, RAFT_ENOMEM);
-        return;
-    }
-    memcpy(r->json, buf, len);
-    r->json[len] = '\0';
-    rstatus_finish(r, 0);
-}
-
-static void rstatus_timeout(uv_timer_t *timer)
-{
-    rstatus_finish(timer->data, RAFT_ETIMEOUT);
-}
-
-static void rstatus_start(struct io_work *w)
-{
-    struct rstatus_req *r = (struct rstatus_req *)w;
-    struct io_transport_config tc = {.cluster_id = 0, .self_id = 0,
-                                     .on_message = rstatus_on_message, .seed = io_now_ms(),
-                                     .data = r};
-    int rc = io_transport_init(&r->t, io_loop_uv(r->loop), &tc);
-    if (rc != 0) {
-        rstatus_finish(r, RAFT_EBADARG);
-        return;
-    }
-    r->t.data = r;
-    r->t_open = true;
-    uv_timer_init(io_loop_uv(r->loop), &r->timer);
-    r->timer.data = r;
-    r->timer_open = true;
-    uv_timer_start(&r->timer, rstatus_timeout, r->timeout_ms, 0);
-    rc = io_transport_send(&r->t, 0, r->addr, IO_MSG_STATUS, IO_TRANSPORT_CONTROL, "", 0);
-    if (rc != 0) {
-        rstatus_finish(r, rc == IO_TRANSPORT_EADDR ? RAFT_EBADARG : RAFT_ETIMEOUT);
-    }
+    memcpy(*json, buf, len);
+    (*json)[len] = '\0';
+    o->result = 0;
+    return true;
 }
 
 int io_node_remote_status(const char *addr, int64_t timeout_ms, char **json, char *err,
@@ -3026,28 +2975,28 @@ int io_node_remote_status(const char *addr, int64_t timeout_ms, char **json, cha
         set_err(err, err_len, "bad address%s%s", "", "");
         return RAFT_EBADARG;
     }
+    struct outsider *o = calloc(1, sizeof *o);
+    if (o == NULL) {
+        return RAFT_ENOMEM;
+    }
     if (loop_acquire(&l) != 0) {
+        free(o);
         return RAFT_ENOMEM;
     }
-    struct rstatus_req *r = calloc(1, sizeof *r);
-    if (r == NULL) {
-        loop_release();
-        return RAFT_ENOMEM;
-    }
-    io_call_init(&r->call, rstatus_start, NULL);
-    r->loop = l;
-    snprintf(r->addr, sizeof r->addr, "%s", addr);
-    r->timeout_ms = (uint64_t)(timeout_ms > 0 ? timeout_ms : 5000);
-    int rc = io_call_wait(l, &r->call, -1);
-    io_call_fini(&r->call);
-    if (rc == 0) {
-        *json = r->json;
-    } else {
-        free(r->json);
+    *json = NULL;
+    snprintf(o->target, sizeof o->target, "%s", addr);
+    o->type = IO_MSG_STATUS;
+    o->payload = (const uint8_t *)"";
+    o->on_reply = status_on_reply;
+    o->ctx = json;
+    int rc = outsider_run(o, l, timeout_ms);
+    if (rc != 0) {
+        free(*json);
+        *json = NULL;
         set_err(err, err_len, "no status from %s: %s", addr,
                 rc == RAFT_EBADARG ? "bad address" : "no answer (timed out)");
     }
-    free(r);
+    free(o);
     loop_release();
     return rc;
 }
