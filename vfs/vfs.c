@@ -283,9 +283,27 @@ static int vwrite_acquire(struct vfs_file *f)
     sh->holder_doomed = 0;
     f->vwrite = 1;
     capture_reset(&sh->cap);
+    if (waited) {
+        /* Leadership may have moved while this writer queued: ask the gate again. */
+        db->gate_calls++;
+        pthread_mutex_unlock(&vfs_mu);
+        why[0] = '\0';
+        rc = db->ops.write_gate != NULL ? db->ops.write_gate(db->ops.ctx, why, sizeof why)
+                                        : SQLITE_OK;
+        pthread_mutex_lock(&vfs_mu);
+        db->gate_calls--;
+        if (rc != SQLITE_OK) {
+            why[sizeof why - 1] = '\0';
+            rc = rc == SQLITE_READONLY ? SQLITE_READONLY : SQLITE_BUSY;
+            vfs_db_set_error(db, rc, "walraft: write refused: %s",
+                             why[0] ? why : "leadership changed");
+            sh->holder = NULL;
+            f->vwrite = 0;
+        }
+    }
     pthread_cond_broadcast(&sh->cond);
     pthread_mutex_unlock(&vfs_mu);
-    return SQLITE_OK;
+    return rc;
 }
 
 static void vwrite_release(struct vfs_file *f)

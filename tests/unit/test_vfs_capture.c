@@ -730,6 +730,50 @@ static void test_vfs_queued_writer_wait_is_bounded_by_busy_timeout(void **state)
     cluster_stop(&c);
 }
 
+struct queued_arg {
+    const char *path;
+    int rc;
+};
+
+static void *queued_writer(void *p)
+{
+    struct queued_arg *a = p;
+    sqlite3 *db = NULL;
+    a->rc = sqlite3_open_v2(a->path, &db, SQLITE_OPEN_READWRITE, "walraft");
+    if (a->rc == SQLITE_OK) {
+        sqlite3_busy_timeout(db, 10000);
+        a->rc = sqlite3_exec(db, "INSERT INTO t VALUES(2)", NULL, NULL, NULL);
+    }
+    sqlite3_close(db);
+    return NULL;
+}
+
+static void test_vfs_queued_writer_rechecks_gate_when_granted(void **state)
+{
+    (void)state;
+    struct cluster c;
+    cluster_start(&c, 2, NULL, NULL);
+    sqlite3 *a = open_conn(c.path[0]);
+    exec_ok(a, "CREATE TABLE t(a)");
+    exec_ok(a, "BEGIN IMMEDIATE; INSERT INTO t VALUES(1)");
+    struct queued_arg q = {.path = c.path[0], .rc = -1};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, queued_writer, &q), 0);
+    struct timespec ts = {0, 200 * 1000000L};
+    nanosleep(&ts, NULL);
+    /* Leadership moves while the second writer queues; the first one rolls back, so the second
+     * is granted the lock directly (no commit made its snapshot stale). */
+    c.node[0].leader = 0;
+    exec_ok(a, "ROLLBACK");
+    pthread_join(th, NULL);
+    assert_int_equal(q.rc, SQLITE_READONLY);
+    assert_int_equal(count_on(c.path[0], "SELECT count(*) FROM t"), 0);
+    assert_int_equal(count_on(c.path[1], "SELECT count(*) FROM t"), 0);
+    sqlite3_close(a);
+    assert_files_identical(&c);
+    cluster_stop(&c);
+}
+
 static long file_size(const char *path)
 {
     struct stat st;
@@ -1031,6 +1075,7 @@ int main(void)
                                   teardown_dir),
         cmocka_unit_test_teardown(test_vfs_transaction_over_max_size_fails_cleanly, teardown_dir),
         cmocka_unit_test_teardown(test_vfs_four_writer_threads_all_succeed, teardown_dir),
+        cmocka_unit_test_teardown(test_vfs_queued_writer_rechecks_gate_when_granted, teardown_dir),
         cmocka_unit_test_teardown(test_vfs_queued_writer_wait_is_bounded_by_busy_timeout,
                                   teardown_dir),
         cmocka_unit_test_teardown(test_vfs_follower_wal_checkpoints_and_restarts, teardown_dir),
