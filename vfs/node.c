@@ -446,6 +446,11 @@ static int append_locked(struct vfs_db *db, const struct wal_txn *t_in, uint64_t
         return SQLITE_PROTOCOL;
     }
     if (h.mx_frame > 0 && wal_index_page_size(&h) != t.page_size) {
+        pthread_mutex_lock(&vfs_mu);
+        vfs_db_set_error(db, SQLITE_CORRUPT,
+                         "walraft: entry %llu has %u-byte pages, this database %u-byte ones",
+                         (unsigned long long)index, t.page_size, wal_index_page_size(&h));
+        pthread_mutex_unlock(&vfs_mu);
         return SQLITE_CORRUPT;
     }
     pthread_mutex_lock(&vfs_mu);
@@ -558,13 +563,19 @@ int vfs_db_apply_batch(struct vfs_db *db, const struct vfs_entry *e, size_t n)
         int wrc = wal_frameset_decode(e[i].payload, e[i].len, body_max, &fs[nfs]);
         if (wrc != WAL_OK) {
             rc = wrc == WAL_ENOMEM ? SQLITE_NOMEM : SQLITE_CORRUPT;
+            pthread_mutex_lock(&vfs_mu);
             vfs_db_set_error(db, rc, "walraft: entry %llu does not decode: %s",
                              (unsigned long long)e[i].index, wal_strerror(wrc));
+            pthread_mutex_unlock(&vfs_mu);
             goto out;
         }
         if (page_size != 0 && fs[nfs].page_size != page_size) {
             nfs++;
             rc = SQLITE_CORRUPT;
+            pthread_mutex_lock(&vfs_mu);
+            vfs_db_set_error(db, rc, "walraft: entry %llu changes the page size",
+                             (unsigned long long)e[i].index);
+            pthread_mutex_unlock(&vfs_mu);
             goto out;
         }
         page_size = fs[nfs].page_size;
