@@ -22,7 +22,8 @@ set -euo pipefail
 BUILD=${BUILD:-build}
 BUILD=$(cd "$BUILD" && pwd)
 WALRAFT=$BUILD/walraft
-STEP_TIMEOUT=30 # seconds any single wait may take
+STEP_TIMEOUT=30   # seconds any single wait may take
+TOTAL_TIMEOUT=120 # seconds the whole demo may take
 [ -x "$WALRAFT" ] || { echo "cluster.sh: $WALRAFT is missing: run make first" >&2; exit 1; }
 command -v sqlite3 >/dev/null || { echo "cluster.sh: the sqlite3 shell is missing (make deps)" >&2; exit 1; }
 
@@ -30,6 +31,7 @@ DIR=$(mktemp -d "${TMPDIR:-/tmp}/walraft-demo.XXXXXX")
 declare -A PID=() PORT=()
 OK=0
 T0=$SECONDS
+END=$((SECONDS + TOTAL_TIMEOUT))
 
 cleanup() {
     local k
@@ -46,7 +48,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+if [ -t 1 ]; then BOLD=$'\033[1m' PLAIN=$'\033[0m'; else BOLD="" PLAIN=""; fi
+say() { printf '\n%s== %s%s\n' "$BOLD" "$*" "$PLAIN"; }
 note() { printf '   %s\n' "$*"; }
 fail() { printf '\ncluster.sh: FAILED: %s\n' "$*" >&2; exit 1; }
 
@@ -88,6 +91,7 @@ run() {
     until tail -c +$((from + 1)) "$out" | grep -qxF -- "$mark"; do
         kill -0 "${PID[$k]}" 2>/dev/null || fail "$k exited; see $err"
         [ $SECONDS -lt $deadline ] || fail "$k did not answer within ${STEP_TIMEOUT}s: $*"
+        [ $SECONDS -lt $END ] || fail "the demo took longer than ${TOTAL_TIMEOUT}s"
         sleep 0.05
     done
     RESULT=$(tail -c +$((from + 1)) "$out" | grep -vxF -- "$mark" || true)
@@ -118,6 +122,7 @@ wait_until() { # wait_until WHAT COMMAND...: retries COMMAND for up to STEP_TIME
     local deadline=$((SECONDS + STEP_TIMEOUT))
     until "$@"; do
         [ $SECONDS -lt $deadline ] || fail "timed out waiting for $what"
+        [ $SECONDS -lt $END ] || fail "the demo took longer than ${TOTAL_TIMEOUT}s"
         sleep 0.1
     done
 }
