@@ -8,7 +8,14 @@ RAFT_EVENT_SNAPSHOT_SENT carrying the index it asked for; when the old stream en
 old index, on_snapshot_sent() ignores it as stale, and the follower's progress stays in
 RAFT_SNAPSHOT for good: the leader never sends it anything again.
 
-Scenario (3 nodes, a short trailing log):
+Two ways in, both seen in chaos runs: the follower is removed and added again under the same
+name while the old stream runs (scripted below), or the leader loses leadership while streaming
+and wins it again within SNAP_ACK_TIMEOUT_MS (15 s): its fresh progress asks for a snapshot at
+a newer index and the old stream, still registered, swallows the request (seen as
+"sending snapshot 679 to <n3>", "now follower in term 3", "now leader in term 4", ...,
+"snapshot 679 ... failed", then nothing more for n3 while the leader reports it in state 3).
+
+Scripted scenario (3 nodes, a short trailing log):
   1. n3 is isolated; the leader n1 compacts past n3's log and starts a snapshot stream to n3,
      whose chunks are dropped (the stream waits 15 s for an acknowledgement);
   2. n3 is killed, removed, wiped and joins again under the same name (same node id): the
