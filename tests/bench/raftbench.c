@@ -115,6 +115,11 @@ static int node_main(int argc, char **argv)
                                  .name = argv[3],
                                  .listen_addr = addr,
                                  .fsm = {.ctx = NULL, .apply = fsm_apply}};
+    /* diagnostics: RAFTBENCH_HEARTBEAT_MS / RAFTBENCH_ELECTION_MS override the defaults */
+    const char *v = getenv("RAFTBENCH_HEARTBEAT_MS");
+    cfg.heartbeat_ms = v ? (uint32_t)atoi(v) : 0;
+    v = getenv("RAFTBENCH_ELECTION_MS");
+    cfg.election_timeout_ms = v ? (uint32_t)atoi(v) : 0;
     int rc = io_node_start(&cfg, boot ? IO_NODE_BOOTSTRAP : IO_NODE_JOIN, boot ? NULL : peer,
                            RAFT_VOTER, 30000, &node, err, sizeof err);
     if (rc != 0) {
