@@ -48,6 +48,10 @@ CONVERGE_BOUND = 60.0  # ... and every member must have applied it within this
 # CHAOS_STRICT=1: a follower stalled by the known snapshot bug fails the seed.
 STRICT = os.environ.get("CHAOS_STRICT", "") not in ("", "0")
 
+# Full-disk faults: the initial nodes' directories are tmpfs mounts of this size (root only).
+DISK_FAULTS = os.environ.get("CHAOS_DISK", "1") != "0"
+DISK_MB = 48
+
 # Codes after which a proposal certainly did not take effect (consensus/raft.h, node.h).
 DEFINITELY_NOT = {2, 3, 5, 8, 10, 12, 106}
 
@@ -218,6 +222,8 @@ class Run:
     def __init__(self, seed, nodes=3, duration=45.0, clients=6, bug=None, keep=False,
                  verbose=False, wipe_same_name=False):
         self.wipe_same_name = wipe_same_name
+        self.mounts = []
+        self.disk_faults = DISK_FAULTS
         self.seed = seed
         self.n_initial = nodes
         self.duration = duration
@@ -308,7 +314,45 @@ class Run:
             time.sleep(0.1)
         return None
 
+    def mount_disks(self):
+        """Each initial node's directory is a small tmpfs, so a fault can fill it. Needs root
+        and mount(8); without them full-disk faults are skipped (with a notice)."""
+        for i in range(1, self.n_initial + 1):
+            d = self.nodes["n%d" % i].dir
+            os.makedirs(d, exist_ok=True)
+            r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=%dm" % DISK_MB, "tmpfs", d],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=10)
+            if r.returncode != 0:
+                self.notes.append("full-disk faults skipped: cannot mount a tmpfs (%s)" %
+                                  r.stderr.decode(errors="replace").strip())
+                return
+            self.mounts.append(d)
+
+    def unmount_disks(self):
+        for d in self.mounts:
+            subprocess.run(["umount", "-l", d], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, timeout=10)
+        self.mounts = []
+
+    def fill_disk(self, nm):
+        """Fills the node's tmpfs; returns the filler's path (None when it is not on one)."""
+        d = self.nodes[nm].dir
+        if d not in self.mounts:
+            return None
+        path = os.path.join(d, "filler")
+        chunk = b"\0" * (1 << 20)
+        try:
+            with open(path, "wb") as f:
+                while True:
+                    f.write(chunk)
+                    f.flush()
+        except OSError:
+            pass
+        return path
+
     def bootstrap(self):
+        if self.disk_faults:
+            self.mount_disks()
         first = self.nodes["n1"]
         if not first.start("--bootstrap"):
             raise RuntimeError("n1 did not start: %s\n%s" % (first.start_line, first.log_tail()))
@@ -463,7 +507,8 @@ class Run:
         end = self.duration
         next_fault = 1.5
         kinds = [("kill", 3), ("pause", 3), ("isolate", 3), ("oneway", 2), ("cut", 2),
-                 ("minority", 1), ("transfer", 2), ("remove", 1), ("add", 1), ("wipe", 1)]
+                 ("minority", 1), ("transfer", 2), ("remove", 1), ("add", 1), ("wipe", 1),
+                 ("diskfull", 2)]
         total = sum(w for _, w in kinds)
         while not self.stop_faults.is_set():
             t = self.now()
@@ -503,7 +548,7 @@ class Run:
 
     def inject(self, kind, dur):
         """Starts a fault; returns the heals to schedule as (time, fn, what)."""
-        node_faults = ("kill", "pause", "isolate", "oneway")
+        node_faults = ("kill", "pause", "isolate", "oneway", "diskfull")
         if kind in node_faults and self.disrupted() >= self.quorum_slack():
             return []
         at = self.now() + dur
@@ -528,6 +573,21 @@ class Run:
                     n.paused = False
                     self.faulted.pop(nm, None)
                 return [(at, cont, "SIGCONT %s" % nm)]
+            if kind == "diskfull":
+                path = self.fill_disk(nm)
+                if path is None:
+                    self.faulted.pop(nm, None)
+                    self.counts["fault:diskfull"] -= 1
+                    return []
+                self.log("disk of %s full for %.1fs" % (nm, dur))
+
+                def free():
+                    try:
+                        os.unlink(path)
+                    except OSError:
+                        pass
+                    self.faulted.pop(nm, None)
+                return [(at, free, "disk of %s" % nm)]
             if kind == "isolate":
                 n.request("partition 1 1", 2)
                 self.log("isolate %s for %.1fs" % (nm, dur))
@@ -850,6 +910,7 @@ class Run:
                 os.waitpid(pid, 0)
             except ChildProcessError:
                 pass
+        self.unmount_disks()
 
     def summary(self):
         ops = [op for op in self.history]
@@ -925,7 +986,6 @@ def main():
         return 1
     if bug:
         print("deliberate bug switched on in chaosnode: CHAOS_BUG=%s" % bug)
-    print("full-disk faults: not run (the runtime's disk-full path is not exercised here)")
     passed = failed = 0
     if a.seed is not None:
         runs = [(a.seed, a.nodes, a.duration)]
