@@ -45,9 +45,10 @@
  * compacted. The caller streams an image of its state machine that contains at least the entries
  * up to `index` (RAFT_MSG_INSTALL_SNAPSHOT is a suitable header for the stream), and reports the
  * end with RAFT_EVENT_SNAPSHOT_SENT (ok only once the receiver has installed it durably). The
- * receiving caller installs the image only if it is newer than its own state machine, records it
- * as its applied floor, then steps RAFT_EVENT_SNAPSHOT_INSTALLED; the core resets or trims its log
- * (out->snapshot_index / out->compact_to) and acknowledges to the leader.
+ * receiving caller installs the image only if it is newer than its own state machine, and in
+ * either case makes its state machine durable (applied floor >= the snapshot's index: checkpoint
+ * if it kept its own, newer state), then steps RAFT_EVENT_SNAPSHOT_INSTALLED; the core resets or
+ * trims its log (out->snapshot_index / out->compact_to) and acknowledges to the leader.
  *
  * PROPOSAL OUTCOMES
  *

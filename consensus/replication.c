@@ -575,45 +575,48 @@ void on_snapshot_installed(struct raft *r, const struct raft_event *ev)
     if (current) {
         heard_from_leader(r, from);
     }
-    if (index > r->commit) {
-        /* Keeping the suffix needs the prefix durable in our own log too: the caller then only
-         * moves its log's base. Otherwise the whole log goes (the entries up to `index` that are
-         * still on their way to disk are superseded by the snapshot). */
-        if (index <= r->persisted && log_term(&r->log, index) == last_term) {
-            /* From §5.3 of the thesis' snapshot rules: "If existing log entry has same index and
-             * term as snapshot's last included entry, retain log entries following it". */
-            log_compact(&r->log, index);
-            cfg_compact(&r->cfg, index);
-            if (r->u.compact_to < index) {
-                r->u.compact_to = index;
-            }
-        } else {
-            log_reset(&r->log, index, last_term);
-            r->cfg.n = 0;
-            if (cfg_push(&r->cfg, index, &ev->snapshot_installed.config) != 0) {
-                r->u.oom = true;
-            }
-            r->u.snapshot_index = index;
-            r->u.snapshot_term = last_term;
-            r->u.truncate_from = 0;
-            r->u.n_entries = 0;
-            /* Nothing beyond the snapshot is durable any more: the caller drops its log. */
-            r->persisted = index;
-            r->ack_pending = false;
-            config_took_effect(r);
+    /* The caller has made the image (containing at least `index`) durable. Afterwards our log
+     * must durably reach `index` too, or the leader's match index for us would outlive a crash.
+     * So keep the suffix only if the prefix is already persisted in our own log with the same
+     * term at `index` (From the snapshot rules of §5.3: "If existing log entry has same index
+     * and term as snapshot's last included entry, retain log entries following it"); otherwise
+     * the whole log goes -- entries still on their way to disk are superseded by the image, and
+     * committed entries beyond `index` come again from the leader. */
+    if (index <= r->log.snap_index) {
+        /* Already compacted past it. */
+    } else if (index <= r->persisted && log_term(&r->log, index) == last_term) {
+        log_compact(&r->log, index);
+        cfg_compact(&r->cfg, index);
+        if (r->u.compact_to < index) {
+            r->u.compact_to = index;
         }
-        r->commit = index;
-        if (r->persisted < index) {
-            r->persisted = index;
+    } else {
+        log_reset(&r->log, index, last_term);
+        r->cfg.n = 0;
+        if (cfg_push(&r->cfg, index, &ev->snapshot_installed.config) != 0) {
+            r->u.oom = true;
         }
-        if (r->applied_out < index) {
-            r->applied_out = index;
-        }
-        if (r->floor < index) {
-            r->floor = index;
-        }
-        pending_on_commit(r);
+        r->u.snapshot_index = index;
+        r->u.snapshot_term = last_term;
+        r->u.truncate_from = 0;
+        r->u.n_entries = 0;
+        r->persisted = index;
+        r->ack_pending = false;
+        config_took_effect(r);
     }
+    if (r->commit < index) {
+        r->commit = index;
+    }
+    if (r->persisted < index) {
+        r->persisted = index; /* defensive: persisted never falls below snap_index */
+    }
+    if (r->applied_out < index) {
+        r->applied_out = index;
+    }
+    if (r->floor < index) {
+        r->floor = index;
+    }
+    pending_on_commit(r);
     if (current) {
         if (r->verified < index) {
             r->verified = index;

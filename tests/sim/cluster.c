@@ -881,6 +881,10 @@ static void deliver_snapshot(struct cluster *c, struct cl_snap *s)
             }
             to->sm_n = s->content_n;
             to->floor = s->content_n; /* installed images are checkpointed */
+        } else {
+            /* Our own state is newer: the contract still wants it durable before the core
+             * drops log entries up to the snapshot, so checkpoint it. */
+            to->floor = to->sm_n;
         }
         TRACE(c, "n%llu installs snapshot %llu from n%llu", (unsigned long long)s->to,
               (unsigned long long)s->index, (unsigned long long)s->from);
