@@ -194,8 +194,8 @@ def test_serve_bootstrap_join_status_restart_and_signals():
     c = Cluster(WALRAFT)
     ok = False
     try:
-        p1, p2 = free_ports(2)
-        a1, a2 = "127.0.0.1:%d" % p1, "127.0.0.1:%d" % p2
+        p1, p2, p3 = free_ports(3)
+        a1, a2, a3 = "127.0.0.1:%d" % p1, "127.0.0.1:%d" % p2, "127.0.0.1:%d" % p3
         db1, db2 = os.path.join(c.root, "n1.db"), os.path.join(c.root, "n2.db")
         rc, _, err = run("serve", db1, "--id", "n1", "--listen", a1)
         check(rc == 2 and "--bootstrap" in err, "serve without a node or a mode: %s %r" % (rc, err))
@@ -207,9 +207,15 @@ def test_serve_bootstrap_join_status_restart_and_signals():
         s1 = Serve(c, "n1", db1, "--id", "n1", "--listen", a1, "--bootstrap", *FAST)
         wait_for("n1 to lead", lambda: (status(a1) or {}).get("state") == "leader", 30)
         s2 = Serve(c, "n2", db2, "--id", "n2", "--listen", a2, "--join", a1, *FAST)
-        wait_for("n2 to follow n1", lambda: (status(a2) or {}).get("leader") == "n1", 30)
+        wait_for("n2 to follow n1", lambda: (status(a2) or {}).get("role") == "voter" and
+                 status(a2).get("leader") == "n1", 30)
+        s3 = Serve(c, "n3", os.path.join(c.root, "n3.db"), "--id", "n3", "--listen", a3,
+                   "--join", a2, "--replica", *FAST)
+        wait_for("n3 to follow n1", lambda: (status(a3) or {}).get("leader") == "n1", 30)
+        check(status(a3)["role"] == "replica", "n3 joined as a replica: %s" % status(a3))
         st = status(a1)
-        check(sorted(n["id"] for n in st["nodes"]) == ["n1", "n2"], "members: %s" % st["nodes"])
+        check(sorted((n["id"], n["role"]) for n in st["nodes"]) ==
+              [("n1", "voter"), ("n2", "voter"), ("n3", "replica")], "members: %s" % st["nodes"])
         rc, out, _ = run("status", "--pretty", a2)
         check(rc == 0 and "node       n2 at " + a2 in out and "leader     n1 at " + a1 in out,
               "pretty status: %r" % out)
@@ -227,6 +233,7 @@ def test_serve_bootstrap_join_status_restart_and_signals():
         wait_for("n2 back", lambda: (status(a2) or {}).get("leader") == "n1", 30)
         check(status(a2)["id"] == "n2", "restarted with its stored id")
         s2.stop(signal.SIGINT)
+        s3.stop(signal.SIGTERM)
         s1.stop(signal.SIGTERM)
         ok = True
     finally:
