@@ -188,6 +188,72 @@ static int fsm_apply_batch(void *ctx, const struct io_apply_entry *e, size_t cou
     return 0;
 }
 
+/* Snapshots: the database itself is the image (DESIGN §5). The leader streams a consistent,
+ * pinned image while writes go on; a follower installs one as a single WAL transaction. */
+static int fsm_snapshot_open(void *ctx, void **handle, uint64_t *size)
+{
+    struct ext_node *n = ctx;
+    struct vfs_db *db = wait_db(n);
+    struct vfs_snapshot *s = NULL;
+    if (db == NULL) {
+        return -1;
+    }
+    int rc = vfs_db_snapshot_open(db, &s, size);
+    *handle = s;
+    return rc == SQLITE_OK ? 0 : rc;
+}
+
+static int fsm_snapshot_read(void *ctx, void *handle, void *buf, size_t cap, size_t *n)
+{
+    (void)ctx;
+    int rc = vfs_snapshot_read(handle, buf, cap, n);
+    return rc == SQLITE_OK ? 0 : rc;
+}
+
+static void fsm_snapshot_close(void *ctx, void *handle)
+{
+    (void)ctx;
+    vfs_snapshot_close(handle);
+}
+
+static int fsm_install_begin(void *ctx, uint64_t index)
+{
+    struct ext_node *n = ctx;
+    struct vfs_db *db = wait_db(n);
+    if (db == NULL) {
+        return -1;
+    }
+    int rc = vfs_db_install_begin(db, index);
+    return rc == SQLITE_OK ? 0 : rc;
+}
+
+static int fsm_install_chunk(void *ctx, const void *buf, size_t len)
+{
+    struct ext_node *n = ctx;
+    int rc = vfs_db_install_chunk(n->db, buf, len);
+    return rc == SQLITE_OK ? 0 : rc;
+}
+
+static int fsm_install_end(void *ctx, uint64_t index, bool ok)
+{
+    struct ext_node *n = ctx;
+    if (n->db == NULL) {
+        return -1;
+    }
+    int rc = vfs_db_install_end(n->db, index, ok);
+    if (rc != SQLITE_OK) {
+        char why[256];
+        vfs_db_last_error(n->db, why, sizeof why);
+        sqlite3_log(rc, "walraft: cannot install snapshot %llu into %s: %s",
+                    (unsigned long long)index, n->path, why);
+        return rc;
+    }
+    if (ok) {
+        n->floor_reported = vfs_db_floor(n->db);
+    }
+    return 0;
+}
+
 static void fsm_leadership_lost(void *ctx)
 {
     struct ext_node *n = ctx;
@@ -276,6 +342,12 @@ int ext_node_start(const char *path, const struct ext_config *cfg, enum ext_star
         .fsm = {.ctx = n,
                 .apply = fsm_apply,
                 .apply_batch = fsm_apply_batch,
+                .snapshot_open = fsm_snapshot_open,
+                .snapshot_read = fsm_snapshot_read,
+                .snapshot_close = fsm_snapshot_close,
+                .install_begin = fsm_install_begin,
+                .install_chunk = fsm_install_chunk,
+                .install_end = fsm_install_end,
                 .leadership_lost = fsm_leadership_lost},
     };
     enum io_node_start_mode mode = how == EXT_BOOTSTRAP ? IO_NODE_BOOTSTRAP

@@ -89,6 +89,7 @@ struct vfs_db {
     size_t n_gens;
     size_t cap_gens;
     char last_error[256];
+    struct vfs_install *install; /* a snapshot being received (snapshot.c), or NULL */
 };
 
 extern pthread_mutex_t vfs_mu;
@@ -106,5 +107,13 @@ struct vfs_shared *vfs_shared_get(const char *path); /* vfs_mu held; a new refer
 void vfs_db_note_commit(struct vfs_db *db, uint64_t index, uint32_t first_frame);
 void vfs_db_set_error(struct vfs_db *db, int rc, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+
+/* node.c, for snapshot.c: the node lock (serialises the node's WAL work with local writers),
+ * and the apply path's append and checkpoint, which require it. */
+struct vfs_install;
+void vfs_node_lock(struct vfs_db *db);
+void vfs_node_unlock(struct vfs_db *db);
+int vfs_db_append_locked(struct vfs_db *db, const struct wal_txn *t, uint64_t index);
+int vfs_db_checkpoint_locked(struct vfs_db *db);
 
 #endif

@@ -700,3 +700,25 @@ void vfs_db_last_error(struct vfs_db *db, char *buf, size_t n)
     snprintf(buf, n, "%s", db->last_error);
     pthread_mutex_unlock(&vfs_mu);
 }
+
+/* --- for snapshot.c --------------------------------------------------------------------------- */
+
+void vfs_node_lock(struct vfs_db *db)
+{
+    node_acquire(db);
+}
+
+void vfs_node_unlock(struct vfs_db *db)
+{
+    node_release(db);
+}
+
+int vfs_db_append_locked(struct vfs_db *db, const struct wal_txn *t, uint64_t index)
+{
+    return append_locked(db, t, index);
+}
+
+int vfs_db_checkpoint_locked(struct vfs_db *db)
+{
+    return checkpoint_locked(db);
+}

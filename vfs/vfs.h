@@ -142,4 +142,28 @@ void vfs_db_step_down(struct vfs_db *db);
  * max_txn_bytes. The same text goes to sqlite3_log. Empty when there was none. */
 void vfs_db_last_error(struct vfs_db *db, char *buf, size_t n);
 
+/* --- snapshots (snapshot.c): the database itself is the image (DESIGN §5) --------------------
+ *
+ * vfs_db_snapshot_open pins a consistent image of the database as applied now, while applies and
+ * local writers go on; vfs_snapshot_read produces its byte stream (a 16-byte header: magic,
+ * version, page size, page count; then every page in order), *n = 0 at the end;
+ * vfs_snapshot_close releases it. Any thread; one thread per snapshot. *size receives the
+ * stream's length. */
+struct vfs_snapshot;
+int vfs_db_snapshot_open(struct vfs_db *db, struct vfs_snapshot **out, uint64_t *size);
+int vfs_snapshot_read(struct vfs_snapshot *s, void *buf, size_t cap, size_t *n /* OUT */);
+void vfs_snapshot_close(struct vfs_snapshot *s);
+
+/* Installs an image received from the leader as log index `index`: begin, the stream's bytes in
+ * order (spooled to a file beside the database), then end: with ok, every page is appended as ONE
+ * WAL transaction (readers see the old state or the new one), checkpointed, and `index` becomes
+ * the applied index; without, the spool is dropped. From the thread that applies entries. */
+int vfs_db_install_begin(struct vfs_db *db, uint64_t index);
+int vfs_db_install_chunk(struct vfs_db *db, const void *buf, size_t len);
+int vfs_db_install_end(struct vfs_db *db, uint64_t index, int ok);
+
+/* xxh64 over the image a snapshot would send (*n_pages: its page count): equal on replicas that
+ * applied the same entries. */
+int vfs_db_checksum(struct vfs_db *db, uint64_t *hash /* OUT */, uint32_t *n_pages /* OUT */);
+
 #endif

@@ -414,6 +414,46 @@ def test_follower_killed_while_applying_converges(c):
     stop_and_compare(c, [n1, n2, n3])
 
 
+@scenario
+def test_node_joining_after_compaction_gets_a_snapshot_while_writes_go_on(c):
+    # A short trailing log and frequent checkpoints: the log is compacted well before n4 joins.
+    params = (PARAMS.replace("raft_election_timeout_ms=500", "raft_election_timeout_ms=2000")
+              .replace("raft_commit_timeout_ms=3000", "raft_commit_timeout_ms=30000")
+              + "&raft_trailing_entries=8&raft_checkpoint_frames=200")
+    nodes = start3(c, params)
+    n1 = nodes[0]
+    q(n1, "CREATE TABLE big(k INTEGER PRIMARY KEY, v BLOB)")
+    for i in range(26):  # 26 x 4 MB = 104 MB
+        q(n1, "!BEGIN; " + " ".join("INSERT INTO big(v) VALUES (randomblob(1000000));"
+                                   for _ in range(4)) + " COMMIT;", timeout=120)
+    for i in range(20):
+        q(n1, "INSERT INTO big(v) VALUES (randomblob(1000))")
+    st = json.loads(q1(n1, "SELECT raft_status()"))
+    check(st["first_index"] > 10, "the log was compacted: %s" % st["first_index"])
+    n4 = c.start("n4", params)
+    r = n4.cmd("SELECT raft_join('n4','%s','%s')" % (c.addr(3), c.addr(0)), timeout=120)
+    check(r.startswith("ok"), "join: " + r)
+    # n4 is a member now and catches up by snapshot: writes go on meanwhile.
+    written = 0
+    deadline = time.monotonic() + 120
+    while True:
+        q(n1, "INSERT INTO big(v) VALUES (randomblob(100))")
+        written += 1
+        st4 = json.loads(q1(n4, "SELECT raft_status()"))
+        if st4["stats"]["snapshots_installed"] >= 1 and st4["applied_index"] >= st["commit_index"]:
+            break
+        check(time.monotonic() < deadline, "n4 caught up within 120 s: %s" % st4)
+    q(n4, "SELECT raft_barrier(120000)", timeout=150)
+    count = q1(n1, "SELECT count(*) FROM big")
+    check(q1(n4, "SELECT count(*) FROM big") == count, "n4 has every row")
+    st4 = json.loads(q1(n4, "SELECT raft_status()"))
+    check(st4["stats"]["snapshots_installed"] >= 1, "n4 installed a snapshot: %s" % st4["stats"])
+    check(q1(n4, "SELECT raft_checksum()") == q1(n1, "SELECT raft_checksum()"),
+          "raft_checksum agrees between n1 and n4")
+    print("    %d rows written while n4 joined" % written)
+    stop_and_compare(c, nodes + [n4])
+
+
 if __name__ == "__main__":
     tests = [(name[5:].replace("_", " "), fn) for name, fn in sorted(globals().items())
              if name.startswith("test_")]

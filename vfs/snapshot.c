@@ -1,0 +1,401 @@
+/*
+ * Snapshots of an attached database (DESIGN §5): the database itself is the image.
+ *
+ * Image stream layout (little endian), what vfs_snapshot_read produces and vfs_db_install_*
+ * consumes:
+ *     offset  size  field
+ *          0     4  magic "WRSI" (0x49535257)
+ *          4     4  format version, 1
+ *          8     4  page size in bytes
+ *         12     4  number of pages n
+ *         16     -  pages 1..n, page_size bytes each, in order
+ *
+ * Sending. vfs_db_snapshot_open pins a consistent image while writes go on: under the node lock
+ * (no writer, no apply) it reads the wal-index header (mxFrame M, database size) and starts a
+ * read transaction on a connection of its own, whose snapshot is therefore exactly M. That read
+ * lock keeps every frame up to M in place (no WAL restart) and keeps checkpoints from copying
+ * newer frames into the database file, so page P is the newest frame of P at or below M, or else
+ * page P of the database file. The node lock is released at once; reads then run on the caller's
+ * thread, concurrently with applies and local writers.
+ *
+ * Installing. The follower spools the stream into a temporary file beside the database, then,
+ * under the node lock, appends every page as ONE WAL transaction whose commit size is the
+ * image's page count (readers see the old state or the new one, never a mix), checkpoints, and
+ * records the image's log index as applied. Memory stays bounded: the pages are mapped from the
+ * spool file, not copied.
+ */
+#include "vfs/internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#define IMAGE_MAGIC 0x49535257u
+#define IMAGE_VERSION 1u
+#define IMAGE_HEADER_BYTES 16u
+
+static void put32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+    p[2] = (uint8_t)(v >> 16);
+    p[3] = (uint8_t)(v >> 24);
+}
+
+static uint32_t get32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+struct vfs_snapshot {
+    struct vfs_db *db;
+    sqlite3 *conn;       /* holds the read transaction that pins the image */
+    uint32_t mx_frame;   /* the image: frames up to here ... */
+    uint32_t page_size;  /* ... of this size ... */
+    uint32_t n_pages;    /* ... and this many pages */
+    uint8_t header[IMAGE_HEADER_BYTES];
+    uint64_t offset;     /* bytes of the stream produced so far */
+    uint8_t *page;       /* one page, the one being produced */
+    uint32_t page_no;    /* page in `page` (0: none) */
+};
+
+/* The database's page size and size in pages when the WAL holds nothing (mxFrame 0): from the
+ * database file's header and length. */
+static int file_geometry(struct vfs_db *db, uint32_t *page_size, uint32_t *n_pages)
+{
+    uint8_t hdr[100];
+    sqlite3_int64 size = 0;
+    int rc = db->dbf->pMethods->xFileSize(db->dbf, &size);
+    if (rc != SQLITE_OK) {
+        return rc;
+    }
+    if (size < 100) {
+        *page_size = 4096;
+        *n_pages = 0;
+        return SQLITE_OK;
+    }
+    rc = db->dbf->pMethods->xRead(db->dbf, hdr, sizeof hdr, 0);
+    if (rc != SQLITE_OK) {
+        return rc;
+    }
+    uint32_t ps = (uint32_t)hdr[16] << 8 | hdr[17];
+    if (ps == 1) {
+        ps = 65536;
+    }
+    if (ps < 512 || ps > 65536 || (ps & (ps - 1)) != 0) {
+        return SQLITE_CORRUPT;
+    }
+    *page_size = ps;
+    *n_pages = (uint32_t)(size / ps);
+    return SQLITE_OK;
+}
+
+int vfs_db_snapshot_open(struct vfs_db *db, struct vfs_snapshot **out, uint64_t *size)
+{
+    struct vfs_snapshot *s = calloc(1, sizeof *s);
+    if (s == NULL) {
+        return SQLITE_NOMEM;
+    }
+    s->db = db;
+    char *uri = sqlite3_mprintf("file:%s?vfs=%s", db->sh->path, vfs_name);
+    int rc = uri != NULL ? SQLITE_OK : SQLITE_NOMEM;
+    if (rc == SQLITE_OK) {
+        rc = sqlite3_open_v2(uri, &s->conn, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI, NULL);
+    }
+    sqlite3_free(uri);
+    if (rc != SQLITE_OK) {
+        goto err;
+    }
+    vfs_node_lock(db);
+    struct wal_index_hdr h;
+    rc = wal_index_hdr_read(&db->shm, &h) == WAL_OK ? SQLITE_OK : SQLITE_PROTOCOL;
+    if (rc == SQLITE_OK) {
+        /* Nothing changes the database while the node lock is held: the read transaction
+         * starts at exactly this header. */
+        rc = sqlite3_exec(s->conn, "BEGIN; SELECT count(*) FROM sqlite_schema;", NULL, NULL,
+                          NULL);
+    }
+    vfs_node_unlock(db);
+    if (rc != SQLITE_OK) {
+        goto err;
+    }
+    s->mx_frame = h.mx_frame;
+    if (h.mx_frame > 0) {
+        s->page_size = wal_index_page_size(&h);
+        s->n_pages = h.n_page;
+    } else {
+        rc = file_geometry(db, &s->page_size, &s->n_pages);
+        if (rc != SQLITE_OK) {
+            goto err;
+        }
+    }
+    s->page = malloc(s->page_size);
+    if (s->page == NULL) {
+        rc = SQLITE_NOMEM;
+        goto err;
+    }
+    put32(s->header, IMAGE_MAGIC);
+    put32(s->header + 4, IMAGE_VERSION);
+    put32(s->header + 8, s->page_size);
+    put32(s->header + 12, s->n_pages);
+    if (size != NULL) {
+        *size = IMAGE_HEADER_BYTES + (uint64_t)s->n_pages * s->page_size;
+    }
+    *out = s;
+    return SQLITE_OK;
+
+err:
+    pthread_mutex_lock(&vfs_mu);
+    vfs_db_set_error(db, rc, "walraft: cannot open a snapshot of %s: %s", db->sh->path,
+                     s->conn != NULL ? sqlite3_errmsg(s->conn) : sqlite3_errstr(rc));
+    pthread_mutex_unlock(&vfs_mu);
+    sqlite3_close(s->conn);
+    free(s);
+    return rc;
+}
+
+/* Reads page `pgno` of the pinned image into s->page. */
+static int read_page(struct vfs_snapshot *s, uint32_t pgno)
+{
+    struct vfs_db *db = s->db;
+    uint32_t frame = 0;
+    if (s->mx_frame > 0 && wal_index_lookup(&db->shm, pgno, 0, s->mx_frame, &frame) != WAL_OK) {
+        return SQLITE_PROTOCOL;
+    }
+    int rc;
+    if (frame != 0) {
+        uint64_t off = wal_frame_offset(s->page_size, frame) + WAL_FRAME_HDR_SIZE;
+        rc = db->walf->pMethods->xRead(db->walf, s->page, (int)s->page_size,
+                                        (sqlite3_int64)off);
+    } else {
+        rc = db->dbf->pMethods->xRead(db->dbf, s->page, (int)s->page_size,
+                                       (sqlite3_int64)(pgno - 1) * s->page_size);
+        if (rc == SQLITE_IOERR_SHORT_READ) {
+            rc = SQLITE_OK; /* past the end of the file: a zeroed page, as SQLite reads it */
+        }
+    }
+    s->page_no = pgno;
+    return rc;
+}
+
+int vfs_snapshot_read(struct vfs_snapshot *s, void *buf, size_t cap, size_t *n)
+{
+    uint64_t total = IMAGE_HEADER_BYTES + (uint64_t)s->n_pages * s->page_size;
+    uint8_t *out = buf;
+    size_t done = 0;
+    while (done < cap && s->offset < total) {
+        if (s->offset < IMAGE_HEADER_BYTES) {
+            size_t k = IMAGE_HEADER_BYTES - (size_t)s->offset;
+            k = k < cap - done ? k : cap - done;
+            memcpy(out + done, s->header + s->offset, k);
+            done += k;
+            s->offset += k;
+            continue;
+        }
+        uint64_t body = s->offset - IMAGE_HEADER_BYTES;
+        uint32_t pgno = (uint32_t)(body / s->page_size) + 1;
+        size_t in_page = (size_t)(body % s->page_size);
+        if (s->page_no != pgno) {
+            int rc = read_page(s, pgno);
+            if (rc != SQLITE_OK) {
+                return rc;
+            }
+        }
+        size_t k = s->page_size - in_page;
+        k = k < cap - done ? k : cap - done;
+        memcpy(out + done, s->page + in_page, k);
+        done += k;
+        s->offset += k;
+    }
+    *n = done;
+    return SQLITE_OK;
+}
+
+void vfs_snapshot_close(struct vfs_snapshot *s)
+{
+    if (s == NULL) {
+        return;
+    }
+    sqlite3_exec(s->conn, "COMMIT", NULL, NULL, NULL);
+    sqlite3_close(s->conn);
+    free(s->page);
+    free(s);
+}
+
+int vfs_db_checksum(struct vfs_db *db, uint64_t *hash, uint32_t *n_pages)
+{
+    struct vfs_snapshot *s;
+    int rc = vfs_db_snapshot_open(db, &s, NULL);
+    if (rc != SQLITE_OK) {
+        return rc;
+    }
+    XXH64_state_t *st = XXH64_createState();
+    if (st == NULL) {
+        vfs_snapshot_close(s);
+        return SQLITE_NOMEM;
+    }
+    XXH64_reset(st, 0);
+    uint8_t buf[65536];
+    size_t n;
+    do {
+        rc = vfs_snapshot_read(s, buf, sizeof buf, &n);
+        if (rc == SQLITE_OK) {
+            XXH64_update(st, buf, n);
+        }
+    } while (rc == SQLITE_OK && n > 0);
+    *hash = XXH64_digest(st);
+    *n_pages = s->n_pages;
+    XXH64_freeState(st);
+    vfs_snapshot_close(s);
+    return rc;
+}
+
+/* --- installing ------------------------------------------------------------------------------ */
+
+struct vfs_install {
+    int fd;
+    char *path;
+    uint64_t index;
+    uint64_t bytes;
+};
+
+static void install_drop(struct vfs_db *db)
+{
+    struct vfs_install *in = db->install;
+    if (in == NULL) {
+        return;
+    }
+    if (in->fd >= 0) {
+        close(in->fd);
+    }
+    if (in->path != NULL) {
+        unlink(in->path);
+        sqlite3_free(in->path);
+    }
+    free(in);
+    db->install = NULL;
+}
+
+int vfs_db_install_begin(struct vfs_db *db, uint64_t index)
+{
+    install_drop(db);
+    struct vfs_install *in = calloc(1, sizeof *in);
+    if (in == NULL) {
+        return SQLITE_NOMEM;
+    }
+    in->fd = -1;
+    in->index = index;
+    /* A file of our own beside the database (never the database or its -wal/-shm). */
+    in->path = sqlite3_mprintf("%s-snapshot-in", db->sh->path);
+    if (in->path == NULL) {
+        free(in);
+        return SQLITE_NOMEM;
+    }
+    in->fd = open(in->path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    db->install = in;
+    if (in->fd < 0) {
+        pthread_mutex_lock(&vfs_mu);
+        vfs_db_set_error(db, SQLITE_CANTOPEN, "walraft: cannot create %s: %s", in->path,
+                         strerror(errno));
+        pthread_mutex_unlock(&vfs_mu);
+        install_drop(db);
+        return SQLITE_CANTOPEN;
+    }
+    return SQLITE_OK;
+}
+
+int vfs_db_install_chunk(struct vfs_db *db, const void *buf, size_t len)
+{
+    struct vfs_install *in = db->install;
+    if (in == NULL) {
+        return SQLITE_MISUSE;
+    }
+    const uint8_t *p = buf;
+    while (len > 0) {
+        ssize_t k = pwrite(in->fd, p, len, (off_t)in->bytes);
+        if (k < 0 && errno == EINTR) {
+            continue;
+        }
+        if (k <= 0) {
+            int full = k < 0 && errno == ENOSPC;
+            pthread_mutex_lock(&vfs_mu);
+            vfs_db_set_error(db, full ? SQLITE_FULL : SQLITE_IOERR_WRITE,
+                             "walraft: cannot spool the snapshot to %s: %s", in->path,
+                             k < 0 ? strerror(errno) : "short write");
+            pthread_mutex_unlock(&vfs_mu);
+            install_drop(db);
+            return full ? SQLITE_FULL : SQLITE_IOERR_WRITE;
+        }
+        p += k;
+        len -= (size_t)k;
+        in->bytes += (uint64_t)k;
+    }
+    return SQLITE_OK;
+}
+
+static int install_fail(struct vfs_db *db, int rc, const char *why)
+{
+    pthread_mutex_lock(&vfs_mu);
+    vfs_db_set_error(db, rc, "walraft: cannot install snapshot %llu: %s",
+                     (unsigned long long)(db->install ? db->install->index : 0), why);
+    pthread_mutex_unlock(&vfs_mu);
+    install_drop(db);
+    return rc;
+}
+
+int vfs_db_install_end(struct vfs_db *db, uint64_t index, int ok)
+{
+    struct vfs_install *in = db->install;
+    if (!ok || in == NULL) {
+        install_drop(db);
+        return ok ? SQLITE_MISUSE : SQLITE_OK;
+    }
+    if (in->bytes < IMAGE_HEADER_BYTES) {
+        return install_fail(db, SQLITE_CORRUPT, "the image is shorter than its header");
+    }
+    uint8_t *map = mmap(NULL, (size_t)in->bytes, PROT_READ, MAP_SHARED, in->fd, 0);
+    if (map == MAP_FAILED) {
+        return install_fail(db, SQLITE_IOERR_READ, strerror(errno));
+    }
+    uint32_t ps = get32(map + 8), np = get32(map + 12);
+    if (get32(map) != IMAGE_MAGIC || get32(map + 4) != IMAGE_VERSION || ps < 512 ||
+        ps > 65536 || (ps & (ps - 1)) != 0 ||
+        in->bytes != IMAGE_HEADER_BYTES + (uint64_t)np * ps) {
+        munmap(map, (size_t)in->bytes);
+        return install_fail(db, SQLITE_CORRUPT, "malformed image (header or length)");
+    }
+    struct wal_page *pages = malloc((np > 0 ? np : 1) * sizeof *pages);
+    if (pages == NULL) {
+        munmap(map, (size_t)in->bytes);
+        return install_fail(db, SQLITE_NOMEM, "out of memory");
+    }
+    for (uint32_t i = 0; i < np; i++) {
+        pages[i].pgno = i + 1;
+        pages[i].data = map + IMAGE_HEADER_BYTES + (size_t)i * ps;
+    }
+    struct wal_txn t = {.page_size = ps, .commit_pages = np, .pages = pages, .n_pages = np};
+    vfs_node_lock(db);
+    int rc = np > 0 ? vfs_db_append_locked(db, &t, index) : SQLITE_OK;
+    if (rc == SQLITE_OK) {
+        rc = vfs_db_checkpoint_locked(db);
+    }
+    if (rc == SQLITE_OK) {
+        pthread_mutex_lock(&vfs_mu);
+        db->applied = index;
+        pthread_mutex_unlock(&vfs_mu);
+    }
+    vfs_node_unlock(db);
+    free(pages);
+    munmap(map, (size_t)in->bytes);
+    if (rc != SQLITE_OK) {
+        return install_fail(db, rc, "cannot write the image into the WAL");
+    }
+    install_drop(db);
+    return SQLITE_OK;
+}
