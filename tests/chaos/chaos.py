@@ -507,7 +507,7 @@ class Run:
         end = self.duration
         next_fault = 1.5
         kinds = [("kill", 3), ("pause", 3), ("isolate", 3), ("oneway", 2), ("cut", 2),
-                 ("minority", 1), ("transfer", 2), ("remove", 1), ("add", 1), ("wipe", 1),
+                 ("minority", 1), ("transfer", 2), ("remove", 2), ("add", 2), ("wipe", 2),
                  ("diskfull", 2)]
         total = sum(w for _, w in kinds)
         while not self.stop_faults.is_set():
@@ -657,7 +657,7 @@ class Run:
 
     def remove_member(self):
         with self.mu:
-            if len(self.members) <= 3 or self.faulted:
+            if len(self.members) <= 3 or self.disrupted() >= (len(self.members) - 1) // 2:
                 return []
         lead = self.find_leader()
         if lead is None:
@@ -683,7 +683,7 @@ class Run:
 
     def add_member(self):
         with self.mu:
-            if len(self.members) >= self.n_initial + 1 or self.faulted:
+            if len(self.members) >= self.n_initial + 1:
                 return []
             spare = [n for n in sorted(self.nodes) if n not in self.used]
             up = self.up_members()
@@ -715,7 +715,7 @@ class Run:
         still streams a snapshot to the old incarnation hits a runtime bug (the new incarnation
         may never receive anything)."""
         with self.mu:
-            if self.faulted:
+            if self.disrupted() >= (len(self.members) - 1) // 2:
                 return []
             spare = [n for n in sorted(self.nodes) if n not in self.used]
         lead = self.find_leader()
@@ -795,6 +795,7 @@ class Run:
         for nm, n in sorted(self.nodes.items()):
             if nm in self.members and not n.alive():
                 self.problems.append("%s is a member but not running after healing" % nm)
+        healed = self.now()
         time.sleep(3)
         self.stop_clients.set()
         for t in threads:
@@ -817,7 +818,14 @@ class Run:
             self.problems.append("no write accepted within %.0fs after healing (last: %s)" %
                                  (WRITE_BOUND, probe and probe.get("answer")))
             return
-        self.notes.append("first write after healing took %.1fs" % took)
+        after = [op["t1"] for op in self.history if op["kind"] in checks.WRITES
+                 and op["status"] == "ok" and op["t0"] >= healed]
+        first = (min(after) if after else probe["t1"]) - healed
+        if first > WRITE_BOUND:
+            self.problems.append("no write acknowledged within %.0fs of healing" % WRITE_BOUND)
+        else:
+            self.notes.append("first write acknowledged %.2fs after healing; probe %.1fs" %
+                              (first, took))
         # Every member converges on the same history.
         lead = self.find_leader()
         self.reconcile()
