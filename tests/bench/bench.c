@@ -1279,7 +1279,7 @@ int main(int argc, char **argv)
     }
     dir = strdup(real);
     uint64_t t_start = bench_now_ns();
-    int port = bench_base_port();
+    int port = bench_base_port(80);
     fprintf(stderr, "bench: data in %s, ports from %d, %d runs of %g s\n", dir, port, runs, secs);
     double fd_append = bench_fdatasync_rate(dir, smoke ? 0.5 : 2, true, &fd99, &fd999);
     double fd_over = bench_fdatasync_rate(dir, smoke ? 0.5 : 2, false, NULL, NULL);

@@ -435,9 +435,35 @@ int bench_loopback_rtt(double secs, double *p50_us, double *p99_us)
     return 0;
 }
 
-int bench_base_port(void)
+static bool port_free(int port)
 {
-    return 20000 + (int)(getpid() % 2000) * 20;
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_port = htons((uint16_t)port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    bool ok = fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0;
+    if (fd >= 0) {
+        close(fd);
+    }
+    return ok;
+}
+
+int bench_base_port(int count)
+{
+    /* Below Linux's ephemeral range (32768-60999), so outgoing connections never hold them. */
+    for (int attempt = 0; attempt < 200; attempt++) {
+        int base = 10000 + (int)((getpid() + attempt * 7919) % 1100) * 20;
+        bool ok = true;
+        for (int p = base; p < base + count && ok; p++) {
+            ok = port_free(p);
+        }
+        if (ok) {
+            return base;
+        }
+    }
+    return 10000 + (int)(getpid() % 1100) * 20;
 }
 
 void bench_die(const char *fmt, ...)

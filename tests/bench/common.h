@@ -72,9 +72,9 @@ double bench_fdatasync_rate(const char *dir, double secs, bool append, double *p
  * the median and p99 round trip in microseconds. */
 int bench_loopback_rtt(double secs, double *p50_us, double *p99_us);
 
-/* A base port for this run: derived from the pid, so concurrent runs on the machine rarely
- * collide. */
-int bench_base_port(void);
+/* A base port for this run: `count` consecutive ports on 127.0.0.1 that are free now, below the
+ * ephemeral range, derived from the pid so that concurrent runs rarely collide. */
+int bench_base_port(int count);
 
 /* Dies with a message (children are killed by the exit handler). */
 void bench_die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));

@@ -206,7 +206,7 @@ int main(int argc, char **argv)
     }
     mkdir(dir, 0755);
     uint64_t t_start = bench_now_ns();
-    int port = bench_base_port() + 15;
+    int port = bench_base_port(3);
     double fd99 = 0, fd999 = 0;
     double fd_append = bench_fdatasync_rate(dir, 2, true, &fd99, &fd999);
     double fd_over = bench_fdatasync_rate(dir, 2, false, NULL, NULL);
