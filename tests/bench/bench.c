@@ -123,13 +123,14 @@ static void wait_writable(sqlite3 *db)
             (double)(bench_now_ns() - t0) / 1e9);
 }
 
-/* Database URIs. Nodes keep their whole log (large raft_trailing_entries): the catch-up
- * workload replays it, since snapshots are not available over SQL. */
+/* Database URIs: default settings, but the catch-up cluster's nodes keep their whole log (large
+ * raft_trailing_entries): a joiner replays it, since snapshots are not available over SQL. */
 static void node_uri(char *out, size_t cap, const char *name)
 {
     const char *extra = getenv("BENCH_URI_EXTRA"); /* diagnostics: e.g. "&raft_heartbeat_ms=50" */
-    snprintf(out, cap, "file:%s/%s.db?vfs=walraft&raft_trailing_entries=100000000%s", dir, name,
-             extra ? extra : "");
+    bool keep = strstr(dir, "/catchup") != NULL;    /* only the catch-up cluster keeps its log */
+    snprintf(out, cap, "file:%s/%s.db?vfs=walraft%s%s", dir, name,
+             keep ? "&raft_trailing_entries=100000000" : "", extra ? extra : "");
 }
 
 static void setup_schema(sqlite3 *db)
