@@ -8,7 +8,9 @@
 #include <sqlite3ext.h>
 SQLITE_EXTENSION_INIT1
 
+#include <pthread.h>
 #include <stddef.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -57,10 +59,21 @@ static int connection_init(sqlite3 *db, char **err, const sqlite3_api_routines *
     return rc;
 }
 
+/* Stops the nodes when the process exits normally (the sqlite3 shell's .quit, a program that
+ * returns from main): their threads end and their databases are left clean. The library stays
+ * loaded for the life of the process, so the handler stays valid. */
+static pthread_once_t exit_once = PTHREAD_ONCE_INIT;
+
+static void register_exit_handler(void)
+{
+    atexit(walraft_shutdown);
+}
+
 int sqlite3_walraft_init(sqlite3 *db, char **err, const sqlite3_api_routines *api)
 {
     int rc;
     SQLITE_EXTENSION_INIT2(api);
+    pthread_once(&exit_once, register_exit_handler);
     rc = vfs_register("walraft", 0);
     if (rc != SQLITE_OK) {
         if (err != NULL) {

@@ -13,3 +13,4 @@ TEST_PROGS += tests/e2e/test_runtime.py
 # LD_PRELOAD of the ASan runtime in an uninstrumented interpreter).
 TEST_DEPS  += $(BUILD)/walraft.so
 TEST_PROGS += tests/e2e/test_sql.py
+TEST_PROGS += tests/e2e/test_sqlite3_shell.py
