@@ -183,8 +183,9 @@ const char *shell_code_name(int rc)
 
 void shell_print_error(sqlite3 *db, int rc)
 {
-    int code = db != NULL ? sqlite3_extended_errcode(db) : rc;
-    const char *msg = db != NULL ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
+    bool from_db = db != NULL && sqlite3_errcode(db) != SQLITE_OK;
+    int code = from_db ? sqlite3_extended_errcode(db) : rc;
+    const char *msg = from_db ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
     fprintf(stderr, "error: %s (%s", msg, shell_code_name(code));
     if (code != (code & 0xff)) {
         fprintf(stderr, ", extended code %d", code);
@@ -313,22 +314,28 @@ static int run_stmt(sqlite3_stmt *stmt, const struct shell_output *o, FILE *out)
     for (int c = 0; c < t.ncol; c++) {
         const char *name = sqlite3_column_name(stmt, c);
         t.names[c] = dup_text(name != NULL ? name : "?");
-        t.width[c] = t.names[c] != NULL ? text_width(t.names[c]) : 1;
+        if (t.names[c] == NULL) {
+            table_free(&t);
+            return SQLITE_NOMEM;
+        }
+        t.width[c] = text_width(t.names[c]);
         t.numeric[c] = true;
     }
     while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+        if (t.nrow == t.cap && t.nrow >= ROWS_MAX) {
+            /* Too many rows to size the columns on all of them: print these, go on. */
+            table_print(&t, o, out);
+            for (size_t i = 0; i < t.nrow * (size_t)t.ncol; i++) {
+                free(t.cells[i]);
+            }
+            t.nrow = 0;
+        }
         if (t.nrow == t.cap) {
             size_t cap = t.cap == 0 ? 64 : t.cap * 2;
-            char **cells =
-                t.nrow < ROWS_MAX ? realloc(t.cells, cap * (size_t)t.ncol * sizeof *cells) : NULL;
+            char **cells = realloc(t.cells, cap * (size_t)t.ncol * sizeof *cells);
             if (cells == NULL) {
-                /* Too many rows to size the columns: print what we have, start again. */
-                table_print(&t, o, out);
-                for (size_t i = 0; i < t.nrow * (size_t)t.ncol; i++) {
-                    free(t.cells[i]);
-                }
-                t.nrow = 0;
-                continue;
+                rc = SQLITE_NOMEM;
+                break;
             }
             t.cells = cells;
             t.cap = cap;
