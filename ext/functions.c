@@ -396,6 +396,27 @@ static void fn_checksum(sqlite3_context *ctx, int argc, sqlite3_value **argv)
                         sqlite3_free);
 }
 
+/* raft_last_error(): the last reason this node's replication gave for refusing or failing a
+ * write on this database ("not the leader; the leader is n1 at ...", "outcome unknown ...", the
+ * transaction-size bound), NULL when there was none. SQLite reports such failures with generic
+ * texts ("attempt to write a readonly database", "disk I/O error"); this says which it was. */
+static void fn_last_error(sqlite3_context *ctx, int argc, sqlite3_value **argv)
+{
+    (void)argc;
+    (void)argv;
+    struct ext_node *n = need_node(ctx);
+    if (n == NULL) {
+        return;
+    }
+    char why[512];
+    vfs_db_last_error(n->db, why, sizeof why);
+    if (why[0] == '\0') {
+        sqlite3_result_null(ctx);
+    } else {
+        sqlite3_result_text(ctx, why, -1, SQLITE_TRANSIENT);
+    }
+}
+
 /* --- raft_recover(config_json) -------------------------------------------------------------
  * The configuration is a JSON array of objects with string members "id", "address" and
  * optionally "role" ("voter" or "replica"): [{"id":"n1","address":"127.0.0.1:7001"}, ...]. */
@@ -563,6 +584,7 @@ int ext_register_functions(sqlite3 *db)
         {"raft_status", 0, fn_status, NULL},       {"raft_barrier", 0, fn_barrier, NULL},
         {"raft_barrier", 1, fn_barrier, NULL},     {"raft_snapshot", 0, fn_snapshot, NULL},
         {"raft_recover", 1, fn_recover, NULL},     {"raft_checksum", 0, fn_checksum, NULL},
+        {"raft_last_error", 0, fn_last_error, NULL},
     };
     for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
         int rc = sqlite3_create_function(db, fns[i].name, fns[i].nargs, SQLITE_UTF8 | SQLITE_DIRECTONLY,

@@ -150,6 +150,8 @@ def test_write_on_a_follower_fails_and_changes_nothing(c):
     q(n2, "SELECT raft_barrier(5000)")
     r = n2.cmd("INSERT INTO t VALUES (2)")
     check(r.startswith("err SQLITE_READONLY"), "follower write: " + r)
+    why = q1(n2, "SELECT raft_last_error()")
+    check("the leader is n1 at " + c.addr(0) in why, "raft_last_error() names the leader: %r" % why)
     r = n2.cmd("!BEGIN IMMEDIATE")
     check(r.startswith("err SQLITE_READONLY"), "BEGIN IMMEDIATE on a follower: " + r)
     q(n3, "SELECT raft_barrier(5000)")
@@ -388,6 +390,9 @@ def test_leadership_lost_during_a_commit_says_outcome_unknown(c):
     for n in (n2, n3):
         n.kill(signal.SIGCONT)
     check(r.startswith("err"), "the commit failed: " + r)
+    why = q1(n1, "SELECT raft_last_error()")
+    check(why is not None and ("outcome is unknown" in why or "not committed" in why),
+          "raft_last_error() says what happened: %r" % why)
     status = json.loads(q1(n1, "SELECT raft_status()"))
     wait_for("a leader", lambda: leader_among(nodes), 15)
     for n in nodes:
