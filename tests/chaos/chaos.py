@@ -6,14 +6,20 @@ register writes, compare-and-sets and linearizable reads) through the node they 
 and record a history: invoke, then ok / fail / unknown, with times. Meanwhile a fault thread,
 driven by a seeded random schedule, kills nodes with SIGKILL and restarts them, pauses them with
 SIGSTOP for longer than an election timeout, partitions the network (an isolated node or leader,
-one-way loss, a cut link that leaves a bridge node, a minority), transfers leadership, removes
-and adds members, and wipes a follower that then rejoins (through a snapshot: the nodes
-checkpoint often and keep a short log). At the end every fault is healed and, after a quiet
+one-way loss, a cut link that leaves a bridge node, a minority), fills a node's disk (a small
+tmpfs), transfers leadership, removes and adds members, and wipes a follower that then rejoins
+(through a snapshot: the nodes checkpoint often and keep a short log). At the end every fault is healed and, after a quiet
 period, the checks of checks.py run on the history and on every node's final state.
 
-    chaos.py --seed S [--nodes 3|5] [--duration SEC] [--clients N] [--keep]
+    chaos.py --seed S [--nodes 3|5] [--duration SEC] [--clients N] [--keep] [-v]
     chaos.py --ci              the bounded run of `make chaos` (several seeds)
     chaos.py --soak SEC        seeds one after another for SEC seconds
+    --wipe-same-name           a wiped follower rejoins under its old name (node id)
+
+Environment: BUILD (where tests/chaosnode is), CHAOS_BUG (a deliberate bug in chaosnode, see
+chaosnode.c: the run must fail), CHAOS_STRICT=1 (a follower stalled by the known snapshot-stream
+bug of repro_snapshot_stall.py fails the seed instead of being reported), CHAOS_DISK=0 (no
+tmpfs mounts, so no full-disk faults; they need root).
 
 A failure prints the seed, the fault schedule and what diverged, and keeps the logs. The schedule
 of faults is a function of the seed; the timing of a real cluster is not, so a replay of a seed
