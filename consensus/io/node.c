@@ -751,6 +751,12 @@ static void *apply_main(void *arg)
                 break;
             }
             rc = n->fsm.install_chunk(n->fsm.ctx, it->buf->base, it->buf->len);
+            uint64_t total = atomic_load(&n->install_total);
+            if (total > 0 && (install_offset * 10) / total != ((install_offset + it->buf->len) * 10) / total) {
+                io_logf(IO_LOG_INFO, n->name, "snapshot %" PRIu64 ": %" PRIu64 " of %" PRIu64
+                        " bytes received (%" PRIu64 "%%)", it->index, install_offset + it->buf->len,
+                        total, ((install_offset + it->buf->len) * 100) / total);
+            }
             install_offset += it->buf->len;
             atomic_store(&n->install_done, install_offset);
             if (rc != 0) {
