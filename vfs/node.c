@@ -318,12 +318,37 @@ err_after_alloc:
 
 /* --- serialising the node with local writers ----------------------------------------------- */
 
+/* How long the node waits for a doomed local writer to roll back before writing over it. Its
+ * next WAL write fails, so it normally ends within milliseconds; waiting closes the window in
+ * which its rollback cleans wal-index hash slots (in shared memory, with no VFS call) while the
+ * node appends to the same blocks. Only a writer idling inside an open transaction outlasts it. */
+#define DOOMED_GRACE_MS 2000
+
 static void node_acquire(struct vfs_db *db)
 {
     struct vfs_shared *sh = db->sh;
     pthread_mutex_lock(&vfs_mu);
     sh->node_waiting++;
-    while (sh->node_active || (sh->holder != NULL && !sh->holder_doomed)) {
+    uint64_t grace_end = 0;
+    while (sh->node_active || sh->holder != NULL) {
+        if (sh->holder != NULL && sh->holder_doomed && !sh->node_active) {
+            uint64_t now = vfs_now_ms();
+            if (grace_end == 0) {
+                grace_end = now + DOOMED_GRACE_MS;
+            }
+            if (now >= grace_end) {
+                break; /* write over it: its frames are above the published mxFrame */
+            }
+            struct timespec ts; /* sh->cond runs on CLOCK_MONOTONIC (vfs.c) */
+            clock_gettime(CLOCK_MONOTONIC, &ts);
+            ts.tv_nsec += 20 * 1000000L;
+            if (ts.tv_nsec >= 1000000000L) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000L;
+            }
+            pthread_cond_timedwait(&sh->cond, &vfs_mu, &ts);
+            continue;
+        }
         pthread_cond_wait(&sh->cond, &vfs_mu);
     }
     sh->node_waiting--;
