@@ -211,8 +211,9 @@ def test_serve_bootstrap_join_status_restart_and_signals():
                  status(a2).get("leader") == "n1", 30)
         s3 = Serve(c, "n3", os.path.join(c.root, "n3.db"), "--id", "n3", "--listen", a3,
                    "--join", a2, "--replica", *FAST)
-        wait_for("n3 to follow n1", lambda: (status(a3) or {}).get("leader") == "n1", 30)
-        check(status(a3)["role"] == "replica", "n3 joined as a replica: %s" % status(a3))
+        # A joined node learns its role when the configuration entry reaches it.
+        wait_for("n3 to follow n1 as a replica", lambda: (status(a3) or {}).get("role") ==
+                 "replica" and status(a3).get("leader") == "n1", 30)
         st = status(a1)
         check(sorted((n["id"], n["role"]) for n in st["nodes"]) ==
               [("n1", "voter"), ("n2", "voter"), ("n3", "replica")], "members: %s" % st["nodes"])
