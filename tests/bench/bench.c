@@ -141,6 +141,14 @@ static void setup_schema(sqlite3 *db)
              "CREATE TABLE IF NOT EXISTS fo(id INTEGER PRIMARY KEY, t INTEGER);");
 }
 
+/* Empties the lag table (ids start again at 1). */
+static void exec_quiet_reset_lag(const char *uri)
+{
+    sqlite3 *db = open_db(uri);
+    exec(db, "PRAGMA synchronous=NORMAL; DELETE FROM lag");
+    sqlite3_close(db);
+}
+
 /* --- workloads in the leader's process ------------------------------------------------------- */
 
 enum setup_kind { PLAIN_FULL, PLAIN_NORMAL, RAFT1, RAFT3 };
@@ -341,52 +349,6 @@ static struct run_result run_writers(const char *uri, enum setup_kind kind, enum
     r.errs = errs;
     bench_vec_free(&all);
     return r;
-}
-
-static void emit(const char *key, const double *v, int n)
-{
-    struct bench_stat s = bench_stat_of(v, n);
-    printf("M %s %.6g %.6g %.6g %d\n", key, s.med, s.min, s.max, s.n);
-    fflush(stdout);
-}
-
-/* Workload 1 or 2 on one setup: a warm-up, then `runs` measured runs. */
-static void measure(const char *uri, enum setup_kind kind, enum wl wl, int threads,
-                    double *tps_med /* OUT, may be NULL */)
-{
-    double tps[64], mbps[64], p50[64], p99[64], p999[64];
-    long errs = 0;
-    run_writers(uri, kind, wl, threads, secs / 2, 0, 0, NULL);
-    for (int r = 0; r < runs; r++) {
-        struct run_result x = run_writers(uri, kind, wl, threads, secs, 0, 0, NULL);
-        tps[r] = x.tps;
-        mbps[r] = x.mbps;
-        p50[r] = x.p50_ms;
-        p99[r] = x.p99_ms;
-        p999[r] = x.p999_ms;
-        errs += x.errs;
-        fprintf(stderr, "  %s %s w%d run %d: %.0f tx/s p50 %.3f p99 %.3f p99.9 %.3f ms\n",
-                kind_names[kind], wl == WL_BULK ? "bulk" : "commit", threads, r, x.tps, x.p50_ms,
-                x.p99_ms, x.p999_ms);
-    }
-    char key[64];
-    const char *w = wl == WL_BULK ? "bulk" : threads == 1 ? "c1" : "c4";
-    snprintf(key, sizeof key, "%s.tps", w);
-    emit(key, tps, runs);
-    if (wl == WL_BULK) {
-        snprintf(key, sizeof key, "%s.mbps", w);
-        emit(key, mbps, runs);
-    }
-    snprintf(key, sizeof key, "%s.p50", w);
-    emit(key, p50, runs);
-    snprintf(key, sizeof key, "%s.p99", w);
-    emit(key, p99, runs);
-    snprintf(key, sizeof key, "%s.p999", w);
-    emit(key, p999, runs);
-    printf("E %s.errs %ld\n", w, errs);
-    if (tps_med != NULL) {
-        *tps_med = bench_stat_of(tps, runs).med;
-    }
 }
 
 /* --- node processes -------------------------------------------------------------------------- */
@@ -672,64 +634,57 @@ static int node_main(int argc, char **argv)
 
 /* --- one setup (a process of its own: its own peak RSS, no state left from another) ---------- */
 
-/* Workload 3 on a 3-node setup: paced writes at `rate`/s; the follower reports visibility. */
-static void measure_lag(const char *uri, struct bench_child *follower, double rate)
+/* Workload 3, one run on a 3-node setup: paced writes at `rate`/s; the follower reports when
+ * each row became visible. Prints "R achieved_tx/s p50_ms p99_ms unseen". */
+static void lag_run(const char *uri, struct bench_child *follower, double rate, double run_secs)
 {
-    double p50[64], p99[64], seen[64];
-    uint64_t *commit_ns = calloc(LAG_IDS_MAX, sizeof *commit_ns);
-    uint64_t *vis = malloc(LAG_IDS_MAX * sizeof *vis);
+    static uint64_t *commit_ns, *vis;
+    static int64_t next_id = 1;
     char path[4200], line[256];
-    snprintf(path, sizeof path, "%s/lag.bin", dir);
-    int64_t next_id = 1;
-    for (int r = -1; r < runs; r++) {
-        double run_secs = r < 0 ? secs / 2 : secs;
-        bench_child_send(follower, "lag %s\n", path);
-        if (bench_child_expect(follower, "ok", line, sizeof line, 10000) != 0) {
-            bench_die("lag: follower did not start");
-        }
-        memset(commit_ns, 0, LAG_IDS_MAX * sizeof *commit_ns);
-        struct run_result x =
-            run_writers(uri, RAFT3, WL_LAG, 1, run_secs, next_id, 1e9 / rate, commit_ns);
-        sleep_us(300000);
-        bench_child_send(follower, "stop\n");
-        if (bench_child_expect(follower, "done", line, sizeof line, 10000) != 0) {
-            bench_die("lag: follower did not stop");
-        }
-        FILE *f = fopen(path, "rb");
-        if (f == NULL || fread(vis, sizeof *vis, LAG_IDS_MAX, f) != LAG_IDS_MAX) {
-            bench_die("lag: cannot read %s", path);
-        }
-        fclose(f);
-        struct bench_vec lag = {0};
-        long n = 0, missing = 0;
-        for (int64_t i = 0; i < (int64_t)(LAG_IDS_MAX - next_id); i++) {
-            if (commit_ns[i] == 0) {
-                continue;
-            }
-            n++;
-            if (vis[next_id + i] == 0) {
-                missing++;
-                continue;
-            }
-            bench_vec_push(&lag, ((double)vis[next_id + i] - (double)commit_ns[i]) / 1e6);
-        }
-        bench_vec_sort(&lag);
-        fprintf(stderr, "  lag run %d: %.0f tx/s, %ld rows, lag p50 %.3f p99 %.3f ms, %ld unseen\n",
-                r, x.tps, n, bench_quantile(&lag, 0.5), bench_quantile(&lag, 0.99), missing);
-        if (r >= 0) {
-            p50[r] = bench_quantile(&lag, 0.5);
-            p99[r] = bench_quantile(&lag, 0.99);
-            seen[r] = x.tps;
-        }
-        bench_vec_free(&lag);
-        next_id += (int64_t)(rate * run_secs * 1.2) + 1000;
+    if (commit_ns == NULL) {
+        commit_ns = calloc(LAG_IDS_MAX, sizeof *commit_ns);
+        vis = malloc(LAG_IDS_MAX * sizeof *vis);
     }
-    emit("lag.p50", p50, runs);
-    emit("lag.p99", p99, runs);
-    emit("lag.tps", seen, runs);
-    printf("E lag.rate %.0f\n", rate);
-    free(commit_ns);
-    free(vis);
+    snprintf(path, sizeof path, "%s/lag.bin", dir);
+    bench_child_send(follower, "lag %s\n", path);
+    if (bench_child_expect(follower, "ok", line, sizeof line, 10000) != 0) {
+        bench_die("lag: follower did not start");
+    }
+    memset(commit_ns, 0, LAG_IDS_MAX * sizeof *commit_ns);
+    struct run_result x =
+        run_writers(uri, RAFT3, WL_LAG, 1, run_secs, next_id, 1e9 / rate, commit_ns);
+    sleep_us(300000);
+    bench_child_send(follower, "stop\n");
+    if (bench_child_expect(follower, "done", line, sizeof line, 10000) != 0) {
+        bench_die("lag: follower did not stop");
+    }
+    FILE *f = fopen(path, "rb");
+    if (f == NULL || fread(vis, sizeof *vis, LAG_IDS_MAX, f) != LAG_IDS_MAX) {
+        bench_die("lag: cannot read %s", path);
+    }
+    fclose(f);
+    struct bench_vec lag = {0};
+    long missing = 0;
+    for (int64_t i = 0; i < (int64_t)LAG_IDS_MAX - next_id; i++) {
+        if (commit_ns[i] == 0) {
+            continue;
+        }
+        if (vis[next_id + i] == 0) {
+            missing++;
+            continue;
+        }
+        bench_vec_push(&lag, ((double)vis[next_id + i] - (double)commit_ns[i]) / 1e6);
+    }
+    bench_vec_sort(&lag);
+    printf("R %.3f %.4f %.4f %ld\n", x.tps, bench_quantile(&lag, 0.5), bench_quantile(&lag, 0.99),
+           missing);
+    fflush(stdout);
+    bench_vec_free(&lag);
+    next_id += (int64_t)(rate * run_secs * 1.2) + 1000;
+    if (next_id >= (int64_t)LAG_IDS_MAX / 2) {
+        next_id = 1; /* the table keeps its rows: restart above them */
+        exec_quiet_reset_lag(uri);
+    }
 }
 
 static int setup_main(int argc, char **argv)
@@ -774,31 +729,41 @@ static int setup_main(int argc, char **argv)
     }
     conn_pragmas(db, kind);
     setup_schema(db);
-    /* diagnostics: BENCH_ONLY=c1|c4|bulk runs one workload (e.g. under a profiler) */
-    const char *only = getenv("BENCH_ONLY");
-    double c1 = 0;
-    if (only == NULL || strcmp(only, "c1") == 0) {
-        measure(uri, kind, WL_COMMIT, 1, &c1);
-    }
-    if (only == NULL || strcmp(only, "c4") == 0) {
-        measure(uri, kind, WL_COMMIT, 4, NULL);
-    }
-    if (only == NULL || strcmp(only, "bulk") == 0) {
-        measure(uri, kind, WL_BULK, 1, NULL);
-    }
-    if (kind == RAFT3 && only == NULL) {
-        measure_lag(uri, &f[0], 0.7 * c1);
-    }
-    if (kind == RAFT1 || kind == RAFT3) {
-        printf("H n1 %ld\n", bench_vmhwm_kb(getpid()));
-    }
-    for (int i = 0; i < 2; i++) {
-        if (f[i].pid > 0) {
-            printf("H n%d %ld\n", i + 2, bench_vmhwm_kb(f[i].pid));
-            bench_child_kill(&f[i]);
+    /* Commands, one run each, so that the coordinator can interleave the setups' runs (the
+     * machine's disk and CPUs are shared and drift): "c1|c4|bulk SECS" -> "R tx/s MB/s p50 p99
+     * p99.9 errors" (ms); "lag RATE SECS" -> "R tx/s p50 p99 unseen"; "hwm"; "quit". */
+    printf("ready\n");
+    fflush(stdout);
+    char line[256];
+    while (fgets(line, sizeof line, stdin) != NULL) {
+        char w[16];
+        double a = 0, b = 0;
+        int k = sscanf(line, "%15s %lf %lf", w, &a, &b);
+        if (k >= 2 && (strcmp(w, "c1") == 0 || strcmp(w, "c4") == 0 || strcmp(w, "bulk") == 0)) {
+            enum wl wl = strcmp(w, "bulk") == 0 ? WL_BULK : WL_COMMIT;
+            int threads = strcmp(w, "c4") == 0 ? 4 : 1;
+            struct run_result x = run_writers(uri, kind, wl, threads, a, 0, 0, NULL);
+            printf("R %.3f %.3f %.4f %.4f %.4f %ld\n", x.tps, x.mbps, x.p50_ms, x.p99_ms,
+                   x.p999_ms, x.errs);
+            fflush(stdout);
+        } else if (k == 3 && strcmp(w, "lag") == 0 && kind == RAFT3) {
+            lag_run(uri, &f[0], a, b);
+        } else if (k >= 1 && strcmp(w, "hwm") == 0) {
+            printf("H n1 %ld\n", bench_vmhwm_kb(getpid()));
+            for (int i = 0; i < 2; i++) {
+                if (f[i].pid > 0) {
+                    printf("H n%d %ld\n", i + 2, bench_vmhwm_kb(f[i].pid));
+                }
+            }
+            printf("end\n");
+            fflush(stdout);
+        } else if (k >= 1 && strcmp(w, "quit") == 0) {
+            break;
         }
     }
-    printf("end\n");
+    for (int i = 0; i < 2; i++) {
+        bench_child_kill(&f[i]);
+    }
     fflush(stdout);
     _exit(0); /* the nodes' threads need no orderly stop: the database files are scratch */
 }
@@ -848,45 +813,122 @@ static void rm_rf(const char *path)
     }
 }
 
-static void run_setup(enum setup_kind kind, int port)
+static struct bench_child setups[4];
+
+static void setup_start(enum setup_kind kind, int port)
 {
-    char sub[4200], sruns[16], ssecs[32], sport[16], line[512];
+    char sub[4200], sport[16], line[512];
     snprintf(sub, sizeof sub, "%s/%s", dir, kind_names[kind]);
     rm_rf(sub);
     mkdir(sub, 0755);
-    snprintf(sruns, sizeof sruns, "%d", runs);
-    snprintf(ssecs, sizeof ssecs, "%g", secs);
     snprintf(sport, sizeof sport, "%d", port);
-    char *argv[] = {"bench", "--setup", (char *)kind_names[kind], sub, sruns, ssecs, sport, NULL};
-    struct bench_child c = {0};
+    char *argv[] = {"bench", "--setup", (char *)kind_names[kind], sub, "0", "0", sport, NULL};
     fprintf(stderr, "bench: setup %s\n", kind_names[kind]);
-    if (bench_child_spawn(&c, argv) != 0) {
-        bench_die("cannot spawn");
+    if (bench_child_spawn(&setups[kind], argv) != 0 ||
+        bench_child_expect(&setups[kind], "ready", line, sizeof line, 120000) != 0) {
+        bench_die("setup %s did not start", kind_names[kind]);
     }
-    for (;;) {
-        if (bench_child_line(&c, line, sizeof line, 600000) != 0) {
-            fprintf(stderr, "bench: setup %s ended early\n", kind_names[kind]);
-            break;
+}
+
+/* One run of `what` on a setup; x[] receives the numbers of its "R" line. */
+static int setup_run(enum setup_kind kind, const char *what, double a, double b, double x[6])
+{
+    char line[512];
+    struct bench_child *c = &setups[kind];
+    if (b > 0) {
+        bench_child_send(c, "%s %g %g\n", what, a, b);
+    } else {
+        bench_child_send(c, "%s %g\n", what, a);
+    }
+    memset(x, 0, 6 * sizeof *x);
+    if (bench_child_expect(c, "R", line, sizeof line, 300000) != 0 ||
+        sscanf(line, "R %lf %lf %lf %lf %lf %lf", &x[0], &x[1], &x[2], &x[3], &x[4], &x[5]) < 4) {
+        fprintf(stderr, "bench: setup %s: no answer to %s\n", kind_names[kind], what);
+        return -1;
+    }
+    return 0;
+}
+
+static void store(const char *kind, const char *w, const char *m, const double *v, int n)
+{
+    char key[96];
+    snprintf(key, sizeof key, "%s.%s.%s", kind, w, m);
+    put(key)->s = bench_stat_of(v, n);
+}
+
+/* Workloads 1-3: every setup runs at once (idle ones only heartbeat) and their runs are
+ * interleaved, round-robin, so that a drifting shared disk hits every setup alike. */
+static void run_setups(int port)
+{
+    const char *wls[3] = {"c1", "c4", "bulk"};
+    for (int k = 0; k < 4; k++) {
+        setup_start((enum setup_kind)k, port + 10 * k);
+    }
+    for (int w = 0; w < 3; w++) {
+        static double v[4][5][64];
+        double errs[4] = {0, 0, 0, 0};
+        for (int r = -1; r < runs; r++) {
+            for (int k = 0; k < 4; k++) {
+                double x[6];
+                if (setup_run((enum setup_kind)k, wls[w], r < 0 ? secs / 2 : secs, 0, x) != 0) {
+                    bench_die("a setup stopped answering");
+                }
+                fprintf(stderr, "  %s %s run %d: %.0f tx/s p50 %.3f p99 %.3f p99.9 %.3f ms\n",
+                        kind_names[k], wls[w], r, x[0], x[2], x[3], x[4]);
+                if (r >= 0) {
+                    for (int m = 0; m < 5; m++) {
+                        v[k][m][r] = x[m];
+                    }
+                    errs[k] += x[5];
+                }
+            }
         }
-        char k[64], key[96];
-        double med, min, max;
-        int n;
-        long v;
-        if (sscanf(line, "M %63s %lf %lf %lf %d", k, &med, &min, &max, &n) == 5) {
-            snprintf(key, sizeof key, "%s.%s", kind_names[kind], k);
-            put(key)->s = (struct bench_stat){med, min, max, n};
-        } else if (sscanf(line, "H %63s %ld", k, &v) == 2) {
-            snprintf(key, sizeof key, "%s.hwm.%s", kind_names[kind], k);
-            put(key)->s = (struct bench_stat){(double)v / 1024.0, 0, 0, 1};
-        } else if (sscanf(line, "E %63s %ld", k, &v) == 2) {
-            snprintf(key, sizeof key, "%s.%s", kind_names[kind], k);
-            put(key)->s = (struct bench_stat){(double)v, 0, 0, 1};
-        } else if (strcmp(line, "end") == 0) {
-            break;
+        const char *ms[5] = {"tps", "mbps", "p50", "p99", "p999"};
+        for (int k = 0; k < 4; k++) {
+            for (int m = 0; m < 5; m++) {
+                store(kind_names[k], wls[w], ms[m], v[k][m], runs);
+            }
+            char key[96];
+            snprintf(key, sizeof key, "%s.%s.errs", kind_names[k], wls[w]);
+            put(key)->s = (struct bench_stat){errs[k], 0, 0, 1};
         }
     }
-    bench_child_kill(&c);
-    rm_rf(sub);
+    /* Workload 3 on the 3-node setup. */
+    struct result *c1 = get("raft3.c1.tps");
+    double rate = c1 != NULL ? 0.7 * c1->s.med : 0;
+    if (rate > 1) {
+        double p50[64], p99[64], tps[64];
+        for (int r = -1; r < runs; r++) {
+            double x[6];
+            if (setup_run(RAFT3, "lag", rate, r < 0 ? secs / 2 : secs, x) != 0) {
+                break;
+            }
+            fprintf(stderr, "  lag run %d: %.0f tx/s, lag p50 %.3f p99 %.3f ms, %.0f unseen\n", r,
+                    x[0], x[1], x[2], x[3]);
+            if (r >= 0) {
+                tps[r] = x[0], p50[r] = x[1], p99[r] = x[2];
+            }
+        }
+        store("raft3", "lag", "p50", p50, runs);
+        store("raft3", "lag", "p99", p99, runs);
+        store("raft3", "lag", "tps", tps, runs);
+        put("raft3.lag.rate")->s = (struct bench_stat){rate, 0, 0, 1};
+    }
+    for (int k = 0; k < 4; k++) {
+        char line[512], sub[4200], name[64], key[96];
+        long kb;
+        bench_child_send(&setups[k], "hwm\n");
+        while (bench_child_line(&setups[k], line, sizeof line, 10000) == 0 &&
+               strcmp(line, "end") != 0) {
+            if (k >= RAFT1 && sscanf(line, "H %63s %ld", name, &kb) == 2) {
+                snprintf(key, sizeof key, "%s.hwm.%s", kind_names[k], name);
+                put(key)->s = (struct bench_stat){(double)kb / 1024.0, 0, 0, 1};
+            }
+        }
+        bench_child_quit(&setups[k], 10000);
+        snprintf(sub, sizeof sub, "%s/%s", dir, kind_names[k]);
+        rm_rf(sub);
+    }
 }
 
 /* Workload 4: kill -9 of the leader of a 3-node cluster under write load. */
@@ -1288,9 +1330,7 @@ int main(int argc, char **argv)
     bench_loopback_rtt(smoke ? 0.5 : 1, &rtt50, &rtt99);
     fprintf(stderr, "bench: fdatasync %.0f/s (append) %.0f/s (overwrite), loopback rtt %.1f us\n",
             fd_append, fd_over, rtt50);
-    for (int k = 0; k < 4; k++) {
-        run_setup((enum setup_kind)k, port + 10 * k);
-    }
+    run_setups(port);
     run_failover(failover_runs, port + 40);
     run_catchup(catchup_mb, catchup_small_mb, catchup_runs, port + 50);
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
