@@ -30,3 +30,10 @@ bench-raft: $(RAFTBENCH_BIN)
 bench-smoke: $(BENCH_BIN) $(RAFTBENCH_BIN)
 	$(BENCH_BIN) --smoke
 	$(RAFTBENCH_BIN) --smoke
+
+# Diagnostics: LD_PRELOAD shim that sets TCP_NODELAY on outgoing TCP connections.
+$(BUILD)/bench/nodelay_shim.so: tests/bench/nodelay_shim.c
+	@mkdir -p $(dir $@)
+	$(CC) $(WARN) -D_GNU_SOURCE -O2 -shared -fPIC -o $@ $< -ldl
+
+bench-raft bench: $(BUILD)/bench/nodelay_shim.so
