@@ -776,6 +776,10 @@ static void conn_tune(struct io_conn *c)
     }
     int idle = DEAD_PEER_S / 3, intvl = DEAD_PEER_S / 3 / 3 + 1, cnt = 3;
     unsigned user_timeout_ms = DEAD_PEER_S * 1000;
+    /* Both directions: messages go out on the sender's own outgoing connection, where Nagle's
+     * algorithm would hold a small AppendEntries or acknowledgement back until the previous
+     * segment is acknowledged (up to the peer's 40 ms delayed ACK). */
+    uv_tcp_nodelay(&c->tcp, 1);
     uv_tcp_keepalive(&c->tcp, 1, (unsigned)idle);
     (void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof intvl);
     (void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof cnt);
@@ -964,7 +968,6 @@ static void on_connection(uv_stream_t *server, int status)
     } else {
         snprintf(c->remote, sizeof c->remote, "?");
     }
-    uv_tcp_nodelay(&c->tcp, 1);
     t->incoming++;
     c->counted = true;
     conn_start(c);
