@@ -16,6 +16,8 @@ CC      ?= gcc
 AR      ?= ar
 PKGS    := sqlite3 libuv liblz4 libxxhash
 DEBPKGS := libsqlite3-dev sqlite3 libuv1-dev libxxhash-dev liblz4-dev libcmocka-dev pkg-config
+# The multi-process tests, the examples and the WAL checker are Python 3 (standard library only).
+TESTPKGS := python3
 
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
@@ -128,7 +130,7 @@ check-deps:
 	@tests/check-deps.sh
 
 deps:
-	@missing=""; for p in $(DEBPKGS) build-essential; do \
+	@missing=""; for p in $(DEBPKGS) $(TESTPKGS) build-essential; do \
 		dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \

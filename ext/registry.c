@@ -401,6 +401,26 @@ int ext_node_start(const char *path, const struct ext_config *cfg, enum ext_star
     n->next = nodes;
     nodes = n;
     pthread_mutex_unlock(&registry_mu);
+    if (how == EXT_BOOTSTRAP) {
+        /* A new one-node cluster elects itself within an election timeout or two: return a node
+         * that accepts writes, so that a CREATE TABLE right after raft_bootstrap() works. */
+        uint64_t waited_ms = 0, limit_ms = 4ull * cfg->election_timeout_ms + 1000;
+        while (io_node_write_gate(n->node, vfs_db_applied(n->db)) != 0 && waited_ms < limit_ms) {
+            sqlite3_sleep(10);
+            waited_ms += 10;
+        }
+    } else if (how == EXT_JOIN) {
+        /* io_node_start returned once this node knew it was a member; also wait until it knows
+         * its leader, so that raft_leader() answers right after raft_join(). */
+        char lname[RAFT_NAME_MAX], laddr[RAFT_ADDR_MAX];
+        for (uint64_t waited_ms = 0; waited_ms < 4ull * cfg->election_timeout_ms; waited_ms += 10) {
+            io_node_leader(n->node, lname, laddr);
+            if (lname[0] != '\0') {
+                break;
+            }
+            sqlite3_sleep(10);
+        }
+    }
     return SQLITE_OK;
 }
 

@@ -26,7 +26,10 @@ void vfs_db_set_error(struct vfs_db *db, int rc, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(db->last_error, sizeof db->last_error, fmt, ap);
     va_end(ap);
-    sqlite3_log(rc, "%s", db->last_error);
+    if (rc != SQLITE_BUSY) {
+        /* A busy refusal is retried by the busy handler; logging each retry is noise. */
+        sqlite3_log(rc, "%s", db->last_error);
+    }
 }
 
 static int gens_push(struct vfs_db *db, uint32_t end_frame, uint64_t index)

@@ -38,6 +38,8 @@ static struct vfs_shared *shared_list;  /* every path with an open wrapper or an
 
 /* How long a writer sent back for a fresh snapshot keeps its turn. */
 #define RESERVE_MS 1000
+#define NODE_WAIT_MS 5000    /* longest a writer waits for the node's own work, busy timeout or not */
+#define NODE_WAIT_SLICE_MS 20
 
 /* The waiter of this thread while its busy handler runs (vfs_sleep waits on the lock instead of
  * sleeping), and whether its next busy-handler sleep is skipped: set when its request was bounced
@@ -124,6 +126,18 @@ static void cond_wait_ms(struct vfs_shared *sh, uint64_t ms)
         ts.tv_nsec -= 1000000000L;
     }
     pthread_cond_timedwait(&sh->cond, &vfs_mu, &ts);
+}
+
+/* Is `w` next in line, kept waiting only by the node's own work? */
+static int blocked_by_node_only(struct vfs_shared *sh, struct waiter *w)
+{
+    if (sh->holder != NULL || !(sh->node_active || sh->node_waiting > 0)) {
+        return 0;
+    }
+    if (sh->reserved != NULL && sh->reserved != w->f && vfs_now_ms() < sh->reserved_until_ms) {
+        return 0;
+    }
+    return sh->queue_head == w || sh->reserved == w->f;
 }
 
 static int grantable(struct vfs_shared *sh, struct waiter *w)
@@ -235,12 +249,21 @@ static int vwrite_acquire(struct vfs_file *f)
     }
     sh->queue_tail = &w;
     int waited = 0;
+    uint64_t node_deadline_ms = vfs_now_ms() + NODE_WAIT_MS;
     while (!grantable(sh, &w)) {
         if (sh->node != db) { /* detached while we waited */
             dequeue(sh, &w);
             pthread_cond_broadcast(&sh->cond);
             pthread_mutex_unlock(&vfs_mu);
             return SQLITE_BUSY;
+        }
+        if (blocked_by_node_only(sh, &w) && vfs_now_ms() < node_deadline_ms) {
+            /* Only the node's own brief work (an apply's bookkeeping, a checkpoint) is in the
+             * way, not another writer: wait for it whatever the busy timeout, so a connection
+             * without one (the sqlite3 shell's default) is not told "database is locked". */
+            waited = 1;
+            cond_wait_ms(sh, NODE_WAIT_SLICE_MS);
+            continue;
         }
         /* The connection's busy handler bounds the wait (its busy timeout): it says whether to
          * go on, and its sleeps, which reach vfs_sleep on this thread, become waits on the
