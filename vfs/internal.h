@@ -62,6 +62,7 @@ struct vfs_shared {
     struct vfs_file *reserved; /* a writer sent back for a fresh snapshot gets the lock next */
     uint64_t reserved_until_ms;
     uint64_t commits; /* bumped whenever a transaction becomes visible */
+    uint64_t restarts_wanted; /* bumped when a checkpointed log waits for a writer to restart it */
     int index_stale;  /* hash entries above mxFrame may be left over */
     struct capture cap;
 };

@@ -327,6 +327,10 @@ err_after_alloc:
  * node appends to the same blocks. Only a writer idling inside an open transaction outlasts it. */
 #define DOOMED_GRACE_MS 2000
 
+/* A leader's WAL this many times past checkpoint_frames is checkpointed even if that means
+ * waiting for the local writer in progress. */
+#define LONG_WAL_FACTOR 4
+
 static void node_acquire(struct vfs_db *db)
 {
     struct vfs_shared *sh = db->sh;
@@ -527,6 +531,42 @@ static int append_locked(struct vfs_db *db, const struct wal_txn *t_in, uint64_t
     return SQLITE_OK;
 }
 
+/* After a complete checkpoint (node active): make sure the log restarts. SQLite's writer restarts
+ * it only at the start of a write transaction whose read began on a fully checkpointed log; on a
+ * leader with back-to-back writers that moment never comes and the WAL file grows without end.
+ * With no reader on the WAL's frames, restart it in the index here, as SQLite does (the next
+ * writer starts a new WAL header at frame 1); otherwise get the queued writer to do it. */
+static void restart_if_checkpointed(struct vfs_db *db)
+{
+    struct wal_index_hdr h;
+    uint32_t backfill = 0;
+    if (wal_index_hdr_read(&db->shm, &h) != WAL_OK || h.mx_frame == 0 ||
+        wal_ckpt_backfill(&db->shm, &backfill) != WAL_OK || backfill != h.mx_frame) {
+        return;
+    }
+    if (readers_lock(db) != SQLITE_OK) {
+        /* A reader holds a mark: typically the next local writer, queued with the read snapshot
+         * it took before asking for the write lock. Send it back for a fresh one: a read that
+         * begins on a fully checkpointed log reads the database file alone, and SQLite's writer
+         * then restarts the log itself. */
+        pthread_mutex_lock(&vfs_mu);
+        db->sh->restarts_wanted++;
+        pthread_cond_broadcast(&db->sh->cond);
+        pthread_mutex_unlock(&vfs_mu);
+        return;
+    }
+    uint32_t salt2;
+    sqlite3_randomness(sizeof salt2, &salt2);
+    int rc = wal_index_restart(&db->shm, &h, salt2);
+    readers_unlock(db);
+    if (rc == WAL_OK) {
+        pthread_mutex_lock(&vfs_mu);
+        gens_restart(db);
+        db->sh->commits++; /* the header changed: queued writers need a fresh snapshot */
+        pthread_mutex_unlock(&vfs_mu);
+    }
+}
+
 static int maybe_checkpoint(struct vfs_db *db)
 {
     struct wal_index_hdr h;
@@ -538,7 +578,11 @@ static int maybe_checkpoint(struct vfs_db *db)
     if (h.mx_frame < db->checkpoint_frames || backfill >= h.mx_frame) {
         return SQLITE_OK;
     }
-    return checkpoint_locked(db);
+    int rc = checkpoint_locked(db);
+    if (rc == SQLITE_OK) {
+        restart_if_checkpointed(db);
+    }
+    return rc;
 }
 
 int vfs_db_apply_batch(struct vfs_db *db, const struct vfs_entry *e, size_t n)
@@ -554,10 +598,20 @@ int vfs_db_apply_batch(struct vfs_db *db, const struct vfs_entry *e, size_t n)
         k++;
     }
     if (k == n) {
-        /* Already written locally (the leader's own entries). Checkpoint if the WAL is long,
-         * but never wait for a local writer to do so: the next entry will try again. */
+        /* Already written locally (the leader's own entries). Checkpoint if the WAL is long;
+         * normally without waiting for a local writer (the next entry tries again), but once
+         * the WAL is several times past the threshold, wait for the writer in progress: under
+         * back-to-back writers the lock is never free when this runs, and the WAL would grow
+         * without end (the node goes before queued writers, so the wait is one transaction). */
         int rc = SQLITE_OK;
+        struct wal_index_hdr h;
+        int long_wal = wal_index_hdr_read(&db->shm, &h) == WAL_OK &&
+                       h.mx_frame >= LONG_WAL_FACTOR * db->checkpoint_frames;
         if (node_try_acquire(db)) {
+            rc = maybe_checkpoint(db);
+            node_release(db);
+        } else if (long_wal) {
+            node_acquire(db);
             rc = maybe_checkpoint(db);
             node_release(db);
         }
@@ -617,6 +671,9 @@ int vfs_db_apply_batch(struct vfs_db *db, const struct vfs_entry *e, size_t n)
             db->applied = last_index;
         }
         pthread_mutex_unlock(&vfs_mu);
+        /* Typically a leader's own entry that reached this thread before its writer finished:
+         * it is in the WAL now, and this is the leader's moment to checkpoint. */
+        rc = maybe_checkpoint(db);
         goto out;
     }
     /* Merge: the newest image of each page, pages beyond the final commit size dropped. */

@@ -240,7 +240,7 @@ static int vwrite_acquire(struct vfs_file *f)
     }
 
     skip_next_sleep = 0;
-    uint64_t commits0 = sh->commits;
+    uint64_t commits0 = sh->commits, restarts0 = sh->restarts_wanted;
     struct waiter w = {.f = f, .next = NULL};
     if (sh->queue_tail != NULL) {
         sh->queue_tail->next = &w;
@@ -289,9 +289,21 @@ static int vwrite_acquire(struct vfs_file *f)
         }
     }
     dequeue(sh, &w);
+    int refresh = waited && sh->commits != commits0;
+    if (!refresh && waited && sh->restarts_wanted != restarts0 && sh->reserved != f) {
+        /* The node checkpointed the whole log while this writer queued holding a read mark:
+         * with a fresh snapshot it would read the database file alone and restart the log
+         * itself. Send it back for one, but only if its connection retries (a busy handler):
+         * without one the bounce would fail its statement. */
+        pthread_mutex_unlock(&vfs_mu);
+        skip_next_sleep = 1;
+        refresh = busy_continue(f);
+        skip_next_sleep = 0;
+        pthread_mutex_lock(&vfs_mu);
+    }
     if (sh->reserved == f) {
         sh->reserved = NULL;
-    } else if (waited && sh->commits != commits0) {
+    } else if (refresh) {
         /* Someone committed while we queued: this connection's read snapshot is stale and SQLite
          * would answer SQLITE_BUSY_SNAPSHOT. Send it back for a fresh snapshot with its turn
          * kept, rather than let it lose its place. */
