@@ -1722,6 +1722,19 @@ static void handle(struct io_node *n, struct raft_update *u)
         if (n->last_state == RAFT_LEADER && n->fsm.leadership_lost != NULL) {
             n->fsm.leadership_lost(n->fsm.ctx);
         }
+        if (n->last_state == RAFT_LEADER) {
+            /* A follower ignores chunks of an old term: end our streams now rather than let
+             * each wait out its acknowledgement timeout (a leader again streams afresh). */
+            for (struct snap_send *ss = n->sends, *next; ss != NULL; ss = next) {
+                next = ss->next;
+                if (ss->work_busy) {
+                    ss->failed = true;
+                    ss->to = 0;
+                } else {
+                    snap_send_free(n, ss);
+                }
+            }
+        }
         io_logf(IO_LOG_INFO, n->name, "now %s in term %" PRIu64, state_name(state),
                 raft_term(n->raft));
         n->last_state = state;
@@ -1757,11 +1770,17 @@ static void on_tick(uv_timer_t *t)
             pending_finish(n, p, RAFT_ETIMEOUT);
         }
     }
-    for (struct snap_send *s = n->sends, *next; s != NULL; s = next) {
-        next = s->next;
-        if (s->waiting_ack && now > s->ack_deadline_ms) {
-            s->waiting_ack = false;
-            snap_send_end(s, false);
+    /* snap_send_end steps the core, whose update may end other streams: walk from the head
+     * again after each one. */
+    for (bool again = true; again;) {
+        again = false;
+        for (struct snap_send *s = n->sends; s != NULL; s = s->next) {
+            if (s->waiting_ack && now > s->ack_deadline_ms) {
+                s->waiting_ack = false;
+                snap_send_end(s, false);
+                again = true;
+                break;
+            }
         }
     }
 }
