@@ -545,6 +545,9 @@ static void restart_if_checkpointed(struct vfs_db *db)
         return;
     }
     if (readers_lock(db) != SQLITE_OK) {
+        if (h.mx_frame < LONG_WAL_FACTOR * db->checkpoint_frames) {
+            return; /* a queued writer may restart it at its next try; only a long WAL is urged */
+        }
         /* A reader holds a mark: typically the next local writer, queued with the read snapshot
          * it took before asking for the write lock. Send it back for a fresh one: a read that
          * begins on a fully checkpointed log reads the database file alone, and SQLite's writer
