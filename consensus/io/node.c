@@ -32,6 +32,7 @@
 
 #define SNAP_CHUNK_BYTES (1u << 20)
 #define SNAP_ACK_TIMEOUT_MS 15000u
+#define SNAP_WINDOW 4u /* chunks in flight per stream: the next is read while earlier ones travel */
 #define LATENCY_SAMPLES 1024u
 
 /* ---------------------------------------------------------------------------------------------
@@ -153,8 +154,10 @@ struct snap_send {
     int fsm_rc;
     uv_work_t work;
     bool work_busy;
-    bool waiting_ack;
-    uint64_t ack_deadline_ms;
+    bool waiting_ack;        /* chunks were sent; acknowledgements pending or the final one due */
+    uint64_t ack_deadline_ms; /* no acknowledgement by then: the stream failed */
+    unsigned inflight;        /* chunks sent and not yet acknowledged */
+    uint64_t acked;           /* stream offset acknowledged so far */
     struct snap_send *next;
 };
 
@@ -1080,8 +1083,12 @@ static void snap_work_after(uv_work_t *w, int status)
         return;
     }
     s->offset += s->chunk_len;
+    s->inflight++;
     s->waiting_ack = true;
     s->ack_deadline_ms = io_now_ms() + SNAP_ACK_TIMEOUT_MS;
+    if (!s->eof && s->inflight < SNAP_WINDOW) {
+        snap_send_next(s); /* read ahead while this chunk travels */
+    }
 }
 
 static void snap_send_next(struct snap_send *s)
@@ -1161,11 +1168,21 @@ static void on_snap_ack(struct io_node *n, uint64_t from, const uint8_t *buf, si
         if (!ok) {
             s->waiting_ack = false;
             snap_send_end(s, false);
-        } else if (offset == s->offset) {
+            return;
+        }
+        if (s->eof && offset == s->offset) {
+            /* The receiver acknowledges the last chunk only once the image is installed. */
             s->waiting_ack = false;
-            if (s->eof) {
-                snap_send_end(s, true);
-            } else {
+            snap_send_end(s, true);
+            return;
+        }
+        if (offset > s->acked && offset <= s->offset) {
+            s->acked = offset;
+            if (s->inflight > 0) {
+                s->inflight--;
+            }
+            s->ack_deadline_ms = io_now_ms() + SNAP_ACK_TIMEOUT_MS;
+            if (!s->eof && !s->work_busy && s->inflight < SNAP_WINDOW) {
                 snap_send_next(s);
             }
         }
