@@ -11,6 +11,10 @@
 #include <string.h>
 #include <sys/stat.h>
 
+/* How long raft_join() waits, after the cluster committed the addition, for this node to hear
+ * of it (a big database arrives as a snapshot first). */
+#define JOIN_SETTLE_MS 60000
+
 static pthread_mutex_t registry_mu = PTHREAD_MUTEX_INITIALIZER;
 static struct ext_node *nodes;
 
@@ -410,16 +414,20 @@ int ext_node_start(const char *path, const struct ext_config *cfg, enum ext_star
             waited_ms += 10;
         }
     } else if (how == EXT_JOIN) {
-        /* io_node_start returned once this node knew it was a member; also wait until it knows
-         * its leader, so that raft_leader() answers right after raft_join(). */
+        /* The cluster committed the addition. Wait (bounded) until this node has heard so from
+         * the leader, by entries or by a snapshot (now that the database is attached, it can
+         * install one), so that raft_join() returns a node that knows it is a member and who
+         * leads. */
+        struct io_node_status *ns = malloc(sizeof *ns);
         char lname[RAFT_NAME_MAX], laddr[RAFT_ADDR_MAX];
-        for (uint64_t waited_ms = 0; waited_ms < 4ull * cfg->election_timeout_ms; waited_ms += 10) {
+        for (uint64_t waited_ms = 0; ns != NULL && waited_ms < JOIN_SETTLE_MS; waited_ms += 10) {
             io_node_leader(n->node, lname, laddr);
-            if (lname[0] != '\0') {
+            if (lname[0] != '\0' && io_node_status(n->node, ns) == 0 && ns->role != 255) {
                 break;
             }
             sqlite3_sleep(10);
         }
+        free(ns);
     }
     return SQLITE_OK;
 }

@@ -2262,17 +2262,6 @@ int io_node_start(const struct io_node_config *cfg, enum io_node_start_mode mode
     }
     io_logf(IO_LOG_INFO, n->name, "node started at %s (dir %s)", n->addr, n->dir);
     *out = n;
-    if (mode == IO_NODE_JOIN) {
-        /* The cluster committed the addition; wait (bounded) until the leader's first messages
-         * tell this node so, so that a join returns with a node that knows it is a member. */
-        struct io_node_status *st = malloc(sizeof *st);
-        uint64_t deadline = io_now_ms() + 10000;
-        while (st != NULL && io_node_status(n, st) == 0 && st->role == 255 &&
-               io_now_ms() < deadline) {
-            usleep(20 * 1000);
-        }
-        free(st);
-    }
     return 0;
 
 err_after_apply:
