@@ -888,11 +888,16 @@ static struct pending *pending_new(struct io_node *n, enum pending_kind kind,
 }
 
 /* Posts `p`, waits, and frees it unless the waiter timed out (the loop frees it then). */
+/* What pending_wait returns when the waiter gave up: the request now belongs to the loop side,
+ * which frees it when it completes. Distinct from a request that completed with RAFT_ETIMEOUT
+ * (a transfer past its deadline, a read the core timed out), which the caller still frees. */
+#define PENDING_ABANDONED (-1001)
+
 static int pending_wait(struct io_node *n, struct pending *p, int64_t timeout_ms)
 {
     int rc = io_call_wait(n->loop, &p->call, timeout_ms);
     if (rc == -ETIMEDOUT) {
-        return RAFT_ETIMEOUT;
+        return PENDING_ABANDONED;
     }
     if (rc == -ESHUTDOWN) {
         rc = RAFT_ESHUTDOWN;
@@ -2631,7 +2636,7 @@ int io_node_propose(struct io_node *n, const void *buf, size_t len, int64_t time
         return RAFT_ENOMEM;
     }
     int rc = pending_wait(n, p, timeout_ms);
-    if (rc == RAFT_ETIMEOUT) {
+    if (rc == PENDING_ABANDONED) {
         return RAFT_EUNKNOWN; /* it may still commit */
     }
     if (rc == 0 && index != NULL) {
@@ -2690,8 +2695,8 @@ static int read_index_once(struct io_node *n, int64_t timeout_ms, uint64_t *read
         return RAFT_ENOMEM;
     }
     int rc = pending_wait(n, p, timeout_ms);
-    if (rc == RAFT_ETIMEOUT) {
-        return rc;
+    if (rc == PENDING_ABANDONED) {
+        return RAFT_ETIMEOUT;
     }
     *read_index = p->index;
     pending_release(p);
@@ -2782,8 +2787,8 @@ static int config_call(struct io_node *n, int op, const char *name, const char *
         snprintf(p->server.addr, sizeof p->server.addr, "%s", addr);
     }
     int rc = pending_wait(n, p, timeout_ms);
-    if (rc == RAFT_ETIMEOUT) {
-        return rc;
+    if (rc == PENDING_ABANDONED) {
+        return RAFT_ETIMEOUT;
     }
     pending_release(p);
     return rc;
@@ -2855,8 +2860,8 @@ int io_node_transfer(struct io_node *n, const char *name, int64_t timeout_ms)
         p->target = name_to_id(name);
     }
     int rc = pending_wait(n, p, timeout_ms);
-    if (rc == RAFT_ETIMEOUT) {
-        return rc;
+    if (rc == PENDING_ABANDONED) {
+        return RAFT_ETIMEOUT;
     }
     pending_release(p);
     return rc;
@@ -2953,8 +2958,8 @@ int io_node_status(struct io_node *n, struct io_node_status *st)
         return RAFT_ENOMEM;
     }
     int rc = pending_wait(n, p, 10000);
-    if (rc == RAFT_ETIMEOUT) {
-        return rc;
+    if (rc == PENDING_ABANDONED) {
+        return RAFT_ETIMEOUT;
     }
     if (rc == 0) {
         *st = *p->status;
