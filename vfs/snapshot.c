@@ -25,6 +25,7 @@
  * spool file, not copied.
  */
 #include "vfs/internal.h"
+#include "wal/bytes.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -40,18 +41,7 @@
 #define IMAGE_VERSION 1u
 #define IMAGE_HEADER_BYTES 16u
 
-static void put32(uint8_t *p, uint32_t v)
-{
-    p[0] = (uint8_t)v;
-    p[1] = (uint8_t)(v >> 8);
-    p[2] = (uint8_t)(v >> 16);
-    p[3] = (uint8_t)(v >> 24);
-}
 
-static uint32_t get32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
 
 struct vfs_snapshot {
     struct vfs_db *db;
@@ -140,10 +130,10 @@ int vfs_db_snapshot_open(struct vfs_db *db, struct vfs_snapshot **out, uint64_t 
         rc = SQLITE_NOMEM;
         goto err;
     }
-    put32(s->header, IMAGE_MAGIC);
-    put32(s->header + 4, IMAGE_VERSION);
-    put32(s->header + 8, s->page_size);
-    put32(s->header + 12, s->n_pages);
+    wal_put_le32(s->header, IMAGE_MAGIC);
+    wal_put_le32(s->header + 4, IMAGE_VERSION);
+    wal_put_le32(s->header + 8, s->page_size);
+    wal_put_le32(s->header + 12, s->n_pages);
     if (size != NULL) {
         *size = IMAGE_HEADER_BYTES + (uint64_t)s->n_pages * s->page_size;
     }
@@ -363,8 +353,8 @@ int vfs_db_install_end(struct vfs_db *db, uint64_t index, int ok)
     if (map == MAP_FAILED) {
         return install_fail(db, SQLITE_IOERR_READ, strerror(errno));
     }
-    uint32_t ps = get32(map + 8), np = get32(map + 12);
-    if (get32(map) != IMAGE_MAGIC || get32(map + 4) != IMAGE_VERSION || ps < 512 ||
+    uint32_t ps = wal_get_le32(map + 8), np = wal_get_le32(map + 12);
+    if (wal_get_le32(map) != IMAGE_MAGIC || wal_get_le32(map + 4) != IMAGE_VERSION || ps < 512 ||
         ps > 65536 || (ps & (ps - 1)) != 0 ||
         in->bytes != IMAGE_HEADER_BYTES + (uint64_t)np * ps) {
         munmap(map, (size_t)in->bytes);

@@ -3,6 +3,7 @@
  * the rewind after a failed write. See log.h for the format and the rules.
  */
 #include "consensus/io/log.h"
+#include "consensus/io/bytes.h"
 
 #include <assert.h>
 #include <dirent.h>
@@ -66,37 +67,9 @@ const char *io_log_strerror(int rc)
 
 /* --- byte codec ------------------------------------------------------------------------------ */
 
-static void put32(unsigned char *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++) {
-        p[i] = (unsigned char)(v >> (8 * i));
-    }
-}
 
-static void put64(unsigned char *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++) {
-        p[i] = (unsigned char)(v >> (8 * i));
-    }
-}
 
-static uint32_t get32(const unsigned char *p)
-{
-    uint32_t v = 0;
-    for (int i = 3; i >= 0; i--) {
-        v = (v << 8) | p[i];
-    }
-    return v;
-}
 
-static uint64_t get64(const unsigned char *p)
-{
-    uint64_t v = 0;
-    for (int i = 7; i >= 0; i--) {
-        v = (v << 8) | p[i];
-    }
-    return v;
-}
 
 static uint64_t record_checksum(const unsigned char *hdr, const unsigned char *payload,
                                 size_t stored_len)
@@ -112,7 +85,7 @@ static const char *decode_record(const unsigned char *p, size_t avail, int with_
     if (avail < IO_LOG_HEADER_BYTES) {
         return "short header";
     }
-    if (get32(p) != IO_LOG_MAGIC) {
+    if (io_get32(p) != IO_LOG_MAGIC) {
         return "bad magic";
     }
     if (p[4] != IO_LOG_VERSION) {
@@ -123,10 +96,10 @@ static const char *decode_record(const unsigned char *p, size_t avail, int with_
     if ((r->flags & ~IO_LOG_FLAG_LZ4) != 0 || p[7] != 0) {
         return "unknown flags";
     }
-    r->term = get64(p + 8);
-    r->index = get64(p + 16);
-    r->stored_len = get32(p + 24);
-    r->raw_len = get32(p + 28);
+    r->term = io_get64(p + 8);
+    r->index = io_get64(p + 16);
+    r->stored_len = io_get32(p + 24);
+    r->raw_len = io_get32(p + 28);
     if (r->stored_len > IO_LOG_ENTRY_BYTES_MAX || r->raw_len > IO_LOG_ENTRY_BYTES_MAX) {
         return "payload length out of range";
     }
@@ -140,7 +113,7 @@ static const char *decode_record(const unsigned char *p, size_t avail, int with_
     if (avail - IO_LOG_HEADER_BYTES < r->stored_len) {
         return "short payload";
     }
-    if (get64(p + 32) != record_checksum(p, r->payload, r->stored_len)) {
+    if (io_get64(p + 32) != record_checksum(p, r->payload, r->stored_len)) {
         return "checksum mismatch";
     }
     return NULL;
@@ -510,16 +483,16 @@ static void encode_record(struct io_log *log, const struct io_entry *e, size_t *
     if (!(flags & IO_LOG_FLAG_LZ4) && e->len > 0) {
         memcpy(payload, e->buf, e->len);
     }
-    put32(hdr, IO_LOG_MAGIC);
+    io_put32(hdr, IO_LOG_MAGIC);
     hdr[4] = IO_LOG_VERSION;
     hdr[5] = e->type;
     hdr[6] = flags;
     hdr[7] = 0;
-    put64(hdr + 8, e->term);
-    put64(hdr + 16, e->index);
-    put32(hdr + 24, (uint32_t)stored);
-    put32(hdr + 28, (uint32_t)e->len);
-    put64(hdr + 32, record_checksum(hdr, payload, stored));
+    io_put64(hdr + 8, e->term);
+    io_put64(hdr + 16, e->index);
+    io_put32(hdr + 24, (uint32_t)stored);
+    io_put32(hdr + 28, (uint32_t)e->len);
+    io_put64(hdr + 32, record_checksum(hdr, payload, stored));
     *rec_len = IO_LOG_HEADER_BYTES + stored;
 #ifndef NDEBUG
     struct rec r;
@@ -861,8 +834,8 @@ int io_log_term(struct io_log *log, uint64_t index, uint64_t *term)
 static int anchor_store(struct io_log *log, uint64_t first_index, uint64_t prev_term)
 {
     unsigned char payload[ANCHOR_PAYLOAD_BYTES];
-    put64(payload, first_index);
-    put64(payload + 8, prev_term);
+    io_put64(payload, first_index);
+    io_put64(payload + 8, prev_term);
     int rc = io_slots_write(log->anchor, payload);
     if (rc != 0) {
         /* The new copy may have landed anyway (a failed fdatasync says nothing either way), so
@@ -1518,8 +1491,8 @@ int io_log_open(struct io_log *log, const char *dir, const struct io_log_config 
         rc = fail(log, IO_LOG_ENOMEM, "out of memory");
         goto err;
     }
-    put64(initial, 1);
-    put64(initial + 8, 0);
+    io_put64(initial, 1);
+    io_put64(initial + 8, 0);
     snprintf(path, sizeof path, "%s/%s", dir, ANCHOR_NAME);
     rc = io_slots_open(log->anchor, path, ANCHOR_MAGIC, ANCHOR_VERSION, ANCHOR_PAYLOAD_BYTES,
                        initial, payload, &found);
@@ -1527,8 +1500,8 @@ int io_log_open(struct io_log *log, const char *dir, const struct io_log_config 
         fail(log, rc, "%s", log->anchor->errmsg);
         goto err;
     }
-    log->first_index = get64(payload);
-    log->prev_term = get64(payload + 8);
+    log->first_index = io_get64(payload);
+    log->prev_term = io_get64(payload + 8);
     if (log->first_index == 0) {
         rc = fail(log, IO_LOG_ECORRUPT, "%s: first index 0", path);
         goto err;

@@ -2,6 +2,7 @@
  * Two-slot files (see meta.h for the layout): the node's metadata and the log's anchor.
  */
 #include "consensus/io/meta.h"
+#include "consensus/io/bytes.h"
 
 #include <assert.h>
 #include <errno.h>
@@ -21,37 +22,9 @@ _Static_assert(7 * 8 <= IO_SLOT_PAYLOAD_MAX, "metadata payload fits a slot");
 
 #define META_PAYLOAD_BYTES 56
 
-static void put32(unsigned char *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++) {
-        p[i] = (unsigned char)(v >> (8 * i));
-    }
-}
 
-static void put64(unsigned char *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++) {
-        p[i] = (unsigned char)(v >> (8 * i));
-    }
-}
 
-static uint32_t get32(const unsigned char *p)
-{
-    uint32_t v = 0;
-    for (int i = 3; i >= 0; i--) {
-        v = (v << 8) | p[i];
-    }
-    return v;
-}
 
-static uint64_t get64(const unsigned char *p)
-{
-    uint64_t v = 0;
-    for (int i = 7; i >= 0; i--) {
-        v = (v << 8) | p[i];
-    }
-    return v;
-}
 
 static int errno_code(int e)
 {
@@ -78,12 +51,12 @@ static void encode_slot(const struct io_slots *s, uint64_t seq, const void *payl
                         unsigned char *slot)
 {
     memset(slot, 0, IO_SLOT_BYTES);
-    put32(slot, s->magic);
-    put32(slot + 4, s->version);
-    put64(slot + 8, seq);
-    put32(slot + 16, (uint32_t)s->payload_len);
+    io_put32(slot, s->magic);
+    io_put32(slot + 4, s->version);
+    io_put64(slot + 8, seq);
+    io_put32(slot + 16, (uint32_t)s->payload_len);
     memcpy(slot + IO_SLOT_HEADER_BYTES, payload, s->payload_len);
-    put64(slot + IO_SLOT_BYTES - 8, XXH64(slot, IO_SLOT_BYTES - 8, 0));
+    io_put64(slot + IO_SLOT_BYTES - 8, XXH64(slot, IO_SLOT_BYTES - 8, 0));
 }
 
 /* Why slot bytes are not a valid copy, or NULL when they are. Sets *newer_version when the only
@@ -91,17 +64,17 @@ static void encode_slot(const struct io_slots *s, uint64_t seq, const void *payl
 static const char *check_slot(const struct io_slots *s, const unsigned char *slot,
                               int *newer_version)
 {
-    if (get64(slot + IO_SLOT_BYTES - 8) != XXH64(slot, IO_SLOT_BYTES - 8, 0)) {
+    if (io_get64(slot + IO_SLOT_BYTES - 8) != XXH64(slot, IO_SLOT_BYTES - 8, 0)) {
         return "checksum mismatch";
     }
-    if (get32(slot) != s->magic) {
+    if (io_get32(slot) != s->magic) {
         return "wrong magic";
     }
-    if (get32(slot + 4) != s->version) {
-        *newer_version = get32(slot + 4) > s->version;
+    if (io_get32(slot + 4) != s->version) {
+        *newer_version = io_get32(slot + 4) > s->version;
         return "unknown format version";
     }
-    if (get32(slot + 16) != s->payload_len) {
+    if (io_get32(slot + 16) != s->payload_len) {
         return "wrong payload length";
     }
     return NULL;
@@ -212,7 +185,7 @@ int io_slots_open(struct io_slots *s, const char *path, uint32_t magic, uint32_t
         } else {
             why[k] = check_slot(s, slot, &newer[k]);
         }
-        seq[k] = why[k] == NULL ? get64(slot + 8) : 0;
+        seq[k] = why[k] == NULL ? io_get64(slot + 8) : 0;
     }
     if (why[0] != NULL && why[1] != NULL) {
         rc = newer[0] || newer[1] ? IO_LOG_EVERSION : IO_LOG_ECORRUPT;
@@ -271,24 +244,24 @@ void io_slots_close(struct io_slots *s)
 
 static void meta_encode(const struct io_meta *m, unsigned char *p)
 {
-    put64(p, m->term);
-    put64(p + 8, m->voted_for);
-    put64(p + 16, m->node_id);
-    put64(p + 24, m->cluster_id);
-    put64(p + 32, m->applied_floor);
-    put64(p + 40, m->snapshot_index);
-    put64(p + 48, m->snapshot_term);
+    io_put64(p, m->term);
+    io_put64(p + 8, m->voted_for);
+    io_put64(p + 16, m->node_id);
+    io_put64(p + 24, m->cluster_id);
+    io_put64(p + 32, m->applied_floor);
+    io_put64(p + 40, m->snapshot_index);
+    io_put64(p + 48, m->snapshot_term);
 }
 
 static void meta_decode(const unsigned char *p, struct io_meta *m)
 {
-    m->term = get64(p);
-    m->voted_for = get64(p + 8);
-    m->node_id = get64(p + 16);
-    m->cluster_id = get64(p + 24);
-    m->applied_floor = get64(p + 32);
-    m->snapshot_index = get64(p + 40);
-    m->snapshot_term = get64(p + 48);
+    m->term = io_get64(p);
+    m->voted_for = io_get64(p + 8);
+    m->node_id = io_get64(p + 16);
+    m->cluster_id = io_get64(p + 24);
+    m->applied_floor = io_get64(p + 32);
+    m->snapshot_index = io_get64(p + 40);
+    m->snapshot_term = io_get64(p + 48);
 }
 
 int io_meta_open(struct io_meta_file *f, const char *path, struct io_meta *out, int *created)

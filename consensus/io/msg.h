@@ -33,6 +33,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "consensus/io/bytes.h"
 #include "consensus/raft.h"
 
 enum io_msg_type {
@@ -65,91 +66,5 @@ int io_msg_decode(const void *buf, size_t len, uint64_t entry_bytes_max,
 
 /* Releases what io_msg_decode allocated in `m`. */
 void io_msg_release(struct raft_message *m);
-
-/* Little-endian helpers shared by the runtime's other payloads. */
-static inline void io_put64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++) {
-        p[i] = (uint8_t)(v >> (8 * i));
-    }
-}
-static inline uint64_t io_get64(const uint8_t *p)
-{
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++) {
-        v |= (uint64_t)p[i] << (8 * i);
-    }
-    return v;
-}
-static inline void io_put32(uint8_t *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++) {
-        p[i] = (uint8_t)(v >> (8 * i));
-    }
-}
-static inline uint32_t io_get32(const uint8_t *p)
-{
-    uint32_t v = 0;
-    for (int i = 0; i < 4; i++) {
-        v |= (uint32_t)p[i] << (8 * i);
-    }
-    return v;
-}
-
-/* A bounds-checked reader over a byte buffer: every get fails once the input runs out. */
-struct io_reader {
-    const uint8_t *p;
-    size_t left;
-    int bad; /* set on the first read past the end */
-};
-
-static inline uint64_t io_read64(struct io_reader *r)
-{
-    if (r->left < 8) {
-        r->bad = 1;
-        r->left = 0;
-        return 0;
-    }
-    uint64_t v = io_get64(r->p);
-    r->p += 8;
-    r->left -= 8;
-    return v;
-}
-static inline uint32_t io_read32(struct io_reader *r)
-{
-    if (r->left < 4) {
-        r->bad = 1;
-        r->left = 0;
-        return 0;
-    }
-    uint32_t v = io_get32(r->p);
-    r->p += 4;
-    r->left -= 4;
-    return v;
-}
-static inline uint8_t io_read8(struct io_reader *r)
-{
-    if (r->left < 1) {
-        r->bad = 1;
-        return 0;
-    }
-    uint8_t v = r->p[0];
-    r->p += 1;
-    r->left -= 1;
-    return v;
-}
-/* Returns a pointer to the next `n` bytes and skips them, or NULL (and bad) when short. */
-static inline const uint8_t *io_read_bytes(struct io_reader *r, size_t n)
-{
-    if (r->left < n) {
-        r->bad = 1;
-        r->left = 0;
-        return NULL;
-    }
-    const uint8_t *p = r->p;
-    r->p += n;
-    r->left -= n;
-    return p;
-}
 
 #endif

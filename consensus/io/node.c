@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1947,10 +1948,16 @@ static void load_free(struct load_ctx *l)
     free(l->e);
 }
 
-static void set_err(char *err, size_t err_len, const char *fmt, const char *a, const char *b)
+static void set_err(char *err, size_t err_len, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void set_err(char *err, size_t err_len, const char *fmt, ...)
 {
     if (err != NULL && err_len > 0) {
-        snprintf(err, err_len, fmt, a, b);
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, err_len, fmt, ap);
+        va_end(ap);
     }
 }
 
@@ -1960,7 +1967,8 @@ static int join_cluster(struct io_node *n, const char *join_addr, uint8_t role, 
 
 /* Removes the files of a node directory and the directory: after a bootstrap or join that
  * failed (a failed call leaves nothing behind) or the leftovers of one that crashed. */
-void io_node_wipe_dir(const char *dir)
+/* Removes the files of a node directory, but `keep` (NULL: none). */
+static void remove_files(const char *dir, const char *keep)
 {
     DIR *d = opendir(dir);
     if (d == NULL) {
@@ -1969,12 +1977,18 @@ void io_node_wipe_dir(const char *dir)
     struct dirent *e;
     char path[4400];
     while ((e = readdir(d)) != NULL) {
-        if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0) {
+        if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0 &&
+            (keep == NULL || strcmp(e->d_name, keep) != 0)) {
             snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
             unlink(path);
         }
     }
     closedir(d);
+}
+
+void io_node_wipe_dir(const char *dir)
+{
+    remove_files(dir, NULL);
     rmdir(dir);
 }
 
@@ -2048,7 +2062,7 @@ int io_node_start(const struct io_node_config *cfg, enum io_node_start_mode mode
     }
     bool exists = io_node_exists(n->dir);
     if (mode == IO_NODE_RESTART && !exists) {
-        set_err(err, err_len, "%s holds no cluster member%s", n->dir, "");
+        set_err(err, err_len, "%s holds no cluster member", n->dir);
         node_free(n);
         return IO_NODE_ENOENT;
     }
@@ -2061,25 +2075,14 @@ int io_node_start(const struct io_node_config *cfg, enum io_node_start_mode mode
     if (mode != IO_NODE_RESTART) {
         /* Not a member: whatever is there is left from a start that failed or crashed. Keep
          * only the lock we hold. */
-        DIR *d = opendir(n->dir);
-        struct dirent *e;
-        char path[4400];
-        while (d != NULL && (e = readdir(d)) != NULL) {
-            if (e->d_name[0] != '.' && strcmp(e->d_name, "lock") != 0) {
-                snprintf(path, sizeof path, "%s/%s", n->dir, e->d_name);
-                unlink(path);
-            }
-        }
-        if (d != NULL) {
-            closedir(d);
-        }
+        remove_files(n->dir, "lock");
     }
     if (mode == IO_NODE_RESTART) {
         ssize_t k = read_file(n->dir, "node-info", info, sizeof info - 1);
         info[k > 0 ? k : 0] = '\0';
         char *nl = strchr(info, '\n');
         if (nl == NULL) {
-            set_err(err, err_len, "%s/node-info is malformed%s", n->dir, "");
+            set_err(err, err_len, "%s/node-info is malformed", n->dir);
             node_free(n);
             return IO_NODE_EIO;
         }
@@ -2089,7 +2092,7 @@ int io_node_start(const struct io_node_config *cfg, enum io_node_start_mode mode
             *addr_end = '\0';
         }
         if (strlen(info) >= RAFT_NAME_MAX || strlen(nl + 1) >= RAFT_ADDR_MAX) {
-            set_err(err, err_len, "%s/node-info is malformed%s", n->dir, "");
+            set_err(err, err_len, "%s/node-info is malformed", n->dir);
             node_free(n);
             return IO_NODE_EIO;
         }
@@ -2098,7 +2101,7 @@ int io_node_start(const struct io_node_config *cfg, enum io_node_start_mode mode
     } else {
         if (cfg->name == NULL || cfg->name[0] == '\0' || strlen(cfg->name) >= RAFT_NAME_MAX ||
             cfg->listen_addr == NULL || strlen(cfg->listen_addr) >= RAFT_ADDR_MAX) {
-            set_err(err, err_len, "a node needs a name (< %s bytes) and an address%s", "32", "");
+            set_err(err, err_len, "a node needs a name (< %d bytes) and an address", RAFT_NAME_MAX);
             node_free(n);
             return RAFT_EBADARG;
         }
@@ -2111,13 +2114,13 @@ int io_node_start(const struct io_node_config *cfg, enum io_node_start_mode mode
     snprintf(meta_path, sizeof meta_path, "%s/metadata", n->dir);
     rc = io_meta_open(&n->meta_file, meta_path, &n->meta, &created);
     if (rc != 0) {
-        set_err(err, err_len, "%s%s", io_meta_errmsg(&n->meta_file), "");
+        set_err(err, err_len, "%s", io_meta_errmsg(&n->meta_file));
         node_free(n);
         return IO_NODE_EIO;
     }
     int sr = snap_record_load(n->dir, &snap_index, &snap_term, &snap_cfg);
     if (sr < 0) {
-        set_err(err, err_len, "%s/snapshot is corrupt%s", n->dir, "");
+        set_err(err, err_len, "%s/snapshot is corrupt", n->dir);
         rc = IO_NODE_EIO;
         goto err_after_meta;
     }
@@ -2128,21 +2131,21 @@ int io_node_start(const struct io_node_config *cfg, enum io_node_start_mode mode
     struct io_log_config log_cfg = {.no_compress = 1};
     rc = io_log_open(&n->log, n->dir, &log_cfg, load_cb, &lc);
     if (rc != 0) {
-        set_err(err, err_len, "cannot open the log: %s%s", io_log_errmsg(&n->log), "");
+        set_err(err, err_len, "cannot open the log: %s", io_log_errmsg(&n->log));
         rc = IO_NODE_EIO;
         goto err_after_meta;
     }
     if (snap_index > 0 && io_log_last_index(&n->log) < snap_index) {
         /* An interrupted reset: repeat it. */
         if (io_log_reset(&n->log, snap_index, snap_term) != 0) {
-            set_err(err, err_len, "cannot reset the log: %s%s", io_log_errmsg(&n->log), "");
+            set_err(err, err_len, "cannot reset the log: %s", io_log_errmsg(&n->log));
             rc = IO_NODE_EIO;
             goto err_after_log;
         }
     }
     /* Entries must follow the snapshot without a gap. */
     if (lc.n > 0 && lc.e[0].index != snap_index + 1) {
-        set_err(err, err_len, "the log of %s does not follow its snapshot record%s", n->dir, "");
+        set_err(err, err_len, "the log of %s does not follow its snapshot record", n->dir);
         rc = IO_NODE_EIO;
         goto err_after_log;
     }
@@ -2173,7 +2176,7 @@ int io_node_start(const struct io_node_config *cfg, enum io_node_start_mode mode
             raft_buf_unref(e.buf);
         }
         if (rc != 0) {
-            set_err(err, err_len, "cannot write the first log entry: %s%s", io_log_errmsg(&n->log), "");
+            set_err(err, err_len, "cannot write the first log entry: %s", io_log_errmsg(&n->log));
             rc = IO_NODE_EIO;
             goto err_after_log;
         }
@@ -2181,7 +2184,7 @@ int io_node_start(const struct io_node_config *cfg, enum io_node_start_mode mode
 
     rc = loop_acquire(&n->loop);
     if (rc != 0) {
-        set_err(err, err_len, "cannot start the runtime thread%s%s", "", "");
+        set_err(err, err_len, "cannot start the runtime thread");
         rc = RAFT_ENOMEM;
         goto err_after_log;
     }
@@ -2198,7 +2201,7 @@ int io_node_start(const struct io_node_config *cfg, enum io_node_start_mode mode
             n->meta.term = 1; /* the term of the bootstrap entry */
         }
         if (io_meta_store(&n->meta_file, &n->meta) != 0) {
-            set_err(err, err_len, "%s%s", io_meta_errmsg(&n->meta_file), "");
+            set_err(err, err_len, "%s", io_meta_errmsg(&n->meta_file));
             rc = IO_NODE_EIO;
             goto err_after_loop;
         }
@@ -2240,7 +2243,7 @@ int io_node_start(const struct io_node_config *cfg, enum io_node_start_mode mode
     }
     rc = raft_create(&o, &init, &n->raft);
     if (rc != 0) {
-        set_err(err, err_len, "cannot create the Raft state: %s%s", raft_strerror(rc), "");
+        set_err(err, err_len, "cannot create the Raft state: %s", raft_strerror(rc));
         goto err_after_loop;
     }
     n->committed_config = snap_cfg;
@@ -2262,7 +2265,7 @@ int io_node_start(const struct io_node_config *cfg, enum io_node_start_mode mode
     rc = io_call_wait(n->loop, &sreq.call, -1);
     io_call_fini(&sreq.call);
     if (rc != 0) {
-        set_err(err, err_len, "cannot listen on %s%s", n->addr, "");
+        set_err(err, err_len, "cannot listen on %s", n->addr);
         goto err_after_apply;
     }
     io_logf(IO_LOG_INFO, n->name, "node started at %s (dir %s)", n->addr, n->dir);
@@ -2471,7 +2474,7 @@ static int join_cluster(struct io_node *n, const char *join_addr, uint8_t role, 
 {
     uint8_t payload[3 + RAFT_NAME_MAX + RAFT_ADDR_MAX];
     if (join_addr == NULL || strlen(join_addr) >= RAFT_ADDR_MAX) {
-        set_err(err, err_len, "raft_join needs the address of a cluster member%s%s", "", "");
+        set_err(err, err_len, "raft_join needs the address of a cluster member");
         return RAFT_EBADARG;
     }
     struct outsider *o = calloc(1, sizeof *o);
@@ -3023,7 +3026,7 @@ int io_node_remote_status(const char *addr, int64_t timeout_ms, char **json, cha
 {
     struct io_loop *l;
     if (addr == NULL || strlen(addr) >= RAFT_ADDR_MAX) {
-        set_err(err, err_len, "bad address%s%s", "", "");
+        set_err(err, err_len, "bad address");
         return RAFT_EBADARG;
     }
     struct outsider *o = calloc(1, sizeof *o);
