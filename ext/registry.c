@@ -142,24 +142,6 @@ static void report_floor(struct ext_node *n, struct vfs_db *db)
     }
 }
 
-static int fsm_apply(void *ctx, uint64_t index, const void *buf, size_t len)
-{
-    struct ext_node *n = ctx;
-    struct vfs_db *db = wait_db(n);
-    if (db == NULL) {
-        return -1;
-    }
-    int rc = vfs_db_apply(db, buf, len, index);
-    if (rc != SQLITE_OK) {
-        char why[256];
-        vfs_db_last_error(db, why, sizeof why);
-        sqlite3_log(rc, "walraft: cannot apply entry %llu to %s: %s", (unsigned long long)index,
-                    n->path, why);
-        return rc;
-    }
-    report_floor(n, db);
-    return 0;
-}
 
 static int fsm_apply_batch(void *ctx, const struct io_apply_entry *e, size_t count)
 {
@@ -344,7 +326,6 @@ int ext_node_start(const char *path, const struct ext_config *cfg, enum ext_star
         .heartbeat_ms = cfg->heartbeat_ms,
         .trailing_entries = cfg->trailing_entries,
         .fsm = {.ctx = n,
-                .apply = fsm_apply,
                 .apply_batch = fsm_apply_batch,
                 .snapshot_open = fsm_snapshot_open,
                 .snapshot_read = fsm_snapshot_read,

@@ -77,10 +77,10 @@ struct io_fsm {
     int (*install_chunk)(void *ctx, const void *buf, size_t len);
     int (*install_end)(void *ctx, uint64_t index, bool ok);
 
-    /* Optional: applies several committed RAFT_NORMAL entries (increasing indexes) as one unit,
-     * so readers see all of them or none. When set, the apply thread hands every consecutive
-     * committed entry it has queued to apply_batch (bounded by count and bytes) instead of
-     * calling apply for each: after a restart the whole replay is one unit. */
+    /* Applies several committed RAFT_NORMAL entries (increasing indexes) as one unit, so
+     * readers see all of them or none. When set, the apply thread hands every consecutive
+     * committed entry it has queued to apply_batch (bounded by count and bytes) and never calls
+     * apply: after a restart the whole replay is one unit. Set apply, apply_batch, or both. */
     int (*apply_batch)(void *ctx, const struct io_apply_entry *e, size_t n);
 
     /* This node stopped being the leader (may be NULL). Runs on the loop thread: it must be quick
