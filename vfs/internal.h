@@ -109,6 +109,13 @@ void vfs_db_note_commit(struct vfs_db *db, uint64_t index, uint32_t first_frame)
 void vfs_db_set_error(struct vfs_db *db, int rc, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* node.c, vfs_mu not held: a local connection ended a read transaction. If the attached node's
+ * WAL is due, checkpoint it and restart it when no reader is left on its frames, on this thread
+ * (as SQLite's auto-checkpoint does after a commit) unless a writer or the node is busy. On a
+ * leader this is what lets the log restart under back-to-back writers: the apply thread runs
+ * while the next writer already holds a read mark, so its checkpoints never find the log free. */
+void vfs_shared_read_done(struct vfs_shared *sh);
+
 /* node.c, for snapshot.c: the node lock (serialises the node's WAL work with local writers),
  * and the apply path's append and checkpoint, which require it. */
 struct vfs_install;

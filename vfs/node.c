@@ -570,22 +570,48 @@ static void restart_if_checkpointed(struct vfs_db *db)
     }
 }
 
+/* Checkpoints (node active) once checkpoint_frames frames wait to be copied, and restarts a
+ * fully checkpointed log when no reader is in the way. Frames already copied are not copied
+ * again: a log that could not restart yet is checkpointed once more only after another
+ * checkpoint_frames frames (before, a writer back-to-back with the apply thread turned every
+ * transaction into a checkpoint with two fsyncs). */
 static int maybe_checkpoint(struct vfs_db *db)
 {
     struct wal_index_hdr h;
     uint32_t backfill = 0;
     if (wal_index_hdr_read(&db->shm, &h) != WAL_OK ||
-        wal_ckpt_backfill(&db->shm, &backfill) != WAL_OK) {
+        wal_ckpt_backfill(&db->shm, &backfill) != WAL_OK || h.mx_frame < db->checkpoint_frames) {
         return SQLITE_OK;
     }
-    if (h.mx_frame < db->checkpoint_frames || backfill >= h.mx_frame) {
-        return SQLITE_OK;
+    int rc = SQLITE_OK;
+    if (backfill < h.mx_frame && h.mx_frame - backfill >= db->checkpoint_frames) {
+        rc = checkpoint_locked(db);
     }
-    int rc = checkpoint_locked(db);
     if (rc == SQLITE_OK) {
         restart_if_checkpointed(db);
     }
     return rc;
+}
+
+void vfs_shared_read_done(struct vfs_shared *sh)
+{
+    pthread_mutex_lock(&vfs_mu);
+    struct vfs_db *db = sh->node;
+    if (db == NULL || sh->node_active || sh->holder != NULL || sh->node_waiting > 0) {
+        pthread_mutex_unlock(&vfs_mu);
+        return;
+    }
+    struct wal_index_hdr h;
+    uint32_t backfill = 0;
+    if (wal_index_hdr_read(&db->shm, &h) != WAL_OK ||
+        wal_ckpt_backfill(&db->shm, &backfill) != WAL_OK || h.mx_frame < db->checkpoint_frames) {
+        pthread_mutex_unlock(&vfs_mu);
+        return;
+    }
+    sh->node_active = 1; /* as node_try_acquire; detach waits for it */
+    pthread_mutex_unlock(&vfs_mu);
+    maybe_checkpoint(db);
+    node_release(db);
 }
 
 int vfs_db_apply_batch(struct vfs_db *db, const struct vfs_entry *e, size_t n)

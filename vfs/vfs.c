@@ -697,6 +697,7 @@ static int file_shm_map(sqlite3_file *f, int region, int size, int extend, void 
 
 #define SLOT_WRITE 0
 #define SLOT_CKPT 1
+#define SLOT_READ0 3 /* READ(0); READ(1..4) follow */
 
 static int shm_lock_real(sqlite3_file *f, int ofst, int n, int flags)
 {
@@ -756,6 +757,14 @@ static int file_shm_lock(sqlite3_file *f, int ofst, int n, int flags)
     if (doomed && lock && excl) {
         /* A doomed writer must not restart the log (READ(1..4) exclusive) under the node. */
         return SQLITE_IOERR_WRITE;
+    }
+    if (!lock && !excl && n == 1 && ofst >= SLOT_READ0 && !file->is_node) {
+        /* A read transaction ended: the moment SQLite's own auto-checkpoint would run, with
+         * this connection off the WAL's frames, so that the checkpoint is complete and the
+         * log can restart (see vfs_shared_read_done). */
+        int rc = shm_lock_real(f, ofst, n, flags);
+        vfs_shared_read_done(sh);
+        return rc;
     }
     return shm_lock_real(f, ofst, n, flags);
 }
