@@ -21,6 +21,20 @@ enum { FILE_OTHER = 0, FILE_MAIN, FILE_WAL };
 
 struct vfs_shared;
 
+/* A local writer in the queue for the virtual WRITE lock. Between its tries the connection holds
+ * no read mark: SQLite ends the read transaction before calling the busy handler, whose sleep
+ * (vfs_sleep) waits for the turn. */
+struct waiter {
+    struct vfs_file *f;
+    struct waiter *next;
+    pthread_t thread;        /* the thread that asked last: its busy-handler sleep waits here */
+    uint64_t alive_until_ms; /* dropped from the queue if its connection has not asked again by
+                              * then (it gave up); UINT64_MAX while it asks or waits */
+    int sleep_armed;         /* told SQLITE_BUSY: the thread's next sleep is the busy handler's */
+    pthread_cond_t cond;     /* its thread waits here for the turn (vfs_wake signals the head) */
+    int cond_ready;
+};
+
 struct vfs_file {
     sqlite3_file base;     /* our methods */
     sqlite3_file *real;    /* the underlying file, allocated right after this struct */
@@ -29,6 +43,8 @@ struct vfs_file {
     int is_node;           /* main db file of the node's own connection (checkpoints) */
     int vwrite;            /* holds the virtual WRITE lock */
     void **busy;           /* SQLITE_FCNTL_BUSYHANDLER: {int (*)(void *), void *}, or NULL */
+    struct waiter qw;      /* its place in the writers' queue, while queued */
+    int queued;
 };
 
 /* What the leader's writer has written in its current transaction. */
@@ -57,12 +73,12 @@ struct vfs_shared {
     int holder_doomed;         /* holder's transaction is doomed (step down) */
     int node_active;           /* the node is applying or checkpointing */
     int node_waiting;          /* node threads waiting: they go before user writers */
+    int ckpt_active;           /* the node checkpoints, to restart the log: new readers wait */
     struct waiter *queue_head; /* user writers waiting, FIFO */
     struct waiter *queue_tail;
     struct vfs_file *reserved; /* a writer sent back for a fresh snapshot gets the lock next */
     uint64_t reserved_until_ms;
     uint64_t commits; /* bumped whenever a transaction becomes visible */
-    uint64_t restarts_wanted; /* bumped when a checkpointed log waits for a writer to restart it */
     int index_stale;  /* hash entries above mxFrame may be left over */
     struct capture cap;
 };
@@ -108,6 +124,11 @@ struct vfs_shared *vfs_shared_get(const char *path); /* vfs_mu held; a new refer
 void vfs_db_note_commit(struct vfs_db *db, uint64_t index, uint32_t first_frame);
 void vfs_db_set_error(struct vfs_db *db, int rc, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+
+/* vfs_mu held: the lock state changed. Wakes the node's and other waiters on sh->cond, and the
+ * writer at the head of the queue (and a reserved one) on its own condition variable: queued
+ * writers are not woken by every change, only the one whose turn it may be. */
+void vfs_wake(struct vfs_shared *sh);
 
 /* node.c, vfs_mu not held: a local connection ended a read transaction. If the attached node's
  * WAL is due, checkpoint it and restart it when no reader is left on its frames, on this thread

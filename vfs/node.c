@@ -380,7 +380,7 @@ static void node_release(struct vfs_db *db)
 {
     pthread_mutex_lock(&vfs_mu);
     db->sh->node_active = 0;
-    pthread_cond_broadcast(&db->sh->cond);
+    vfs_wake(db->sh);
     pthread_mutex_unlock(&vfs_mu);
 }
 
@@ -397,7 +397,7 @@ int vfs_db_detach(struct vfs_db *db)
     }
     sh->node = NULL;
     sh->node_active = 0;
-    pthread_cond_broadcast(&sh->cond);
+    vfs_wake(sh);
     pthread_mutex_unlock(&vfs_mu);
 
     db->dbf->pMethods->xShmLock(db->dbf, 0, 2, SQLITE_SHM_UNLOCK | SQLITE_SHM_EXCLUSIVE);
@@ -531,11 +531,10 @@ static int append_locked(struct vfs_db *db, const struct wal_txn *t_in, uint64_t
     return SQLITE_OK;
 }
 
-/* After a complete checkpoint (node active): make sure the log restarts. SQLite's writer restarts
- * it only at the start of a write transaction whose read began on a fully checkpointed log; on a
- * leader with back-to-back writers that moment never comes and the WAL file grows without end.
- * With no reader on the WAL's frames, restart it in the index here, as SQLite does (the next
- * writer starts a new WAL header at frame 1); otherwise get the queued writer to do it. */
+/* After a complete checkpoint (node active): restart the log in the index, as SQLite does, when
+ * no reader is on its frames (the next writer starts a new WAL header at frame 1). Queued local
+ * writers hold no read mark (vfs.c), so only readers stand in the way; a later checkpoint, or the
+ * end of their read transactions, tries again. */
 static void restart_if_checkpointed(struct vfs_db *db)
 {
     struct wal_index_hdr h;
@@ -545,17 +544,6 @@ static void restart_if_checkpointed(struct vfs_db *db)
         return;
     }
     if (readers_lock(db) != SQLITE_OK) {
-        if (h.mx_frame < LONG_WAL_FACTOR * db->checkpoint_frames) {
-            return; /* a queued writer may restart it at its next try; only a long WAL is urged */
-        }
-        /* A reader holds a mark: typically the next local writer, queued with the read snapshot
-         * it took before asking for the write lock. Send it back for a fresh one: a read that
-         * begins on a fully checkpointed log reads the database file alone, and SQLite's writer
-         * then restarts the log itself. */
-        pthread_mutex_lock(&vfs_mu);
-        db->sh->restarts_wanted++;
-        pthread_cond_broadcast(&db->sh->cond);
-        pthread_mutex_unlock(&vfs_mu);
         return;
     }
     uint32_t salt2;
@@ -570,12 +558,16 @@ static void restart_if_checkpointed(struct vfs_db *db)
     }
 }
 
-/* Checkpoints (node active) once checkpoint_frames frames wait to be copied, and restarts a
- * fully checkpointed log when no reader is in the way. Frames already copied are not copied
- * again: a log that could not restart yet is checkpointed once more only after another
- * checkpoint_frames frames (before, a writer back-to-back with the apply thread turned every
- * transaction into a checkpoint with two fsyncs). */
-static int maybe_checkpoint(struct vfs_db *db)
+/* Checkpoints (node active) a WAL of checkpoint_frames frames or more, and restarts it when fully
+ * checkpointed and no reader is in the way. `eager`: copy whatever is not copied yet (the end of
+ * a local read transaction, where SQLite's own auto-checkpoint runs); otherwise only once another
+ * checkpoint_frames frames wait (the apply thread, which runs while the next writer may already
+ * be reading: copying a few frames per transaction there cost two fsyncs each).
+ *
+ * While it checkpoints, local connections that start a read transaction wait for it to end
+ * (vfs.c, READ locks): they then read a fully checkpointed log from the database file alone
+ * (READ(0)), hold no mark on the log's frames, and the log can restart. */
+static int checkpoint_and_restart(struct vfs_db *db, int eager)
 {
     struct wal_index_hdr h;
     uint32_t backfill = 0;
@@ -584,13 +576,27 @@ static int maybe_checkpoint(struct vfs_db *db)
         return SQLITE_OK;
     }
     int rc = SQLITE_OK;
-    if (backfill < h.mx_frame && h.mx_frame - backfill >= db->checkpoint_frames) {
+    if (backfill < h.mx_frame && (eager || h.mx_frame - backfill >= db->checkpoint_frames)) {
+        pthread_mutex_lock(&vfs_mu);
+        db->sh->ckpt_active = 1;
+        pthread_mutex_unlock(&vfs_mu);
         rc = checkpoint_locked(db);
     }
     if (rc == SQLITE_OK) {
         restart_if_checkpointed(db);
     }
+    pthread_mutex_lock(&vfs_mu);
+    if (db->sh->ckpt_active) {
+        db->sh->ckpt_active = 0;
+        vfs_wake(db->sh);
+    }
+    pthread_mutex_unlock(&vfs_mu);
     return rc;
+}
+
+static int maybe_checkpoint(struct vfs_db *db)
+{
+    return checkpoint_and_restart(db, 0);
 }
 
 void vfs_shared_read_done(struct vfs_shared *sh)
@@ -610,7 +616,7 @@ void vfs_shared_read_done(struct vfs_shared *sh)
     }
     sh->node_active = 1; /* as node_try_acquire; detach waits for it */
     pthread_mutex_unlock(&vfs_mu);
-    maybe_checkpoint(db);
+    checkpoint_and_restart(db, 1);
     node_release(db);
 }
 
@@ -801,7 +807,7 @@ void vfs_db_step_down(struct vfs_db *db)
         db->sh->holder_doomed = 1;
         db->sh->index_stale = 1;
     }
-    pthread_cond_broadcast(&db->sh->cond);
+    vfs_wake(db->sh);
     pthread_mutex_unlock(&vfs_mu);
 }
 

@@ -19,6 +19,7 @@
  */
 #include "vfs/internal.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,21 +38,17 @@ static struct vfs_shared *shared_list;  /* every path with an open wrapper or an
 #define FILE_OF(f) ((struct vfs_file *)(f))
 
 /* How long a writer sent back for a fresh snapshot keeps its turn. */
-#define RESERVE_MS 1000
+#define RESERVE_MS 50
 #define NODE_WAIT_MS 5000    /* longest a writer waits for the node's own work, busy timeout or not */
 #define NODE_WAIT_SLICE_MS 20
+/* A queued writer whose connection neither waits in its busy handler nor asks again for this
+ * long has given up (a deferred transaction's BUSY, a busy handler that said stop): it loses its
+ * place. A connection that is retrying comes back within microseconds. */
+#define QUEUE_GRACE_MS 50
 
-/* The waiter of this thread while its busy handler runs (vfs_sleep waits on the lock instead of
- * sleeping), and whether its next busy-handler sleep is skipped: set when its request was bounced
- * only to refresh its read snapshot, with its turn reserved. */
-static __thread struct vfs_shared *wait_sh;
-static __thread struct waiter *wait_w;
+/* Whether this thread's next busy-handler sleep is skipped: set when its request was bounced only
+ * to refresh its read snapshot, with its turn reserved. */
 static __thread int skip_next_sleep;
-
-struct waiter {
-    struct vfs_file *f;
-    struct waiter *next;
-};
 
 uint64_t vfs_now_ms(void)
 {
@@ -115,7 +112,7 @@ void vfs_shared_put(struct vfs_shared *sh)
 
 /* --- the virtual WRITE lock ------------------------------------------------------------------ */
 
-static void cond_wait_ms(struct vfs_shared *sh, uint64_t ms)
+static void timed_wait_ms(pthread_cond_t *cond, uint64_t ms)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -125,7 +122,79 @@ static void cond_wait_ms(struct vfs_shared *sh, uint64_t ms)
         ts.tv_sec++;
         ts.tv_nsec -= 1000000000L;
     }
-    pthread_cond_timedwait(&sh->cond, &vfs_mu, &ts);
+    pthread_cond_timedwait(cond, &vfs_mu, &ts);
+}
+
+static void cond_wait_ms(struct vfs_shared *sh, uint64_t ms)
+{
+    timed_wait_ms(&sh->cond, ms);
+}
+
+void vfs_wake(struct vfs_shared *sh)
+{
+    pthread_cond_broadcast(&sh->cond);
+    struct waiter *head = sh->queue_head;
+    if (head != NULL && head->cond_ready) {
+        pthread_cond_signal(&head->cond);
+    }
+    if (sh->reserved != NULL && sh->reserved != (head ? head->f : NULL) &&
+        sh->reserved->qw.cond_ready) {
+        pthread_cond_signal(&sh->reserved->qw.cond);
+    }
+}
+
+static void dequeue(struct vfs_shared *sh, struct waiter *w)
+{
+    struct waiter **pp = &sh->queue_head, *prev = NULL;
+    while (*pp != w) {
+        assert(*pp != NULL);
+        prev = *pp;
+        pp = &(*pp)->next;
+    }
+    *pp = w->next;
+    if (sh->queue_tail == w) {
+        sh->queue_tail = prev;
+    }
+    w->next = NULL;
+    w->f->queued = 0;
+}
+
+static void enqueue(struct vfs_shared *sh, struct vfs_file *f)
+{
+    struct waiter *w = &f->qw;
+    if (!w->cond_ready) {
+        pthread_condattr_t attr;
+        pthread_condattr_init(&attr);
+        pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+        pthread_cond_init(&w->cond, &attr);
+        pthread_condattr_destroy(&attr);
+        w->cond_ready = 1;
+    }
+    w->f = f;
+    w->next = NULL;
+    if (sh->queue_tail != NULL) {
+        sh->queue_tail->next = w;
+    } else {
+        sh->queue_head = w;
+    }
+    sh->queue_tail = w;
+    f->queued = 1;
+}
+
+/* Drops the head of the queue while its connection has given up (vfs_mu held). */
+static void queue_prune(struct vfs_shared *sh)
+{
+    uint64_t now = 0;
+    while (sh->queue_head != NULL && sh->queue_head->alive_until_ms != UINT64_MAX) {
+        if (now == 0) {
+            now = vfs_now_ms();
+        }
+        if (now <= sh->queue_head->alive_until_ms) {
+            break;
+        }
+        dequeue(sh, sh->queue_head);
+        vfs_wake(sh);
+    }
 }
 
 /* Is `w` next in line, kept waiting only by the node's own work? */
@@ -137,6 +206,7 @@ static int blocked_by_node_only(struct vfs_shared *sh, struct waiter *w)
     if (sh->reserved != NULL && sh->reserved != w->f && vfs_now_ms() < sh->reserved_until_ms) {
         return 0;
     }
+    queue_prune(sh);
     return sh->queue_head == w || sh->reserved == w->f;
 }
 
@@ -151,31 +221,14 @@ static int grantable(struct vfs_shared *sh, struct waiter *w)
     if (sh->reserved != NULL && vfs_now_ms() < sh->reserved_until_ms) {
         return 0;
     }
+    queue_prune(sh);
     return sh->queue_head == w;
 }
 
-static void dequeue(struct vfs_shared *sh, struct waiter *w)
+/* Does the connection retry a busy lock (SQLITE_FCNTL_BUSYHANDLER gave a handler)? */
+static int has_busy_handler(const struct vfs_file *f)
 {
-    struct waiter **pp = &sh->queue_head, *prev = NULL;
-    while (*pp != w) {
-        prev = *pp;
-        pp = &(*pp)->next;
-    }
-    *pp = w->next;
-    if (sh->queue_tail == w) {
-        sh->queue_tail = prev;
-    }
-}
-
-/* Asks the connection's busy handler whether to keep waiting (it sleeps a little itself).
- * Called without vfs_mu. */
-static int busy_continue(struct vfs_file *f)
-{
-    if (f->busy == NULL || f->busy[0] == NULL) {
-        return 0;
-    }
-    int (*fn)(void *) = (int (*)(void *))f->busy[0];
-    return fn(f->busy[1]);
+    return f->busy != NULL && f->busy[0] != NULL;
 }
 
 static void capture_reset(struct capture *c)
@@ -212,6 +265,9 @@ static int vwrite_acquire(struct vfs_file *f)
     pthread_mutex_lock(&vfs_mu);
     struct vfs_db *db = sh->node;
     if (db == NULL) {
+        if (f->queued) {
+            dequeue(sh, &f->qw);
+        }
         pthread_mutex_unlock(&vfs_mu);
         return -1;
     }
@@ -224,7 +280,14 @@ static int vwrite_acquire(struct vfs_file *f)
 
     pthread_mutex_lock(&vfs_mu);
     db->gate_calls--;
-    pthread_cond_broadcast(&sh->cond);
+    vfs_wake(sh);
+    int gate_deferred = 0;
+    if (rc != SQLITE_OK && rc != SQLITE_READONLY && sh->holder != NULL && sh->holder != f) {
+        /* "Catching up" while a local writer's entry is in flight: that entry is the gap. Queue,
+         * and ask the gate again when granted. */
+        gate_deferred = 1;
+        rc = SQLITE_OK;
+    }
     if (rc != SQLITE_OK) {
         why[sizeof why - 1] = '\0';
         if (rc == SQLITE_READONLY) {
@@ -240,67 +303,52 @@ static int vwrite_acquire(struct vfs_file *f)
     }
 
     skip_next_sleep = 0;
-    uint64_t commits0 = sh->commits, restarts0 = sh->restarts_wanted;
-    struct waiter w = {.f = f, .next = NULL};
-    if (sh->queue_tail != NULL) {
-        sh->queue_tail->next = &w;
-    } else {
-        sh->queue_head = &w;
+    uint64_t commits0 = sh->commits;
+    struct waiter *w = &f->qw;
+    if (!f->queued) {
+        enqueue(sh, f);
     }
-    sh->queue_tail = &w;
+    w->thread = pthread_self();
+    w->alive_until_ms = UINT64_MAX;
+    w->sleep_armed = 0;
     int waited = 0;
     uint64_t node_deadline_ms = vfs_now_ms() + NODE_WAIT_MS;
-    while (!grantable(sh, &w)) {
+    while (!grantable(sh, w)) {
         if (sh->node != db) { /* detached while we waited */
-            dequeue(sh, &w);
-            pthread_cond_broadcast(&sh->cond);
+            dequeue(sh, w);
+            vfs_wake(sh);
             pthread_mutex_unlock(&vfs_mu);
             return SQLITE_BUSY;
         }
-        if (blocked_by_node_only(sh, &w) && vfs_now_ms() < node_deadline_ms) {
+        if (blocked_by_node_only(sh, w) && vfs_now_ms() < node_deadline_ms) {
             /* Only the node's own brief work (an apply's bookkeeping, a checkpoint) is in the
-             * way, not another writer: wait for it whatever the busy timeout, so a connection
-             * without one (the sqlite3 shell's default) is not told "database is locked". */
+             * way, not another writer: wait for it here, whatever the busy handler, so that a
+             * connection without one (the sqlite3 shell's default) or a deferred transaction
+             * upgrading to a write is not told "database is locked". */
             waited = 1;
-            cond_wait_ms(sh, NODE_WAIT_SLICE_MS);
+            timed_wait_ms(&w->cond, NODE_WAIT_SLICE_MS);
             continue;
         }
-        /* The connection's busy handler bounds the wait (its busy timeout): it says whether to
-         * go on, and its sleeps, which reach vfs_sleep on this thread, become waits on the
-         * condition variable that end as soon as the lock is ours. */
-        waited = 1;
-        wait_sh = sh;
-        wait_w = &w;
-        pthread_mutex_unlock(&vfs_mu);
-        uint64_t t0 = vfs_now_ms();
-        int go_on = busy_continue(f);
-        uint64_t t1 = vfs_now_ms();
-        pthread_mutex_lock(&vfs_mu);
-        wait_sh = NULL;
-        wait_w = NULL;
-        if (!go_on && !grantable(sh, &w)) {
-            dequeue(sh, &w);
-            pthread_cond_broadcast(&sh->cond);
+        if (!has_busy_handler(f)) {
+            /* Another writer has the lock or is ahead, and this connection does not retry:
+             * SQLITE_BUSY, as SQLite answers when another connection holds WRITE. */
+            dequeue(sh, w);
+            vfs_wake(sh);
             pthread_mutex_unlock(&vfs_mu);
             return SQLITE_BUSY;
         }
-        if (go_on && t1 == t0 && !grantable(sh, &w)) {
-            cond_wait_ms(sh, 1); /* a handler that does not sleep through the VFS */
-        }
-    }
-    dequeue(sh, &w);
-    int refresh = waited && sh->commits != commits0;
-    if (!refresh && waited && sh->restarts_wanted != restarts0 && sh->reserved != f) {
-        /* The node checkpointed the whole log while this writer queued holding a read mark:
-         * with a fresh snapshot it would read the database file alone and restart the log
-         * itself. Send it back for one, but only if its connection retries (a busy handler):
-         * without one the bounce would fail its statement. */
+        /* Another writer is ahead. Keep the place in the queue and answer SQLITE_BUSY: SQLite
+         * ends this read transaction and calls the busy handler, whose sleep reaches vfs_sleep
+         * and waits for the turn. The retry then starts from a fresh snapshot, and no waiting
+         * writer holds a read mark that would keep a checkpoint from completing or the log
+         * from restarting. (A deferred transaction gets the BUSY, as from SQLite itself.) */
+        w->alive_until_ms = vfs_now_ms() + QUEUE_GRACE_MS;
+        w->sleep_armed = 1;
         pthread_mutex_unlock(&vfs_mu);
-        skip_next_sleep = 1;
-        refresh = busy_continue(f);
-        skip_next_sleep = 0;
-        pthread_mutex_lock(&vfs_mu);
+        return SQLITE_BUSY;
     }
+    dequeue(sh, w);
+    int refresh = waited && sh->commits != commits0;
     if (sh->reserved == f) {
         sh->reserved = NULL;
     } else if (refresh) {
@@ -310,7 +358,7 @@ static int vwrite_acquire(struct vfs_file *f)
         sh->reserved = f;
         sh->reserved_until_ms = vfs_now_ms() + RESERVE_MS;
         skip_next_sleep = 1;
-        pthread_cond_broadcast(&sh->cond);
+        vfs_wake(sh);
         pthread_mutex_unlock(&vfs_mu);
         return SQLITE_BUSY;
     }
@@ -318,7 +366,7 @@ static int vwrite_acquire(struct vfs_file *f)
     sh->holder_doomed = 0;
     f->vwrite = 1;
     capture_reset(&sh->cap);
-    if (waited) {
+    if (waited || gate_deferred) {
         /* Leadership may have moved while this writer queued: ask the gate again. */
         db->gate_calls++;
         pthread_mutex_unlock(&vfs_mu);
@@ -336,7 +384,7 @@ static int vwrite_acquire(struct vfs_file *f)
             f->vwrite = 0;
         }
     }
-    pthread_cond_broadcast(&sh->cond);
+    vfs_wake(sh);
     pthread_mutex_unlock(&vfs_mu);
     return rc;
 }
@@ -351,7 +399,7 @@ static void vwrite_release(struct vfs_file *f)
         sh->holder_doomed = 0;
     }
     f->vwrite = 0;
-    pthread_cond_broadcast(&sh->cond);
+    vfs_wake(sh);
     pthread_mutex_unlock(&vfs_mu);
 }
 
@@ -366,9 +414,20 @@ static int file_close(sqlite3_file *f)
             vwrite_release(file);
         }
         pthread_mutex_lock(&vfs_mu);
+        if (file->sh->reserved == file) {
+            file->sh->reserved = NULL;
+        }
+        if (file->queued) {
+            dequeue(file->sh, &file->qw);
+        }
+        vfs_wake(file->sh);
         vfs_shared_put(file->sh);
         pthread_mutex_unlock(&vfs_mu);
         file->sh = NULL;
+    }
+    if (file->qw.cond_ready) {
+        pthread_cond_destroy(&file->qw.cond);
+        file->qw.cond_ready = 0;
     }
     f->pMethods = NULL;
     return rc;
@@ -516,7 +575,7 @@ static int capture_commit(struct vfs_db *db, struct vfs_shared *sh, struct vfs_f
     why[sizeof why - 1] = '\0';
     pthread_mutex_lock(&vfs_mu);
     db->gate_calls--;
-    pthread_cond_broadcast(&sh->cond);
+    vfs_wake(sh);
     if (prc != VFS_PROPOSE_OK) {
         c->state = CAP_FAILED;
         vfs_db_set_error(db, SQLITE_IOERR_WRITE,
@@ -758,6 +817,23 @@ static int file_shm_lock(sqlite3_file *f, int ofst, int n, int flags)
         /* A doomed writer must not restart the log (READ(1..4) exclusive) under the node. */
         return SQLITE_IOERR_WRITE;
     }
+    if (lock && !excl && n == 1 && ofst > SLOT_READ0 && !file->is_node) {
+        /* A read transaction starts on the log's frames while the node checkpoints to restart
+         * the log: wait for the checkpoint, then answer BUSY. SQLite retries the start with a
+         * fresh look at the log, which is now fully checkpointed: it reads the database file
+         * alone (READ(0)) and leaves the log free to restart. */
+        pthread_mutex_lock(&vfs_mu);
+        if (sh->ckpt_active) {
+            uint64_t deadline = vfs_now_ms() + NODE_WAIT_MS;
+            for (uint64_t now = vfs_now_ms(); sh->ckpt_active && now < deadline;
+                 now = vfs_now_ms()) {
+                cond_wait_ms(sh, deadline - now);
+            }
+            pthread_mutex_unlock(&vfs_mu);
+            return SQLITE_BUSY;
+        }
+        pthread_mutex_unlock(&vfs_mu);
+    }
     if (!lock && !excl && n == 1 && ofst >= SLOT_READ0 && !file->is_node) {
         /* A read transaction ended: the moment SQLite's own auto-checkpoint would run, with
          * this connection off the WAL's frames, so that the checkpoint is complete and the
@@ -865,6 +941,25 @@ static int vfs_randomness(sqlite3_vfs *v, int n, char *out)
     (void)v;
     return vfs_orig->xRandomness(vfs_orig, n, out);
 }
+/* The queue place of the calling thread's connection that was just told SQLITE_BUSY and has not
+ * slept since, or NULL (vfs_mu held). Only that first sleep is the busy handler's: SQLite also
+ * sleeps between the retries of starting a read, and those must really sleep. Found through the
+ * queues, not a thread-local pointer: the connection may have been closed since. */
+static struct waiter *my_waiter(void)
+{
+    pthread_t self = pthread_self();
+    struct waiter *best = NULL;
+    for (struct vfs_shared *sh = shared_list; sh != NULL; sh = sh->next) {
+        for (struct waiter *w = sh->queue_head; w != NULL; w = w->next) {
+            if (pthread_equal(w->thread, self) && w->sleep_armed &&
+                (best == NULL || w->alive_until_ms > best->alive_until_ms)) {
+                best = w;
+            }
+        }
+    }
+    return best;
+}
+
 static int vfs_sleep(sqlite3_vfs *v, int us)
 {
     (void)v;
@@ -874,18 +969,28 @@ static int vfs_sleep(sqlite3_vfs *v, int us)
         skip_next_sleep = 0;
         return us;
     }
-    if (wait_sh != NULL && us > 0) {
-        /* A queued writer's busy handler: wait for the lock for as long as it would sleep. The
+    if (us > 0) {
+        /* A queued writer's busy handler: wait for the turn for as long as it would sleep. The
          * wait ends early only when the lock is ours, so the busy timeout never runs faster
          * than real time. */
-        uint64_t deadline = vfs_now_ms() + (uint64_t)(us + 999) / 1000;
         pthread_mutex_lock(&vfs_mu);
-        for (uint64_t now = vfs_now_ms(); now < deadline && !grantable(wait_sh, wait_w);
-             now = vfs_now_ms()) {
-            cond_wait_ms(wait_sh, deadline - now);
+        struct waiter *w = my_waiter();
+        if (w != NULL) {
+            struct vfs_shared *sh = w->f->sh;
+            uint64_t deadline = vfs_now_ms() + (uint64_t)(us + 999) / 1000;
+            w->alive_until_ms = UINT64_MAX;
+            w->sleep_armed = 0;
+            for (uint64_t now = vfs_now_ms(); now < deadline && w->f->queued && !grantable(sh, w);
+                 now = vfs_now_ms()) {
+                timed_wait_ms(&w->cond, deadline - now);
+            }
+            if (w->f->queued) {
+                w->alive_until_ms = vfs_now_ms() + QUEUE_GRACE_MS;
+            }
+            pthread_mutex_unlock(&vfs_mu);
+            return us;
         }
         pthread_mutex_unlock(&vfs_mu);
-        return us;
     }
     return vfs_orig->xSleep(vfs_orig, us);
 }

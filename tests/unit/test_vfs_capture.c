@@ -1106,9 +1106,15 @@ static void test_vfs_attach_takes_the_write_lock_once(void **state)
     cluster_stop(&c);
 }
 
+static void dbg_log(void *a, int rc, const char *msg)
+{
+    (void)a;
+    fprintf(stderr, "sqlite log %d: %s\n", rc, msg);
+}
+
 int main(void)
 {
-    sqlite3_config(SQLITE_CONFIG_LOG, NULL, NULL);
+    sqlite3_config(SQLITE_CONFIG_LOG, getenv("VFS_TEST_LOG") ? dbg_log : NULL, NULL);
     if (getenv("VFS_TEST_FILTER") != NULL) {
         cmocka_set_test_filter(getenv("VFS_TEST_FILTER"));
     }
