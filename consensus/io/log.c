@@ -300,6 +300,7 @@ static int drop_last_segment(struct io_log *log)
         log->wlen = 0;
         log->file_size = 0;
         log->durable_size = 0;
+        log->alloc_size = 0;
     }
     seg_remove(log, log->nsegs - 1);
     return 0;
@@ -321,6 +322,7 @@ static void rewind_to_durable(struct io_log *log)
         recompute_last(log);
         return;
     }
+    log->alloc_size = 0; /* cut below, or the file stays as it is: zeros or records past */
     if (log->fd >= 0 && io_sys.ftruncate(log->fd, (off_t)log->durable_size) != 0) {
         io_logf(IO_LOG_ERROR, "log",
                 "%s: cannot truncate the open segment after a failed write (%s); refusing "
@@ -381,6 +383,29 @@ static int datasync(struct io_log *log)
     return 0;
 }
 
+/* Fills a new, empty open segment with zeros up to segment_bytes_max and syncs it, so that the
+ * appends that follow overwrite allocated blocks. Best effort: on any failure (a full disk) the
+ * file goes back to empty and the log appends as it would without, reporting errors there. */
+static void preallocate(struct io_log *log, int fd)
+{
+    static const unsigned char zeros[64 * 1024];
+    size_t want = log->cfg.segment_bytes_max, done = 0;
+    while (done < want) {
+        size_t n = want - done < sizeof zeros ? want - done : sizeof zeros;
+        if (io_sys_pwrite_all(fd, zeros, n, (off_t)done) != 0) {
+            break;
+        }
+        done += n;
+    }
+    if (done == want && io_sys.fdatasync(fd) == 0) {
+        log->alloc_size = want;
+        return;
+    }
+    if (io_sys.ftruncate(fd, 0) != 0) {
+        log->alloc_size = done; /* zeros past the records: still a clean end on reopen */
+    }
+}
+
 static int create_open_seg(struct io_log *log)
 {
     char name[64], path[sizeof log->dir + 64];
@@ -403,7 +428,11 @@ static int create_open_seg(struct io_log *log)
     log->fd = fd;
     log->file_size = 0;
     log->durable_size = 0;
+    log->alloc_size = 0;
     log->dir_dirty = 1;
+    if (log->cfg.preallocate) {
+        preallocate(log, fd);
+    }
     return 0;
 }
 
@@ -420,6 +449,15 @@ static int roll(struct io_log *log)
     rc = flush(log);
     if (rc != 0) {
         return rc;
+    }
+    if (log->alloc_size > log->file_size) {
+        /* A closed segment holds its records and nothing else (the fdatasync below makes the
+         * new length durable before the rename can be). */
+        if (io_sys.ftruncate(log->fd, (off_t)log->file_size) != 0) {
+            seg_name(s, from, sizeof from);
+            return sys_fail(log, "truncate", from);
+        }
+        log->alloc_size = 0;
     }
     rc = datasync(log);
     if (rc != 0) {
@@ -442,6 +480,7 @@ static int roll(struct io_log *log)
     log->fd = -1;
     log->file_size = 0;
     log->durable_size = 0;
+    log->alloc_size = 0;
     return 0;
 }
 
@@ -946,6 +985,7 @@ int io_log_truncate_suffix(struct io_log *log, uint64_t index)
         rc = sys_fail(log, "truncate", name);
         goto out;
     }
+    log->alloc_size = 0;
     s->count = index - s->first;
     s->last_term = new_term;
     log->file_size = cut;
@@ -1189,6 +1229,16 @@ struct scan {
     uint64_t expect; /* next index expected, 0: any (first segment) */
 };
 
+static int all_zero(const unsigned char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] != 0) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
 /*
  * Checks every record of segment k (its bytes in buf) and hands entries from the logical first
  * index on to the callback. `tail_ok`: this is the last open segment, where a torn tail is cut
@@ -1215,6 +1265,9 @@ static int scan_segment(struct io_log *log, struct scan *sc, size_t k, const uns
     while (off < len) {
         struct rec r;
         const char *why = decode_record(buf + off, len - off, 1, &r);
+        if (why != NULL && all_zero(buf + off, len - off)) {
+            break; /* the never-written rest of a preallocated segment: a clean end */
+        }
         if (why != NULL) {
             size_t at;
             uint64_t min_index = s->count > 0 ? s->first + s->count : sc->expect;

@@ -17,6 +17,10 @@
  * segment_bytes_max (default 8 MiB): fdatasync, then rename to its range name (the directory
  * fsync of the next io_log_sync makes the new name durable; either name loads). Memory: 4 bytes
  * per entry (its offset) plus one write buffer; a whole segment is read once at open.
+ * With `preallocate`, a new open segment is first filled with zeros up to segment_bytes_max and
+ * synced; it is cut to its records' length before it is closed. An open segment therefore ends
+ * either at end of file or at zeros: a run of zero bytes to the end of the file is a clean end
+ * (never written), not a torn tail. A record never starts with a zero byte (the magic).
  *
  * Record format (all integers little-endian), IO_LOG_HEADER_BYTES = 40 bytes then the payload:
  *
@@ -126,6 +130,9 @@ struct io_log_config {
     size_t compress_min_bytes; /* never compress smaller payloads (0: default 256) */
     size_t buffer_bytes;       /* write buffer; written out when full (0: default 256 KiB) */
     int no_compress;           /* 1: never compress */
+    int preallocate;           /* 1: fill each new open segment with zeros up to segment_bytes_max
+                                * (and sync) before use, so that appends overwrite allocated
+                                * blocks: an fdatasync then writes no file-size metadata */
 };
 
 /* Called by io_log_open for each entry from the logical first index on, in order. `e->buf` is
@@ -148,6 +155,7 @@ struct io_log {
     uint64_t open_seq_next;    /* sequence for the next "open-<seq>" */
     uint64_t file_size;        /* bytes of the open segment written to the file */
     uint64_t durable_size;     /* bytes of the open segment covered by the last fdatasync */
+    uint64_t alloc_size;       /* the open segment file's length when preallocated, else 0 */
     uint64_t durable_seg_term; /* term of the open segment's last record within durable_size */
     unsigned char *wbuf;       /* appended, not yet written, bytes of the open segment */
     size_t wlen, wcap;

@@ -2128,7 +2128,7 @@ int io_node_start(const struct io_node_config *cfg, enum io_node_start_mode mode
     /* Entries are stored as they come: the state machine's payloads are compressed already
      * where that pays (a frame set is lz4'd when it shrinks), and compressing them again cost
      * a third of a single-row commit's instructions. */
-    struct io_log_config log_cfg = {.no_compress = 1};
+    struct io_log_config log_cfg = {.no_compress = 1, .preallocate = 1};
     rc = io_log_open(&n->log, n->dir, &log_cfg, load_cb, &lc);
     if (rc != 0) {
         set_err(err, err_len, "cannot open the log: %s", io_log_errmsg(&n->log));

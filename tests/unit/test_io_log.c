@@ -307,6 +307,118 @@ static void test_io_log_round_trip_across_segments(void **state)
     assert_int_equal(count_fds(), fds);
 }
 
+static const struct io_log_config prealloc_segments = {
+    .segment_bytes_max = 16 * 1024, .buffer_bytes = 4096, .preallocate = 1};
+
+/* Does the file end in a record-header's worth of zeros (a zero tail no record can end with)? */
+static int ends_in_zeros(const char *path)
+{
+    size_t len;
+    unsigned char *buf = slurp(path, &len);
+    int zeros = len >= IO_LOG_HEADER_BYTES;
+    for (size_t i = 0; zeros && i < IO_LOG_HEADER_BYTES; i++) {
+        zeros = buf[len - 1 - i] == 0;
+    }
+    free(buf);
+    return zeros;
+}
+
+/* Offsets of the records at the start of a segment image, up to the first zero or short header. */
+static size_t record_offsets(const unsigned char *buf, size_t len, size_t *offs, size_t max)
+{
+    size_t n = 0, off = 0;
+    while (n < max && off + IO_LOG_HEADER_BYTES <= len && buf[off] != 0) {
+        offs[n++] = off;
+        uint32_t stored = (uint32_t)buf[off + 24] | (uint32_t)buf[off + 25] << 8 |
+                          (uint32_t)buf[off + 26] << 16 | (uint32_t)buf[off + 27] << 24;
+        off += IO_LOG_HEADER_BYTES + stored;
+    }
+    return n;
+}
+
+static void test_io_log_preallocated_segments_end_clean(void **state)
+{
+    struct fx *f = *state;
+    struct seen s = {.term1 = 2};
+    char path[512];
+
+    open_ok(f, &prealloc_segments, NULL);
+    append_range(&f->log, 1, 600, 2, 5);
+    find_file(f->dir, "open-", path, sizeof path);
+    assert_int_equal(file_size(path), 16 * 1024); /* zeros past the records */
+    /* Closed segments were cut to their records before the rename. */
+    DIR *d = opendir(f->dir);
+    struct dirent *de;
+    int closed = 0;
+    while ((de = readdir(d)) != NULL) {
+        if (de->d_name[0] == '0') {
+            char p[600];
+            snprintf(p, sizeof p, "%s/%s", f->dir, de->d_name);
+            assert_false(ends_in_zeros(p));
+            closed++;
+        }
+    }
+    closedir(d);
+    assert_true(closed >= 3);
+    io_log_close(&f->log);
+
+    /* The zeros after the last record are a clean end: nothing is logged, nothing lost. */
+    capture_begin(f);
+    open_ok(f, &prealloc_segments, &s);
+    char *logged = capture_end();
+    assert_string_equal(logged, "");
+    free(logged);
+    assert_int_equal(s.bad, 0);
+    assert_int_equal(s.count, 600);
+    append_range(&f->log, 601, 700, 2, 5);
+    io_log_close(&f->log);
+    s = (struct seen){.term1 = 2};
+    open_ok(f, &prealloc_segments, &s);
+    assert_int_equal(s.bad, 0);
+    assert_int_equal(s.count, 700);
+    io_log_close(&f->log);
+}
+
+/* A power cut in the middle of writing the last record of a preallocated segment: the bytes of
+ * the record that reached the disk are followed by zeros. That is a torn tail, not a clean end. */
+static void test_io_log_preallocated_torn_record_before_zeros(void **state)
+{
+    struct fx *f = *state;
+    char path[512];
+    size_t len, offs[64];
+    const uint64_t n = 21; /* entry 21: noise, 777 bytes */
+
+    open_ok(f, &prealloc_segments, NULL);
+    append_range(&f->log, 1, n, 1, 1);
+    find_file(f->dir, "open-", path, sizeof path);
+    io_log_close(&f->log);
+    unsigned char *image = slurp(path, &len);
+    assert_int_equal(len, 16 * 1024);
+    assert_int_equal(record_offsets(image, len, offs, 64), n);
+    const size_t cuts[] = {1, 8, 39, 40, 41, 300, 776};
+    for (size_t c = 0; c < sizeof cuts / sizeof cuts[0]; c++) {
+        unsigned char *torn = malloc(len);
+        memcpy(torn, image, len);
+        memset(torn + offs[n - 1] + cuts[c], 0, len - offs[n - 1] - cuts[c]);
+        FILE *fp = fopen(path, "wb");
+        assert_non_null(fp);
+        assert_int_equal(fwrite(torn, 1, len, fp), len);
+        fclose(fp);
+        free(torn);
+        struct seen s = {.term1 = 1};
+        capture_begin(f);
+        open_ok(f, &prealloc_segments, &s);
+        char *logged = capture_end();
+        assert_non_null(strstr(logged, "torn tail"));
+        free(logged);
+        assert_int_equal(s.bad, 0);
+        assert_int_equal(s.count, n - 1);
+        io_log_close(&f->log);
+        find_file(f->dir, "open-", path, sizeof path);
+    }
+    free(image);
+}
+
 /* Writes entries 1..n (one sync each) and returns the open segment's path and the offset of the
  * last record. */
 static off_t write_n(struct fx *f, uint64_t n, char *path, size_t path_len)
@@ -1328,6 +1440,10 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_io_log_round_trip_across_segments, setup, teardown),
         cmocka_unit_test_setup_teardown(test_io_log_every_cut_of_last_record_is_a_torn_tail, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_io_log_preallocated_segments_end_clean, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_io_log_preallocated_torn_record_before_zeros, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_io_log_flipped_bit_in_tail_record_is_dropped, setup,
                                         teardown),
