@@ -640,8 +640,14 @@ int vfs_db_apply_batch(struct vfs_db *db, const struct vfs_entry *e, size_t n)
          * without end (the node goes before queued writers, so the wait is one transaction). */
         int rc = SQLITE_OK;
         struct wal_index_hdr h;
-        int long_wal = wal_index_hdr_read(&db->shm, &h) == WAL_OK &&
-                       h.mx_frame >= LONG_WAL_FACTOR * db->checkpoint_frames;
+        uint32_t backfill = 0;
+        if (wal_index_hdr_read(&db->shm, &h) != WAL_OK ||
+            wal_ckpt_backfill(&db->shm, &backfill) != WAL_OK ||
+            h.mx_frame < db->checkpoint_frames ||
+            (backfill < h.mx_frame && h.mx_frame - backfill < db->checkpoint_frames)) {
+            return SQLITE_OK; /* nothing for maybe_checkpoint to do: leave the lock alone */
+        }
+        int long_wal = h.mx_frame >= LONG_WAL_FACTOR * db->checkpoint_frames;
         if (node_try_acquire(db)) {
             rc = maybe_checkpoint(db);
             node_release(db);
