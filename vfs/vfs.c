@@ -62,6 +62,16 @@ static uint32_t get_be32(const uint8_t *p)
     return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | (uint32_t)p[3];
 }
 
+/* Condition variables here wait with CLOCK_MONOTONIC deadlines. */
+static void cond_init_monotonic(pthread_cond_t *c)
+{
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(c, &attr);
+    pthread_condattr_destroy(&attr);
+}
+
 /* --- per-path shared state ---------------------------------------------------------------------
  */
 
@@ -83,11 +93,7 @@ struct vfs_shared *vfs_shared_get(const char *path)
         free(sh);
         return NULL;
     }
-    pthread_condattr_t attr;
-    pthread_condattr_init(&attr);
-    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-    pthread_cond_init(&sh->cond, &attr);
-    pthread_condattr_destroy(&attr);
+    cond_init_monotonic(&sh->cond);
     sh->refs = 1;
     sh->next = shared_list;
     shared_list = sh;
@@ -163,11 +169,7 @@ static void enqueue(struct vfs_shared *sh, struct vfs_file *f)
 {
     struct waiter *w = &f->qw;
     if (!w->cond_ready) {
-        pthread_condattr_t attr;
-        pthread_condattr_init(&attr);
-        pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-        pthread_cond_init(&w->cond, &attr);
-        pthread_condattr_destroy(&attr);
+        cond_init_monotonic(&w->cond);
         w->cond_ready = 1;
     }
     w->f = f;
