@@ -567,12 +567,24 @@ static void restart_if_checkpointed(struct vfs_db *db)
  * While it checkpoints, local connections that start a read transaction wait for it to end
  * (vfs.c, READ locks): they then read a fully checkpointed log from the database file alone
  * (READ(0)), hold no mark on the log's frames, and the log can restart. */
+/* Would checkpoint_and_restart(db, eager) do anything: copy frames or try a restart? Fills in the
+ * index header and the backfill it read. */
+static int checkpoint_due(struct vfs_db *db, int eager, struct wal_index_hdr *h, uint32_t *backfill)
+{
+    *backfill = 0;
+    if (wal_index_hdr_read(&db->shm, h) != WAL_OK ||
+        wal_ckpt_backfill(&db->shm, backfill) != WAL_OK || h->mx_frame < db->checkpoint_frames) {
+        return 0;
+    }
+    return eager || *backfill == h->mx_frame ||
+           h->mx_frame - *backfill >= db->checkpoint_frames;
+}
+
 static int checkpoint_and_restart(struct vfs_db *db, int eager)
 {
     struct wal_index_hdr h;
-    uint32_t backfill = 0;
-    if (wal_index_hdr_read(&db->shm, &h) != WAL_OK ||
-        wal_ckpt_backfill(&db->shm, &backfill) != WAL_OK || h.mx_frame < db->checkpoint_frames) {
+    uint32_t backfill;
+    if (!checkpoint_due(db, eager, &h, &backfill)) {
         return SQLITE_OK;
     }
     int rc = SQLITE_OK;
@@ -608,9 +620,8 @@ void vfs_shared_read_done(struct vfs_shared *sh)
         return;
     }
     struct wal_index_hdr h;
-    uint32_t backfill = 0;
-    if (wal_index_hdr_read(&db->shm, &h) != WAL_OK ||
-        wal_ckpt_backfill(&db->shm, &backfill) != WAL_OK || h.mx_frame < db->checkpoint_frames) {
+    uint32_t backfill;
+    if (!checkpoint_due(db, 1, &h, &backfill)) {
         pthread_mutex_unlock(&vfs_mu);
         return;
     }
@@ -640,11 +651,8 @@ int vfs_db_apply_batch(struct vfs_db *db, const struct vfs_entry *e, size_t n)
          * without end (the node goes before queued writers, so the wait is one transaction). */
         int rc = SQLITE_OK;
         struct wal_index_hdr h;
-        uint32_t backfill = 0;
-        if (wal_index_hdr_read(&db->shm, &h) != WAL_OK ||
-            wal_ckpt_backfill(&db->shm, &backfill) != WAL_OK ||
-            h.mx_frame < db->checkpoint_frames ||
-            (backfill < h.mx_frame && h.mx_frame - backfill < db->checkpoint_frames)) {
+        uint32_t backfill;
+        if (!checkpoint_due(db, 0, &h, &backfill)) {
             return SQLITE_OK; /* nothing for maybe_checkpoint to do: leave the lock alone */
         }
         int long_wal = h.mx_frame >= LONG_WAL_FACTOR * db->checkpoint_frames;

@@ -131,11 +131,6 @@ static void timed_wait_ms(pthread_cond_t *cond, uint64_t ms)
     pthread_cond_timedwait(cond, &vfs_mu, &ts);
 }
 
-static void cond_wait_ms(struct vfs_shared *sh, uint64_t ms)
-{
-    timed_wait_ms(&sh->cond, ms);
-}
-
 void vfs_wake(struct vfs_shared *sh)
 {
     pthread_cond_broadcast(&sh->cond);
@@ -829,7 +824,7 @@ static int file_shm_lock(sqlite3_file *f, int ofst, int n, int flags)
             uint64_t deadline = vfs_now_ms() + NODE_WAIT_MS;
             for (uint64_t now = vfs_now_ms(); sh->ckpt_active && now < deadline;
                  now = vfs_now_ms()) {
-                cond_wait_ms(sh, deadline - now);
+                timed_wait_ms(&sh->cond, deadline - now);
             }
             pthread_mutex_unlock(&vfs_mu);
             return SQLITE_BUSY;
