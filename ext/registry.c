@@ -333,7 +333,8 @@ int ext_node_start(const char *path, const struct ext_config *cfg, enum ext_star
                 .install_begin = fsm_install_begin,
                 .install_chunk = fsm_install_chunk,
                 .install_end = fsm_install_end,
-                .leadership_lost = fsm_leadership_lost},
+                .leadership_lost = fsm_leadership_lost,
+                .proposer_applies = true},
     };
     enum io_node_start_mode mode = how == EXT_BOOTSTRAP ? IO_NODE_BOOTSTRAP
                                    : how == EXT_JOIN    ? IO_NODE_JOIN

@@ -5,6 +5,7 @@
 
 #include <assert.h>
 #include <errno.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -13,6 +14,7 @@ struct io_loop {
     uv_loop_t loop;
     uv_async_t async; /* wakes the loop when work is queued */
     uv_thread_t thread;
+    pthread_mutex_t big; /* held by the loop thread except while it waits for events */
     pthread_mutex_t mu; /* guards head, tail, stopping */
     struct io_work *head, *tail;
     bool stopping;
@@ -74,7 +76,17 @@ static void run(void *arg)
     l->started = true;
     pthread_cond_signal(&l->start_cv);
     pthread_mutex_unlock(&l->start_mu);
-    uv_run(&l->loop, UV_RUN_DEFAULT);
+    /* uv_run(UV_RUN_DEFAULT), except that the wait for events happens outside `big`: callbacks
+     * run under it, so io_loop_enter can exclude them. */
+    pthread_mutex_lock(&l->big);
+    while (uv_run(&l->loop, UV_RUN_NOWAIT) != 0) {
+        struct pollfd pfd = {.fd = uv_backend_fd(&l->loop), .events = POLLIN};
+        int timeout = uv_backend_timeout(&l->loop);
+        pthread_mutex_unlock(&l->big);
+        (void)poll(&pfd, 1, timeout); /* EINTR: run once more */
+        pthread_mutex_lock(&l->big);
+    }
+    pthread_mutex_unlock(&l->big);
 }
 
 int io_loop_start(struct io_loop **out)
@@ -94,6 +106,7 @@ int io_loop_start(struct io_loop **out)
     }
     l->async.data = l;
     pthread_mutex_init(&l->mu, NULL);
+    pthread_mutex_init(&l->big, NULL);
     pthread_mutex_init(&l->start_mu, NULL);
     pthread_cond_init(&l->start_cv, NULL);
     rv = uv_thread_create(&l->thread, run, l);
@@ -110,6 +123,7 @@ int io_loop_start(struct io_loop **out)
 
 err_after_async:
     pthread_mutex_destroy(&l->mu);
+    pthread_mutex_destroy(&l->big);
     pthread_mutex_destroy(&l->start_mu);
     pthread_cond_destroy(&l->start_cv);
     uv_close((uv_handle_t *)&l->async, NULL);
@@ -135,9 +149,21 @@ void io_loop_stop(struct io_loop *l, void (*on_stop)(uv_loop_t *loop, void *arg)
     assert(l->head == NULL);
     uv_loop_close(&l->loop);
     pthread_mutex_destroy(&l->mu);
+    pthread_mutex_destroy(&l->big);
     pthread_mutex_destroy(&l->start_mu);
     pthread_cond_destroy(&l->start_cv);
     free(l);
+}
+
+void io_loop_enter(struct io_loop *l)
+{
+    assert(!io_loop_is_current(l));
+    pthread_mutex_lock(&l->big);
+}
+
+void io_loop_leave(struct io_loop *l)
+{
+    pthread_mutex_unlock(&l->big);
 }
 
 uv_loop_t *io_loop_uv(struct io_loop *l)
@@ -190,14 +216,19 @@ void io_call_fini(struct io_call *c)
 
 int io_call_wait(struct io_loop *l, struct io_call *c, int64_t timeout_ms)
 {
-    struct timespec deadline;
-    int rc;
-
     assert(!io_loop_is_current(l));
-    rc = io_loop_post(l, &c->work);
+    int rc = io_loop_post(l, &c->work);
     if (rc != 0) {
         return rc;
     }
+    return io_call_await(c, timeout_ms);
+}
+
+int io_call_await(struct io_call *c, int64_t timeout_ms)
+{
+    struct timespec deadline;
+    int rc;
+
     if (timeout_ms >= 0) {
         clock_gettime(CLOCK_MONOTONIC, &deadline);
         deadline.tv_sec += timeout_ms / 1000;

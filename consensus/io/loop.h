@@ -47,6 +47,13 @@ uv_loop_t *io_loop_uv(struct io_loop *l);
 /* True on the loop thread. */
 bool io_loop_is_current(const struct io_loop *l);
 
+/* Runs the calling thread as the loop for a while: until io_loop_leave no loop callback runs (the
+ * loop thread holds this lock except while it waits for events). Between the two the caller may
+ * do what loop callbacks do, except call libuv (uv_async_send aside) — the loop thread is waiting
+ * in poll with a timeout it computed before. Not on the loop thread; short sections only. */
+void io_loop_enter(struct io_loop *l);
+void io_loop_leave(struct io_loop *l);
+
 /* Queues `w` to run on the loop thread. Thread-safe. Never fails; `w` must stay valid until it
  * has run. Returns -ESHUTDOWN (and does not queue) once the loop is stopping. */
 int io_loop_post(struct io_loop *l, struct io_work *w);
@@ -59,6 +66,9 @@ void io_call_init(struct io_call *c, void (*fn)(struct io_work *w), void (*free_
  * given to io_call_done, or -ETIMEDOUT after which the request belongs to the loop side (it calls
  * free_fn when done), or -ESHUTDOWN. Without a timeout the caller frees the request afterwards. */
 int io_call_wait(struct io_loop *l, struct io_call *c, int64_t timeout_ms);
+
+/* io_call_wait for a request already handed to the loop side (see io_loop_enter). */
+int io_call_await(struct io_call *c, int64_t timeout_ms);
 
 /* Loop side: reports the result. After this the loop side must not touch `c` again. */
 void io_call_done(struct io_call *c, int rc);

@@ -86,6 +86,13 @@ struct io_fsm {
     /* This node stopped being the leader (may be NULL). Runs on the loop thread: it must be quick
      * and must not wait for anything an application thread holds. */
     void (*leadership_lost)(void *ctx);
+
+    /* The proposer applies its own entries (the VFS's writer completes its transaction once the
+     * proposal commits). Then a committed entry whose proposer is waiting for it is queued for the
+     * apply thread without waking it: the thread takes such entries with the next entry that
+     * needs it, when io_node_wait_applied waits, or after APPLY_LAZY_MS; by then apply_batch
+     * usually finds them applied. Without it every committed entry wakes the apply thread. */
+    bool proposer_applies;
 };
 
 struct io_node_config {
