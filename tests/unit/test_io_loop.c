@@ -5,6 +5,9 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <unistd.h>
 #include <cmocka.h>
 
 #include "consensus/io/loop.h"
@@ -125,12 +128,60 @@ static void test_io_loop_runs_posted_work_before_stop(void **state)
     assert_int_equal(hook, 1);
 }
 
+/* While a thread is inside io_loop_enter/io_loop_leave, posted work and timers wait; they run
+ * once it leaves, on the loop thread. */
+struct enter_req {
+    struct io_call call;
+    struct io_loop *loop;
+    _Atomic int *inside;
+    int saw_inside;
+};
+
+static void enter_probe(struct io_work *w)
+{
+    struct enter_req *r = (struct enter_req *)w;
+    assert_true(io_loop_is_current(r->loop));
+    r->saw_inside = atomic_load(r->inside);
+    io_call_done(&r->call, 0);
+}
+
+static void *enter_poster(void *arg)
+{
+    struct enter_req *r = arg;
+    assert_int_equal(io_call_wait(r->loop, &r->call, 5000), 0);
+    return NULL;
+}
+
+static void test_io_loop_enter_excludes_loop_callbacks(void **state)
+{
+    (void)state;
+    struct io_loop *l;
+    _Atomic int inside = 0;
+    assert_int_equal(io_loop_start(&l), 0);
+    for (int round = 0; round < 20; round++) {
+        struct enter_req r = {.loop = l, .inside = &inside, .saw_inside = -1};
+        io_call_init(&r.call, enter_probe, NULL);
+        io_loop_enter(l);
+        atomic_store(&inside, 1);
+        pthread_t t;
+        assert_int_equal(pthread_create(&t, NULL, enter_poster, &r), 0);
+        usleep(round % 2 == 0 ? 2000 : 0); /* the post lands while we are inside */
+        atomic_store(&inside, 0);
+        io_loop_leave(l);
+        pthread_join(t, NULL);
+        assert_int_equal(r.saw_inside, 0);
+        io_call_fini(&r.call);
+    }
+    io_loop_stop(l, NULL, NULL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_io_loop_calls_run_on_loop_in_order),
         cmocka_unit_test(test_io_loop_waiter_times_out_and_loop_frees),
         cmocka_unit_test(test_io_loop_runs_posted_work_before_stop),
+        cmocka_unit_test(test_io_loop_enter_excludes_loop_callbacks),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
