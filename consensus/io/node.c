@@ -642,13 +642,15 @@ static void apply_push(struct io_node *n, struct apply_item *it, bool lazy)
 {
     pthread_mutex_lock(&n->apply_mu);
     it->next = NULL;
+    /* The thread waits without a timeout only on an empty queue: a lazy item landing there wakes
+     * it once, to start its APPLY_LAZY_MS wait; later lazy items add nothing to wake for. */
+    bool wake = lazy ? n->apply_head == NULL : !n->apply_urgent;
     if (n->apply_tail != NULL) {
         n->apply_tail->next = it;
     } else {
         n->apply_head = it;
     }
     n->apply_tail = it;
-    bool wake = !lazy && !n->apply_urgent;
     if (!lazy) {
         n->apply_urgent = true;
     }
