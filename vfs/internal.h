@@ -78,6 +78,7 @@ struct vfs_shared {
     struct waiter *queue_tail;
     struct vfs_file *reserved; /* a writer sent back for a fresh snapshot gets the lock next */
     uint64_t reserved_until_ms;
+    int barges;       /* writers granted ahead of the queue's head in a row (vfs.c) */
     uint64_t commits; /* bumped whenever a transaction becomes visible */
     int index_stale;  /* hash entries above mxFrame may be left over */
     struct capture cap;

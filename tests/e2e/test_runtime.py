@@ -87,6 +87,35 @@ def test_ten_thousand_proposals_from_threads_commit_in_one_order():
         c.cleanup(ok)
 
 
+def test_single_node_commits_on_proposer_threads_and_keeps_everything():
+    """A node alone in its configuration commits on the proposing threads themselves (no hand-off
+    to the loop or disk thread): 8 threads at once must still give one order, every entry applied
+    once, and a restart from the directory must replay the same history."""
+    c = Cluster(KVNODE)
+    ok = False
+    try:
+        port = free_ports(1)[0]
+        n1 = c.node("n1", port, "--bootstrap")
+        wait_for("n1 to lead", lambda: n1.cmd("role") == "leader", 10)
+        r = n1.cmd("load 4000 8", timeout=300)
+        check(r == "ok 4000 0 0", "load: " + r)
+        check(n1.cmd("barrier").startswith("ok"), "barrier")
+        seq = n1.cmd("seq")
+        check(int(seq.split()[2]) == 4000, "4,000 entries applied once each: %s" % seq)
+        st = status(n1)
+        check(st["applied_index"] == st["commit_index"] == st["last_index"],
+              "applied = committed = last: %s" % st)
+        n1.quit()
+        n1 = c.node("n1", port)  # restart: the state machine is rebuilt from the log
+        wait_for("n1 to lead again", lambda: n1.cmd("role") == "leader", 10)
+        check(n1.cmd("barrier").startswith("ok"), "barrier after restart")
+        check(n1.cmd("seq") == seq, "same history after a restart: %s vs %s" % (n1.cmd("seq"), seq))
+        n1.quit()
+        ok = True
+    finally:
+        c.cleanup(ok)
+
+
 def test_kill_leader_mid_stream_loses_nothing_acknowledged():
     c = Cluster(KVNODE)
     ok = False
@@ -201,6 +230,8 @@ if __name__ == "__main__":
         ("three nodes replicate and agree", test_three_nodes_replicate_and_agree),
         ("10,000 proposals from 8 threads commit in one order",
          test_ten_thousand_proposals_from_threads_commit_in_one_order),
+        ("a single node commits on its proposers' threads and keeps everything",
+         test_single_node_commits_on_proposer_threads_and_keeps_everything),
         ("kill -9 the leader mid-stream: nothing acknowledged is lost",
          test_kill_leader_mid_stream_loses_nothing_acknowledged),
         ("a node down across a compaction catches up by snapshot",
