@@ -20,14 +20,26 @@ static uint64_t entry_bytes(const struct raft_entry *e)
 
 static void send_snapshot(struct raft *r, struct progress *p)
 {
-    /* The compaction point is always durably in the state machine (compaction never passes the
-     * applied floor), so an image taken now contains at least snap_index. */
-    const struct cfg_item *ci = cfg_at(&r->cfg, r->log.snap_index);
+    /* An image taken now contains at least the applied floor (durably in the state machine),
+     * which compaction never passes. Label it with the floor rather than the compaction point:
+     * the follower then needs only the entries after the floor, not the whole trailing window
+     * (which can be 64 MiB it would receive, hold and apply again). */
+    uint64_t index = r->floor;
+    if (index > r->applied_out) {
+        index = r->applied_out;
+    }
+    if (index > log_last_index(&r->log)) {
+        index = log_last_index(&r->log);
+    }
+    if (index < r->log.snap_index) {
+        index = r->log.snap_index;
+    }
+    const struct cfg_item *ci = cfg_at(&r->cfg, index);
     struct raft_snapshot_send s;
     memset(&s, 0, sizeof s);
     s.to = p->id;
-    s.index = r->log.snap_index;
-    s.term = r->log.snap_term;
+    s.index = index;
+    s.term = index == r->log.snap_index ? r->log.snap_term : log_term(&r->log, index);
     s.config = ci->c;
     p->state = RAFT_SNAPSHOT;
     p->snapshot_index = s.index;

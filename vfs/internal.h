@@ -108,6 +108,10 @@ struct vfs_db {
     size_t cap_gens;
     char last_error[256];
     struct vfs_install *install; /* a snapshot being received (snapshot.c), or NULL */
+    /* Called with every buffer the node has written to the WAL, while set (under the node lock):
+     * installing a snapshot drops the mapped image behind the writes from its RSS. */
+    void (*wal_written)(void *ctx, const void *buf, size_t n);
+    void *wal_written_ctx;
 };
 
 extern pthread_mutex_t vfs_mu;

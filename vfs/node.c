@@ -106,7 +106,13 @@ static int shm_map(void *ctx, uint32_t region, int extend, volatile void **out)
 static int wal_write(void *ctx, const void *buf, size_t n, uint64_t off)
 {
     struct vfs_db *db = ctx;
-    return db->walf->pMethods->xWrite(db->walf, buf, (int)n, (sqlite3_int64)off) != SQLITE_OK;
+    if (db->walf->pMethods->xWrite(db->walf, buf, (int)n, (sqlite3_int64)off) != SQLITE_OK) {
+        return 1;
+    }
+    if (db->wal_written != NULL) {
+        db->wal_written(db->wal_written_ctx, buf, n);
+    }
+    return 0;
 }
 
 static int wal_read(void *ctx, void *buf, size_t n, uint64_t off)

@@ -339,6 +339,31 @@ static int install_fail(struct vfs_db *db, int rc, const char *why)
     return rc;
 }
 
+/* The received image, mapped; the part the WAL append has consumed is dropped from the process
+ * (its pages stay in the file and the kernel's page cache), so installing a 200 MB image does not
+ * raise the node's RSS by 200 MB. The append reads the image once, in order. */
+struct install_map {
+    uintptr_t base;
+    size_t len, released;
+};
+
+#define INSTALL_RELEASE_BYTES (1u << 20)
+
+static void install_written(void *ctx, const void *buf, size_t n)
+{
+    struct install_map *m = ctx;
+    uintptr_t p = (uintptr_t)buf;
+    if (p < m->base || p - m->base > m->len || n > m->len - (p - m->base)) {
+        return; /* a frame header, not the image */
+    }
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    size_t end = ((p - m->base) + n) / page * page;
+    if (end >= m->released + INSTALL_RELEASE_BYTES) {
+        (void)madvise((void *)(m->base + m->released), end - m->released, MADV_DONTNEED);
+        m->released = end;
+    }
+}
+
 int vfs_db_install_end(struct vfs_db *db, uint64_t index, int ok)
 {
     struct vfs_install *in = db->install;
@@ -370,8 +395,13 @@ int vfs_db_install_end(struct vfs_db *db, uint64_t index, int ok)
         pages[i].data = map + IMAGE_HEADER_BYTES + (size_t)i * ps;
     }
     struct wal_txn t = {.page_size = ps, .commit_pages = np, .pages = pages, .n_pages = np};
+    struct install_map im = {.base = (uintptr_t)map, .len = (size_t)in->bytes};
     vfs_node_lock(db);
+    db->wal_written = install_written;
+    db->wal_written_ctx = &im;
     int rc = np > 0 ? vfs_db_append_locked(db, &t, index) : SQLITE_OK;
+    db->wal_written = NULL;
+    db->wal_written_ctx = NULL;
     if (rc == SQLITE_OK) {
         rc = vfs_db_checkpoint_locked(db);
     }

@@ -626,6 +626,14 @@ static int node_main(int argc, char **argv)
             node_say("role %s\n", txt);
         } else if (strcmp(line, "hwm") == 0) {
             node_say("hwm %ld\n", bench_vmhwm_kb(getpid()));
+        } else if (strcmp(line, "hwmreset") == 0) {
+            /* VmHWM starts again from the current RSS (Linux: clear_refs 5). */
+            FILE *f = fopen("/proc/self/clear_refs", "w");
+            int ok = f != NULL && fputs("5", f) >= 0;
+            if (f != NULL && fclose(f) != 0) {
+                ok = 0;
+            }
+            node_say("hwmreset %d %ld\n", ok, bench_vmhwm_kb(getpid()));
         } else if (strcmp(line, "quit") == 0) {
             break;
         }
@@ -1012,12 +1020,20 @@ static void catchup_joins(struct bench_child *leader, const char *sub, int64_t r
                           int port, int *next_joiner, const char *key)
 {
     char line[512], k[128];
-    double s[64], rate[64];
-    int got = 0;
+    double s[64], rate[64], lrss[64], jrss[64];
+    int got = 0, nl = 0, nj = 0;
     for (int r = 0; r < n_runs; r++) {
         char name[16];
         snprintf(name, sizeof name, "j%d", (*next_joiner)++);
         struct bench_child j = {0};
+        /* The leader's peak RSS from here on: what sending the log or a snapshot costs it. */
+        int reset_ok = 0;
+        long kb = 0;
+        bench_child_send(leader, "hwmreset\n");
+        if (bench_child_expect(leader, "hwmreset", line, sizeof line, 10000) != 0 ||
+            sscanf(line, "hwmreset %d %ld", &reset_ok, &kb) != 2) {
+            reset_ok = 0;
+        }
         spawn_node(&j, name, port + 3 + *next_joiner, "catchup", port, rows);
         double total = 0, join = 0;
         int64_t m = 0;
@@ -1028,6 +1044,18 @@ static void catchup_joins(struct bench_child *leader, const char *sub, int64_t r
             fprintf(stderr, "  catch-up run %d: %.2f s (join %.2f s), %.1f MB/s\n", r, total, join,
                     rate[got]);
             got++;
+            bench_child_send(&j, "hwm\n");
+            if (bench_child_expect(&j, "hwm", line, sizeof line, 10000) == 0 &&
+                sscanf(line, "hwm %ld", &kb) == 1 && kb > 0) {
+                jrss[nj++] = (double)kb / 1024;
+            }
+            bench_child_send(leader, "hwm\n");
+            if (reset_ok && bench_child_expect(leader, "hwm", line, sizeof line, 10000) == 0 &&
+                sscanf(line, "hwm %ld", &kb) == 1 && kb > 0) {
+                lrss[nl++] = (double)kb / 1024;
+            }
+            fprintf(stderr, "    peak RSS: leader %.1f MiB, joiner %.1f MiB\n",
+                    nl > 0 ? lrss[nl - 1] : 0.0, nj > 0 ? jrss[nj - 1] : 0.0);
         } else {
             fprintf(stderr, "  catch-up run %d: not caught up (%s)\n", r, line);
         }
@@ -1051,6 +1079,10 @@ static void catchup_joins(struct bench_child *leader, const char *sub, int64_t r
     put(k)->s = bench_stat_of(rate, got);
     snprintf(k, sizeof k, "%s.mb", key);
     put(k)->s = (struct bench_stat){(double)rows * 200 / 1e6, 0, 0, 1};
+    snprintf(k, sizeof k, "%s.rss.leader", key);
+    put(k)->s = bench_stat_of(lrss, nl);
+    snprintf(k, sizeof k, "%s.rss.joiner", key);
+    put(k)->s = bench_stat_of(jrss, nj);
     if (got == 0) {
         snprintf(k, sizeof k, "%s", key);
         snprintf(put(k)->text, sizeof results[0].text, "no joining node caught up");
@@ -1235,6 +1267,11 @@ static void print_table(double fd_append, double fd_over, double rtt50, double r
         } else {
             row("5. catch-up", setup, "seconds to caught up (log replay, or a snapshot once the log is compacted)", "s", cu, 1, NULL, 2);
             row("5. catch-up", setup, "catch-up rate (table data)", "MB/s", get(k2), 1, NULL, 1);
+            char k4[64];
+            snprintf(k4, sizeof k4, "%s.rss.leader", cks[i]);
+            row("5. catch-up", setup, "peak RSS of the leader while the node joins (VmHWM reset at the join)", "MiB", get(k4), 1, NULL, 1);
+            snprintf(k4, sizeof k4, "%s.rss.joiner", cks[i]);
+            row("5. catch-up", setup, "peak RSS of the joining node", "MiB", get(k4), 1, NULL, 1);
         }
     }
     struct result m = {.s = {fd_append, 0, 0, 1}};
