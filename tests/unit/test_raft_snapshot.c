@@ -122,6 +122,37 @@ static void test_raft_snapshot_races_with_appends(void **state)
     cl_free(&c);
 }
 
+/* A snapshot is labelled with the leader's applied floor, not its compaction point: the image
+ * contains the floor, so the follower needs only the entries after it, not the whole trailing
+ * window again. */
+static void test_raft_snapshot_index_is_the_applied_floor(void **state)
+{
+    (void)state;
+    struct cluster c;
+    struct cl_options o;
+    cl_options_default(&o, 23);
+    o.trailing_entries = 40;
+    assert_int_equal(cl_init(&c, &o), 0);
+    assert_true(cl_run_until_pred(&c, leader_ready, NULL, 5000));
+    uint64_t l = cl_leader(&c);
+    uint64_t f = l == 1 ? 2 : 1;
+    cl_crash(&c, f);
+    traffic(&c, 150, true);
+    uint64_t first = raft_first_index(cl_raft(&c, l));
+    uint64_t floor = raft_applied_floor(cl_raft(&c, l));
+    assert_true(first > 40);
+    assert_true(floor >= first + 30); /* the trailing window lies between */
+    uint64_t snaps = c.snapshots;
+    cl_restart(&c, f);
+    assert_true(cl_run_until_pred(&c, caught_up, &f, 5000));
+    assert_true(c.snapshots > snaps);
+    /* The follower's log starts right after the snapshot it installed. */
+    assert_true(raft_first_index(cl_raft(&c, f)) > floor);
+    cl_check_final(&c);
+    assert_false(c.failed);
+    cl_free(&c);
+}
+
 /* SNAPSHOT_INSTALLED with a malformed configuration is rejected, not asserted on. */
 static void test_raft_snapshot_installed_rejects_bad_config(void **state)
 {
@@ -156,6 +187,7 @@ int main(void)
         cmocka_unit_test(test_raft_applied_floor_keeps_trailing_window),
         cmocka_unit_test(test_raft_lagging_follower_gets_snapshot),
         cmocka_unit_test(test_raft_snapshot_races_with_appends),
+        cmocka_unit_test(test_raft_snapshot_index_is_the_applied_floor),
         cmocka_unit_test(test_raft_snapshot_installed_rejects_bad_config),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
