@@ -166,6 +166,12 @@ void io_loop_leave(struct io_loop *l)
     pthread_mutex_unlock(&l->big);
 }
 
+void io_loop_leave_and_wake(struct io_loop *l)
+{
+    pthread_mutex_unlock(&l->big);
+    uv_async_send(&l->async);
+}
+
 uv_loop_t *io_loop_uv(struct io_loop *l)
 {
     return &l->loop;

@@ -49,10 +49,13 @@ bool io_loop_is_current(const struct io_loop *l);
 
 /* Runs the calling thread as the loop for a while: until io_loop_leave no loop callback runs (the
  * loop thread holds this lock except while it waits for events). Between the two the caller may
- * do what loop callbacks do, except call libuv (uv_async_send aside) — the loop thread is waiting
- * in poll with a timeout it computed before. Not on the loop thread; short sections only. */
+ * do what loop callbacks do. The loop thread meanwhile waits in poll with a timeout it computed
+ * before and watchers it registered before: a caller that used libuv (a write, a timer) leaves
+ * with io_loop_leave_and_wake, so the loop runs once more (registers new watchers, runs write
+ * callbacks, recomputes its timeout). Not on the loop thread; short sections only. */
 void io_loop_enter(struct io_loop *l);
 void io_loop_leave(struct io_loop *l);
+void io_loop_leave_and_wake(struct io_loop *l);
 
 /* Queues `w` to run on the loop thread. Thread-safe. Never fails; `w` must stay valid until it
  * has run. Returns -ESHUTDOWN (and does not queue) once the loop is stopping. */

@@ -398,13 +398,8 @@ static void disk_op_free(struct disk_op *op)
     free(op);
 }
 
-struct persisted_work {
-    struct io_work work;
-    struct io_node *node;
-    uint64_t index, term;
-};
-
-/* Tells the core the log is durable up to index/term (on the loop, or under io_loop_enter). */
+/* Tells the core the log is durable up to index/term (under io_loop_enter: the disk thread and
+ * propose_direct call it). */
 static void step_persisted(struct io_node *n, uint64_t index, uint64_t term)
 {
     if (!n->stopping) {
@@ -416,13 +411,6 @@ static void step_persisted(struct io_node *n, uint64_t index, uint64_t term)
             handle(n, &u);
         }
     }
-}
-
-static void persisted_on_loop(struct io_work *w)
-{
-    struct persisted_work *p = (struct persisted_work *)w;
-    step_persisted(p->node, p->index, p->term);
-    free(p);
 }
 
 /* Entries appended since the last successful sync, kept so a failed write can be redone. */
@@ -511,21 +499,6 @@ static int disk_retry(struct io_node *n, int rc, const char *what)
     return rc;
 }
 
-/* Posts the index the log is durable to to the loop. */
-static void post_persisted(struct io_node *n)
-{
-    struct persisted_work *p = malloc(sizeof *p);
-    if (p != NULL) {
-        p->work.fn = persisted_on_loop;
-        p->node = n;
-        p->index = io_log_last_index(&n->log);
-        p->term = io_log_last_term(&n->log);
-        if (io_loop_post(n->loop, &p->work) != 0) {
-            free(p);
-        }
-    }
-}
-
 /* Runs `ops` in order, then syncs once if any appended, retrying failed writes until they succeed
  * or the node stops. Returns whether entries were appended and synced; then, if `post`, the
  * persisted index goes to the loop. Caller holds disk_io_mu. */
@@ -595,7 +568,12 @@ static bool disk_run(struct io_node *n, struct disk_op *ops, bool post)
                 io_logf(IO_LOG_WARN, n->name, "disk writes succeed again");
             }
             if (post) {
-                post_persisted(n);
+                /* Tell the core here rather than through the loop's queue: a follower's
+                 * acknowledgement leaves a thread hand-off sooner. */
+                uint64_t index = io_log_last_index(&n->log), term = io_log_last_term(&n->log);
+                io_loop_enter(n->loop);
+                step_persisted(n, index, term);
+                io_loop_leave_and_wake(n->loop);
             }
             return true;
         }
@@ -2747,12 +2725,22 @@ static int propose_direct_run(struct io_node *n, struct pending *p, int64_t time
 {
     io_loop_enter(n->loop);
     const struct raft_config *c = raft_configuration(n->raft);
-    if (n->stopping || raft_state(n->raft) != RAFT_LEADER || c->n != 1 ||
-        atomic_load(&n->disk_failed)) {
+    if (n->stopping || raft_state(n->raft) != RAFT_LEADER || atomic_load(&n->disk_failed)) {
         io_loop_leave(n->loop);
         return PENDING_DONE;
     }
     p->cookie = ++n->next_cookie;
+    if (c->n != 1) {
+        /* With peers the commit needs their acknowledgements, which the loop receives; but the
+         * proposal and its AppendEntries still leave from here, a hand-off earlier. */
+        int rc = propose_on_loop(p);
+        io_loop_leave_and_wake(n->loop);
+        if (rc != 0) {
+            return rc;
+        }
+        rc = io_call_await(&p->call, timeout_ms);
+        return rc == -ETIMEDOUT ? PENDING_ABANDONED : rc;
+    }
     n->direct = true;
     int rc = propose_on_loop(p);
     n->direct = false;
