@@ -41,7 +41,7 @@ int io_loop_start(struct io_loop **out);
  * waits for the loop to run out of handles and joins the thread. Frees `l`. */
 void io_loop_stop(struct io_loop *l, void (*on_stop)(uv_loop_t *loop, void *arg), void *arg);
 
-/* The libuv loop; use only on the loop thread. */
+/* The libuv loop; use only on the loop thread (or under io_loop_enter). */
 uv_loop_t *io_loop_uv(struct io_loop *l);
 
 /* True on the loop thread. */

@@ -10,6 +10,13 @@
  *   disk thread   log appends, one fdatasync per batch (group commit), truncations, compaction
  *   apply thread  committed entries and snapshot chunks, handed to the state machine in order
  *
+ * Each hand-off between these threads is a wake-up (about 20 us on a 2-vCPU VM), so two steps
+ * of the core run on the thread that has the event instead, as the loop would, under the loop's
+ * lock (io_loop_enter): a leader's proposer proposes and sends the AppendEntries itself, and the
+ * disk thread reports a sync (a follower's acknowledgement leaves from there). A leader alone in
+ * its configuration goes further (propose_direct in node.c): its proposer also writes and syncs
+ * the log and completes its own commit. No log write or fsync ever runs under the loop's lock.
+ *
  * The state machine (struct io_fsm) knows nothing of Raft, and the runtime knows nothing of
  * SQLite. Every io_node_* function is thread-safe and may block the calling thread (never the
  * loop): application threads propose, wait for commits, wait for barriers, change membership.
