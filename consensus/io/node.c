@@ -500,9 +500,9 @@ static int disk_retry(struct io_node *n, int rc, const char *what)
 }
 
 /* Runs `ops` in order, then syncs once if any appended, retrying failed writes until they succeed
- * or the node stops. Returns whether entries were appended and synced; then, if `post`, the
- * persisted index goes to the loop. Caller holds disk_io_mu. */
-static bool disk_run(struct io_node *n, struct disk_op *ops, bool post)
+ * or the node stops. Returns whether entries were appended and synced; then, if `report`, tells
+ * the core on this thread (io_loop_enter). Caller holds disk_io_mu. */
+static bool disk_run(struct io_node *n, struct disk_op *ops, bool report)
 {
     struct unsynced *uns = n->disk_uns;
     bool appended = false;
@@ -567,7 +567,7 @@ static bool disk_run(struct io_node *n, struct disk_op *ops, bool post)
             if (atomic_exchange(&n->disk_failed, false)) {
                 io_logf(IO_LOG_WARN, n->name, "disk writes succeed again");
             }
-            if (post) {
+            if (report) {
                 /* Tell the core here rather than through the loop's queue: a follower's
                  * acknowledgement leaves a thread hand-off sooner. */
                 uint64_t index = io_log_last_index(&n->log), term = io_log_last_term(&n->log);
@@ -591,8 +591,8 @@ static void *disk_main(void *arg)
             pthread_cond_wait(&n->disk_cv, &n->disk_mu);
         }
         pthread_mutex_unlock(&n->disk_mu);
-        /* disk_io_mu before taking the queue: the loop runs entries itself only when the queue
-         * is empty and nothing runs here, so the log sees operations in queue order. */
+        /* disk_io_mu before taking the queue, as propose_direct does: whoever holds it runs
+         * everything queued so far, so the log sees operations in queue order. */
         pthread_mutex_lock(&n->disk_io_mu);
         pthread_mutex_lock(&n->disk_mu);
         struct disk_op *ops = n->disk_head;
