@@ -1020,19 +1020,22 @@ static void catchup_joins(struct bench_child *leader, const char *sub, int64_t r
                           int port, int *next_joiner, const char *key)
 {
     char line[512], k[128];
-    double s[64], rate[64], lrss[64], jrss[64];
-    int got = 0, nl = 0, nj = 0;
+    double s[64], rate[64], lrss[64], jrss[64], lbase[64];
+    int got = 0, nl = 0, nj = 0, nb = 0;
     for (int r = 0; r < n_runs; r++) {
         char name[16];
         snprintf(name, sizeof name, "j%d", (*next_joiner)++);
         struct bench_child j = {0};
         /* The leader's peak RSS from here on: what sending the log or a snapshot costs it. */
         int reset_ok = 0;
-        long kb = 0;
+        long kb = 0, base_kb = 0;
         bench_child_send(leader, "hwmreset\n");
         if (bench_child_expect(leader, "hwmreset", line, sizeof line, 10000) != 0 ||
-            sscanf(line, "hwmreset %d %ld", &reset_ok, &kb) != 2) {
+            sscanf(line, "hwmreset %d %ld", &reset_ok, &base_kb) != 2) {
             reset_ok = 0;
+        }
+        if (reset_ok && base_kb > 0) {
+            lbase[nb++] = (double)base_kb / 1024;
         }
         spawn_node(&j, name, port + 3 + *next_joiner, "catchup", port, rows);
         double total = 0, join = 0;
@@ -1054,8 +1057,9 @@ static void catchup_joins(struct bench_child *leader, const char *sub, int64_t r
                 sscanf(line, "hwm %ld", &kb) == 1 && kb > 0) {
                 lrss[nl++] = (double)kb / 1024;
             }
-            fprintf(stderr, "    peak RSS: leader %.1f MiB, joiner %.1f MiB\n",
-                    nl > 0 ? lrss[nl - 1] : 0.0, nj > 0 ? jrss[nj - 1] : 0.0);
+            fprintf(stderr, "    peak RSS: leader %.1f MiB (%.1f MiB at the join), joiner %.1f MiB\n",
+                    nl > 0 ? lrss[nl - 1] : 0.0, (double)base_kb / 1024,
+                    nj > 0 ? jrss[nj - 1] : 0.0);
         } else {
             fprintf(stderr, "  catch-up run %d: not caught up (%s)\n", r, line);
         }
@@ -1083,6 +1087,8 @@ static void catchup_joins(struct bench_child *leader, const char *sub, int64_t r
     put(k)->s = bench_stat_of(lrss, nl);
     snprintf(k, sizeof k, "%s.rss.joiner", key);
     put(k)->s = bench_stat_of(jrss, nj);
+    snprintf(k, sizeof k, "%s.rss.base", key);
+    put(k)->s = bench_stat_of(lbase, nb);
     if (got == 0) {
         snprintf(k, sizeof k, "%s", key);
         snprintf(put(k)->text, sizeof results[0].text, "no joining node caught up");
@@ -1268,6 +1274,8 @@ static void print_table(double fd_append, double fd_over, double rtt50, double r
             row("5. catch-up", setup, "seconds to caught up (log replay, or a snapshot once the log is compacted)", "s", cu, 1, NULL, 2);
             row("5. catch-up", setup, "catch-up rate (table data)", "MB/s", get(k2), 1, NULL, 1);
             char k4[64];
+            snprintf(k4, sizeof k4, "%s.rss.base", cks[i]);
+            row("5. catch-up", setup, "RSS of the leader when the node starts joining", "MiB", get(k4), 1, NULL, 1);
             snprintf(k4, sizeof k4, "%s.rss.leader", cks[i]);
             row("5. catch-up", setup, "peak RSS of the leader while the node joins (VmHWM reset at the join)", "MiB", get(k4), 1, NULL, 1);
             snprintf(k4, sizeof k4, "%s.rss.joiner", cks[i]);
