@@ -26,6 +26,20 @@ struct io_loop {
     bool started;
 };
 
+struct timespec io_deadline_ms(int64_t ms)
+{
+    assert(ms >= 0);
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    ts.tv_sec += (time_t)(ms / 1000);
+    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    return ts;
+}
+
 uint64_t io_now_ms(void)
 {
     struct timespec ts;
@@ -232,17 +246,11 @@ int io_call_wait(struct io_loop *l, struct io_call *c, int64_t timeout_ms)
 
 int io_call_await(struct io_call *c, int64_t timeout_ms)
 {
-    struct timespec deadline;
+    struct timespec deadline = {0};
     int rc;
 
     if (timeout_ms >= 0) {
-        clock_gettime(CLOCK_MONOTONIC, &deadline);
-        deadline.tv_sec += timeout_ms / 1000;
-        deadline.tv_nsec += (timeout_ms % 1000) * 1000000L;
-        if (deadline.tv_nsec >= 1000000000L) {
-            deadline.tv_sec += 1;
-            deadline.tv_nsec -= 1000000000L;
-        }
+        deadline = io_deadline_ms(timeout_ms);
     }
     pthread_mutex_lock(&c->mu);
     while (!c->done) {

@@ -13,6 +13,7 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <time.h>
 #include <uv.h>
 
 struct io_loop;
@@ -81,5 +82,9 @@ void io_call_fini(struct io_call *c);
 
 /* Milliseconds on a monotonic clock. */
 uint64_t io_now_ms(void);
+
+/* The CLOCK_MONOTONIC time `ms` (>= 0) from now, for pthread_cond_timedwait on a condition
+ * variable set to that clock. */
+struct timespec io_deadline_ms(int64_t ms);
 
 #endif

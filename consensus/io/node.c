@@ -762,13 +762,7 @@ static void *apply_main(void *arg)
         }
         if (n->apply_head != NULL && !n->apply_urgent && !n->apply_stop) {
             /* Only lazy entries: their proposers normally apply them meanwhile. */
-            struct timespec deadline;
-            clock_gettime(CLOCK_MONOTONIC, &deadline);
-            deadline.tv_nsec += APPLY_LAZY_MS * 1000000L;
-            if (deadline.tv_nsec >= 1000000000L) {
-                deadline.tv_sec++;
-                deadline.tv_nsec -= 1000000000L;
-            }
+            struct timespec deadline = io_deadline_ms(APPLY_LAZY_MS);
             while (!n->apply_urgent && !n->apply_stop &&
                    pthread_cond_timedwait(&n->apply_cv, &n->apply_mu, &deadline) != ETIMEDOUT) {
             }
@@ -2808,14 +2802,7 @@ int io_node_propose(struct io_node *n, const void *buf, size_t len, int64_t time
 
 int io_node_wait_applied(struct io_node *n, uint64_t index, int64_t timeout_ms)
 {
-    struct timespec deadline;
-    clock_gettime(CLOCK_MONOTONIC, &deadline);
-    deadline.tv_sec += timeout_ms / 1000;
-    deadline.tv_nsec += (timeout_ms % 1000) * 1000000L;
-    if (deadline.tv_nsec >= 1000000000L) {
-        deadline.tv_sec++;
-        deadline.tv_nsec -= 1000000000L;
-    }
+    struct timespec deadline = io_deadline_ms(timeout_ms > 0 ? timeout_ms : 0);
     int rc = 0;
     pthread_mutex_lock(&n->apply_mu);
     if (n->applied < index && n->apply_head != NULL && !n->apply_urgent) {
