@@ -135,6 +135,10 @@ void vfs_db_set_error(struct vfs_db *db, int rc, const char *fmt, ...)
  * writers are not woken by every change, only the one whose turn it may be. */
 void vfs_wake(struct vfs_shared *sh);
 
+/* vfs_mu held: waits on `cond` (CLOCK_MONOTONIC, as every condition variable here) for at most
+ * `ms` milliseconds, or until signalled. */
+void vfs_timed_wait_ms(pthread_cond_t *cond, uint64_t ms);
+
 /* node.c, vfs_mu not held: a local connection ended a read transaction. If the attached node's
  * WAL is due, checkpoint it and restart it when no reader is left on its frames, on this thread
  * (as SQLite's auto-checkpoint does after a commit) unless a writer or the node is busy. On a

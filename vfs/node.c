@@ -352,14 +352,7 @@ static void node_acquire(struct vfs_db *db)
             if (now >= grace_end) {
                 break; /* write over it: its frames are above the published mxFrame */
             }
-            struct timespec ts; /* sh->cond runs on CLOCK_MONOTONIC (vfs.c) */
-            clock_gettime(CLOCK_MONOTONIC, &ts);
-            ts.tv_nsec += 20 * 1000000L;
-            if (ts.tv_nsec >= 1000000000L) {
-                ts.tv_sec++;
-                ts.tv_nsec -= 1000000000L;
-            }
-            pthread_cond_timedwait(&sh->cond, &vfs_mu, &ts);
+            vfs_timed_wait_ms(&sh->cond, 20);
             continue;
         }
         pthread_cond_wait(&sh->cond, &vfs_mu);

@@ -121,7 +121,7 @@ void vfs_shared_put(struct vfs_shared *sh)
 
 /* --- the virtual WRITE lock ------------------------------------------------------------------ */
 
-static void timed_wait_ms(pthread_cond_t *cond, uint64_t ms)
+void vfs_timed_wait_ms(pthread_cond_t *cond, uint64_t ms)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -333,7 +333,7 @@ static int vwrite_acquire(struct vfs_file *f)
              * connection without one (the sqlite3 shell's default) or a deferred transaction
              * upgrading to a write is not told "database is locked". */
             waited = 1;
-            timed_wait_ms(&w->cond, NODE_WAIT_SLICE_MS);
+            vfs_timed_wait_ms(&w->cond, NODE_WAIT_SLICE_MS);
             continue;
         }
         if (!has_busy_handler(f)) {
@@ -835,7 +835,7 @@ static int file_shm_lock(sqlite3_file *f, int ofst, int n, int flags)
             uint64_t deadline = vfs_now_ms() + NODE_WAIT_MS;
             for (uint64_t now = vfs_now_ms(); sh->ckpt_active && now < deadline;
                  now = vfs_now_ms()) {
-                timed_wait_ms(&sh->cond, deadline - now);
+                vfs_timed_wait_ms(&sh->cond, deadline - now);
             }
             pthread_mutex_unlock(&vfs_mu);
             return SQLITE_BUSY;
@@ -990,7 +990,7 @@ static int vfs_sleep(sqlite3_vfs *v, int us)
             w->sleep_armed = 0;
             for (uint64_t now = vfs_now_ms(); now < deadline && w->f->queued && !grantable(sh, w, 0);
                  now = vfs_now_ms()) {
-                timed_wait_ms(&w->cond, deadline - now);
+                vfs_timed_wait_ms(&w->cond, deadline - now);
             }
             if (w->f->queued) {
                 w->alive_until_ms = vfs_now_ms() + QUEUE_GRACE_MS;
