@@ -44,41 +44,6 @@ struct io_reader {
     int bad; /* set on the first read past the end */
 };
 
-static inline uint64_t io_read64(struct io_reader *r)
-{
-    if (r->left < 8) {
-        r->bad = 1;
-        r->left = 0;
-        return 0;
-    }
-    uint64_t v = io_get64(r->p);
-    r->p += 8;
-    r->left -= 8;
-    return v;
-}
-static inline uint32_t io_read32(struct io_reader *r)
-{
-    if (r->left < 4) {
-        r->bad = 1;
-        r->left = 0;
-        return 0;
-    }
-    uint32_t v = io_get32(r->p);
-    r->p += 4;
-    r->left -= 4;
-    return v;
-}
-static inline uint8_t io_read8(struct io_reader *r)
-{
-    if (r->left < 1) {
-        r->bad = 1;
-        return 0;
-    }
-    uint8_t v = r->p[0];
-    r->p += 1;
-    r->left -= 1;
-    return v;
-}
 /* Returns a pointer to the next `n` bytes and skips them, or NULL (and bad) when short. */
 static inline const uint8_t *io_read_bytes(struct io_reader *r, size_t n)
 {
@@ -91,6 +56,22 @@ static inline const uint8_t *io_read_bytes(struct io_reader *r, size_t n)
     r->p += n;
     r->left -= n;
     return p;
+}
+
+static inline uint64_t io_read64(struct io_reader *r)
+{
+    const uint8_t *p = io_read_bytes(r, 8);
+    return p != NULL ? io_get64(p) : 0;
+}
+static inline uint32_t io_read32(struct io_reader *r)
+{
+    const uint8_t *p = io_read_bytes(r, 4);
+    return p != NULL ? io_get32(p) : 0;
+}
+static inline uint8_t io_read8(struct io_reader *r)
+{
+    const uint8_t *p = io_read_bytes(r, 1);
+    return p != NULL ? p[0] : 0;
 }
 
 #endif

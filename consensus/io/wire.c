@@ -4,6 +4,8 @@
  */
 #include "consensus/io/wire.h"
 
+#include "consensus/io/bytes.h"
+
 #include <assert.h>
 #include <string.h>
 #include <xxhash.h>
@@ -27,41 +29,9 @@ static void put16(uint8_t *p, uint16_t v)
     p[1] = (uint8_t)(v >> 8);
 }
 
-static void put32(uint8_t *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++) {
-        p[i] = (uint8_t)(v >> (8 * i));
-    }
-}
-
-static void put64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++) {
-        p[i] = (uint8_t)(v >> (8 * i));
-    }
-}
-
 static uint16_t get16(const uint8_t *p)
 {
     return (uint16_t)(p[0] | (p[1] << 8));
-}
-
-static uint32_t get32(const uint8_t *p)
-{
-    uint32_t v = 0;
-    for (int i = 3; i >= 0; i--) {
-        v = (v << 8) | p[i];
-    }
-    return v;
-}
-
-static uint64_t get64(const uint8_t *p)
-{
-    uint64_t v = 0;
-    for (int i = 7; i >= 0; i--) {
-        v = (v << 8) | p[i];
-    }
-    return v;
 }
 
 uint64_t io_wire_checksum(const uint8_t *hdr16, const void *payload, size_t len)
@@ -74,22 +44,22 @@ void io_wire_frame_header(uint16_t type, const void *payload, uint32_t len, uint
 {
     assert(out != NULL);
     assert(payload != NULL || len == 0);
-    put32(out + 0, IO_WIRE_MAGIC);
+    io_put32(out + 0, IO_WIRE_MAGIC);
     put16(out + 4, IO_WIRE_VERSION);
     put16(out + 6, type);
-    put32(out + 8, len);
-    put32(out + 12, 0);
-    put64(out + 16, io_wire_checksum(out, payload, len));
+    io_put32(out + 8, len);
+    io_put32(out + 12, 0);
+    io_put64(out + 16, io_wire_checksum(out, payload, len));
 }
 
 int io_wire_header_decode(const uint8_t *in, uint32_t payload_max, struct io_wire_header *out)
 {
-    out->magic = get32(in + 0);
+    out->magic = io_get32(in + 0);
     out->version = get16(in + 4);
     out->type = get16(in + 6);
-    out->length = get32(in + 8);
-    out->reserved = get32(in + 12);
-    out->checksum = get64(in + 16);
+    out->length = io_get32(in + 8);
+    out->reserved = io_get32(in + 12);
+    out->checksum = io_get64(in + 16);
     if (out->magic != IO_WIRE_MAGIC) {
         return IO_TRANSPORT_EMAGIC;
     }
@@ -107,7 +77,7 @@ int io_wire_header_decode(const uint8_t *in, uint32_t payload_max, struct io_wir
 
 int io_wire_frame_verify(const uint8_t *raw_header, const void *payload, size_t len)
 {
-    if (io_wire_checksum(raw_header, payload, len) != get64(raw_header + 16)) {
+    if (io_wire_checksum(raw_header, payload, len) != io_get64(raw_header + 16)) {
         return IO_TRANSPORT_ECHECKSUM;
     }
     return 0;
@@ -128,8 +98,8 @@ int io_wire_handshake_encode(const struct io_wire_handshake *hs, uint8_t *out, s
     if (cap < IO_WIRE_HANDSHAKE_FIXED + alen) {
         return IO_TRANSPORT_ETRUNCATED;
     }
-    put64(out + 0, hs->cluster_id);
-    put64(out + 8, hs->node_id);
+    io_put64(out + 0, hs->cluster_id);
+    io_put64(out + 8, hs->node_id);
     put16(out + 16, (uint16_t)alen);
     put16(out + 18, 0);
     memcpy(out + IO_WIRE_HANDSHAKE_FIXED, hs->addr, alen);
@@ -155,8 +125,8 @@ int io_wire_handshake_decode(const uint8_t *in, size_t len, struct io_wire_hands
     if (memchr(in + IO_WIRE_HANDSHAKE_FIXED, '\0', alen) != NULL) {
         return IO_TRANSPORT_EHANDSHAKE;
     }
-    out->cluster_id = get64(in + 0);
-    out->node_id = get64(in + 8);
+    out->cluster_id = io_get64(in + 0);
+    out->node_id = io_get64(in + 8);
     memcpy(out->addr, in + IO_WIRE_HANDSHAKE_FIXED, alen);
     out->addr[alen] = '\0';
     return 0;
