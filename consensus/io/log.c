@@ -65,11 +65,7 @@ const char *io_log_strerror(int rc)
     return msgs[rc];
 }
 
-/* --- byte codec ------------------------------------------------------------------------------ */
-
-
-
-
+/* --- record codec (byte helpers: bytes.h) ---------------------------------------------------- */
 
 static uint64_t record_checksum(const unsigned char *hdr, const unsigned char *payload,
                                 size_t stored_len)
