@@ -142,7 +142,6 @@ static void report_floor(struct ext_node *n, struct vfs_db *db)
     }
 }
 
-
 static int fsm_apply_batch(void *ctx, const struct io_apply_entry *e, size_t count)
 {
     struct ext_node *n = ctx;

@@ -41,8 +41,6 @@
 #define IMAGE_VERSION 1u
 #define IMAGE_HEADER_BYTES 16u
 
-
-
 struct vfs_snapshot {
     struct vfs_db *db;
     sqlite3 *conn;       /* holds the read transaction that pins the image */

@@ -22,10 +22,6 @@ _Static_assert(7 * 8 <= IO_SLOT_PAYLOAD_MAX, "metadata payload fits a slot");
 
 #define META_PAYLOAD_BYTES 56
 
-
-
-
-
 static int errno_code(int e)
 {
     switch (e) {
