@@ -287,7 +287,7 @@ void raft_options_init(struct raft_options *o, uint64_t id, uint64_t seed)
     o->inflight_msgs_max = 8;
     o->inflight_bytes_max = 8u << 20;
     o->trailing_entries = 1024;
-    o->trailing_bytes_max = 64u << 20;
+    o->trailing_bytes_max = 16u << 20;
     o->promote_lag_max = 64;
     o->entry_bytes_max = 256u << 20;
     o->pending_max = 4096;

@@ -424,7 +424,7 @@ struct raft_options {
 };
 
 /* Fills `o` with defaults for server `id`: election 1000 ms, heartbeat 100 ms, 64 entries or
- * 1 MiB per message, 8 messages or 8 MiB in flight, 1024 trailing entries up to 64 MiB, promote
+ * 1 MiB per message, 8 messages or 8 MiB in flight, 1024 trailing entries up to 16 MiB, promote
  * within 64 entries, entries up to 256 MiB, 4096 pending proposals, pre-vote and check-quorum on,
  * lease reads off. */
 void raft_options_init(struct raft_options *o /* OUT */, uint64_t id, uint64_t seed);

@@ -23,7 +23,7 @@ static void send_snapshot(struct raft *r, struct progress *p)
     /* An image taken now contains at least the applied floor (durably in the state machine),
      * which compaction never passes. Label it with the floor rather than the compaction point:
      * the follower then needs only the entries after the floor, not the whole trailing window
-     * (which can be 64 MiB it would receive, hold and apply again). */
+     * (up to trailing_bytes_max it would receive, hold and apply again). */
     uint64_t index = r->floor;
     if (index > r->applied_out) {
         index = r->applied_out;

@@ -22,6 +22,7 @@ struct ext_config {
     uint32_t commit_timeout_ms;   /* raft_commit_timeout_ms, default 10000 */
     uint32_t checkpoint_frames;   /* raft_checkpoint_frames, default 1000 */
     uint64_t trailing_entries;    /* raft_trailing_entries, default 1024 */
+    uint64_t trailing_bytes;      /* raft_trailing_bytes, default 16 MiB */
     uint64_t max_txn_bytes;       /* raft_max_txn_bytes, default 60 MiB */
 };
 

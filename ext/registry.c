@@ -61,6 +61,8 @@ void ext_config_from_uri(const char *filename, struct ext_config *cfg)
     cfg->commit_timeout_ms = (uint32_t)sqlite3_uri_int64(filename, "raft_commit_timeout_ms", 10000);
     cfg->checkpoint_frames = (uint32_t)sqlite3_uri_int64(filename, "raft_checkpoint_frames", 1000);
     cfg->trailing_entries = (uint64_t)sqlite3_uri_int64(filename, "raft_trailing_entries", 1024);
+    cfg->trailing_bytes =
+        (uint64_t)sqlite3_uri_int64(filename, "raft_trailing_bytes", 16ll * 1024 * 1024);
     cfg->max_txn_bytes =
         (uint64_t)sqlite3_uri_int64(filename, "raft_max_txn_bytes", 60ll * 1024 * 1024);
     if (cfg->election_timeout_ms < 50) {
@@ -324,6 +326,7 @@ int ext_node_start(const char *path, const struct ext_config *cfg, enum ext_star
         .election_timeout_ms = cfg->election_timeout_ms,
         .heartbeat_ms = cfg->heartbeat_ms,
         .trailing_entries = cfg->trailing_entries,
+        .trailing_bytes = cfg->trailing_bytes,
         .fsm = {.ctx = n,
                 .apply_batch = fsm_apply_batch,
                 .snapshot_open = fsm_snapshot_open,

@@ -2305,6 +2305,9 @@ int io_node_start(const struct io_node_config *cfg, enum io_node_start_mode mode
     if (n->cfg.trailing_entries != 0) {
         o.trailing_entries = n->cfg.trailing_entries;
     }
+    if (n->cfg.trailing_bytes != 0) {
+        o.trailing_bytes_max = n->cfg.trailing_bytes;
+    }
     struct raft_initial_state init = {
         .term = n->meta.term,
         .vote = n->meta.voted_for,

@@ -109,6 +109,7 @@ struct io_node_config {
     uint32_t election_timeout_ms; /* 0: 1000 */
     uint32_t heartbeat_ms;        /* 0: 100 */
     uint64_t trailing_entries;    /* 0: the core's default */
+    uint64_t trailing_bytes;      /* 0: the core's default (16 MiB) */
     uint64_t entry_bytes_max;     /* 0: 64 MiB */
     struct io_fsm fsm;
 };

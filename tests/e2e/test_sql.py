@@ -348,6 +348,25 @@ def test_single_node_compacts_its_log_under_a_steady_writer(c):
 
 
 @scenario
+def test_trailing_log_is_bounded_in_bytes(c):
+    # raft_trailing_bytes caps the log kept behind the applied floor even when it holds far
+    # fewer entries than raft_trailing_entries (1024 here): 40 transactions of ~64 KiB hold
+    # ~2.5 MiB, the cap is 256 KiB, so compaction keeps only the last few of them.
+    params = PARAMS + "&raft_trailing_bytes=262144&raft_checkpoint_frames=50"
+    n1 = c.start("n1", params)
+    check("bootstrapped" in q1(n1, "SELECT raft_bootstrap('n1','%s')" % c.addr(0)), "bootstrap")
+    q(n1, "CREATE TABLE t(k INTEGER PRIMARY KEY, v)")
+    for i in range(40):
+        q(n1, "INSERT INTO t(v) VALUES (randomblob(65536))")
+    q(n1, "SELECT raft_snapshot()")
+    st = json.loads(q1(n1, "SELECT raft_status()"))
+    check(st["last_index"] - st["first_index"] < 12,
+          "at most ~256 KiB of entries kept behind the floor: %s" % st)
+    check(q1(n1, "SELECT count(*) FROM t") == 40, "40 rows")
+    stop_and_compare(c, [n1])
+
+
+@scenario
 def test_barrier_on_a_follower_sees_the_leaders_last_write(c):
     nodes = start3(c)
     n1, n2, n3 = nodes
