@@ -539,6 +539,9 @@ int raft_step(struct raft *r, const struct raft_event *ev, struct raft_update *o
     case RAFT_EVENT_APPLIED_FLOOR:
         on_applied_floor(r, ev->applied_floor.index);
         break;
+    case RAFT_EVENT_PEER_DOWN:
+        election_peer_down(r, ev->peer_down.id);
+        break;
     default:
         rc = RAFT_EBADARG;
         break;

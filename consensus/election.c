@@ -133,6 +133,24 @@ void election_start(struct raft *r, bool pre_vote, bool transfer)
     }
 }
 
+void election_peer_down(struct raft *r, uint64_t id)
+{
+    if (r->state != RAFT_FOLLOWER || id == 0 || id != r->leader || id == r->id) {
+        return;
+    }
+    /* Forgetting the leader ends its lease here: recv_message grants (pre-)votes again. A
+     * message from the leader restores it and the whole timeout (heard_from_leader). The short
+     * delay stays random so that the remaining voters do not campaign at once and split the
+     * vote. */
+    uint64_t hb = r->o.heartbeat_ms;
+    r->leader = 0;
+    uint64_t delay = hb + rng_next(r) % (2 * hb);
+    uint64_t elapsed = r->now - r->election_start_ms;
+    if (elapsed + delay < r->election_rand_ms) {
+        r->election_rand_ms = elapsed + delay;
+    }
+}
+
 void election_tick(struct raft *r)
 {
     assert(r->state != RAFT_LEADER);

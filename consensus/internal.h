@@ -205,6 +205,7 @@ void become_follower(struct raft *r, uint64_t term, uint64_t leader);
 void become_leader(struct raft *r);
 void election_start(struct raft *r, bool pre_vote, bool transfer);
 void election_tick(struct raft *r);
+void election_peer_down(struct raft *r, uint64_t id);
 void recv_request_vote(struct raft *r, const struct raft_message *m);
 void recv_request_vote_result(struct raft *r, const struct raft_message *m);
 void recv_timeout_now(struct raft *r, const struct raft_message *m);

@@ -290,7 +290,8 @@ enum raft_event_type {
     RAFT_EVENT_PERSISTED = 3,          /* every entry up to (index, term) is durable */
     RAFT_EVENT_SNAPSHOT_SENT = 4,      /* a snapshot stream to a peer finished or failed */
     RAFT_EVENT_SNAPSHOT_INSTALLED = 5, /* this node installed a snapshot it received */
-    RAFT_EVENT_APPLIED_FLOOR = 6       /* entries up to index are durably in the state machine */
+    RAFT_EVENT_APPLIED_FLOOR = 6,      /* entries up to index are durably in the state machine */
+    RAFT_EVENT_PEER_DOWN = 7           /* a hint that server `id` has stopped (see below) */
 };
 
 struct raft_event {
@@ -317,6 +318,15 @@ struct raft_event {
         struct {
             uint64_t index;
         } applied_floor;
+        /* PEER_DOWN: the caller saw server `id`'s host close its connections (its process
+         * exited: a crash closes every socket at once). A follower whose leader that is forgets
+         * it (so it grants votes at once instead of keeping the leader's lease) and campaigns
+         * after a random [heartbeat, 3*heartbeat) instead of a whole election timeout. Only a
+         * hint: safety never depends on it, and with pre-vote a wrong one costs a refused
+         * pre-vote round, because the other voters still hear from the leader. */
+        struct {
+            uint64_t id;
+        } peer_down;
     };
 };
 

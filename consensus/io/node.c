@@ -1922,6 +1922,24 @@ static void on_message(struct io_transport *t, uint64_t from, uint16_t type, con
     }
 }
 
+/* A peer closed a connection: if it is our leader, its process has most likely exited. The core
+ * then campaigns within a few heartbeats instead of an election timeout (RAFT_EVENT_PEER_DOWN);
+ * if the leader is in fact alive, the other voters still hear from it and refuse. */
+static void on_closed(struct io_transport *t, uint64_t id)
+{
+    struct io_node *n = t->data;
+    if (n->stopping || n->raft == NULL || raft_leader(n->raft) != id) {
+        return;
+    }
+    io_logf(IO_LOG_INFO, n->name, "the leader %016" PRIx64 " closed its connection", id);
+    struct raft_event ev = {.type = RAFT_EVENT_PEER_DOWN, .now_ms = io_now_ms()};
+    ev.peer_down.id = id;
+    struct raft_update u;
+    if (raft_step(n->raft, &ev, &u) == 0) {
+        handle(n, &u);
+    }
+}
+
 /* ---------------------------------------------------------------------------------------------
  * Starting. */
 
@@ -1940,6 +1958,7 @@ static int transport_open(struct io_node *n)
         .payload_max = (uint32_t)(n->cfg.entry_bytes_max + (16u << 20)),
         .seed = n->id ^ io_now_ms(),
         .on_message = on_message,
+        .on_closed = on_closed,
         .data = n,
     };
     int rc = io_transport_init(&n->transport, io_loop_uv(n->loop), &tc);

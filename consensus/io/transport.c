@@ -694,6 +694,9 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     }
     if (nread < 0) {
         char name[REMOTE_MAX + 40];
+        struct io_transport *t = c->t;
+        uint64_t closed_by =
+            (nread == UV_EOF || nread == UV_ECONNRESET) && c->hs_received ? c->remote_id : 0;
         if (nread == UV_ENOBUFS) {
             conn_fail(c, IO_TRANSPORT_ENOMEM, "no memory for the payload");
         } else if (c->hdr_have > 0 || c->in_payload) {
@@ -705,6 +708,9 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
                     c->outgoing ? "to" : "from", conn_name(c, name, sizeof name),
                     uv_strerror((int)nread));
             conn_close(c);
+        }
+        if (closed_by != 0 && !t->closing && t->cfg.on_closed != NULL) {
+            t->cfg.on_closed(t, closed_by);
         }
         return;
     }

@@ -74,6 +74,14 @@ enum io_transport_dir {
 typedef void (*io_transport_message_cb)(struct io_transport *t, uint64_t from_id, uint16_t type,
                                         const void *buf, size_t len, uint64_t conn_id);
 
+/*
+ * A connection with node `id` (named by its handshake) was closed by the remote end: end of
+ * stream or reset. A process that exits closes all its connections at once, so this is the
+ * first sign of a crashed peer; a live peer also closes a connection now and then (a bad frame,
+ * a changed address). Called after the connection is closed; may call any function here.
+ */
+typedef void (*io_transport_closed_cb)(struct io_transport *t, uint64_t id);
+
 /* Releases a buffer given to io_transport_send_owned once it has been written or dropped. */
 typedef void (*io_transport_free_cb)(void *buf);
 
@@ -96,6 +104,7 @@ struct io_transport_config {
     uint32_t handshake_timeout_ms; /* connect + handshake, either direction; 0: 5000 */
     uint64_t seed;                 /* reconnect jitter */
     io_transport_message_cb on_message; /* required */
+    io_transport_closed_cb on_closed;   /* optional */
     void *data;                         /* for the caller; copied into t->data */
 };
 

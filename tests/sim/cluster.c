@@ -16,7 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { EV_MSG = 1, EV_SNAP, EV_DISK, EV_TICK };
+enum { EV_MSG = 1, EV_SNAP, EV_DISK, EV_TICK, EV_PEER_DOWN };
 
 struct cl_disk_op {
     uint64_t truncate_from;
@@ -44,6 +44,7 @@ struct cl_ev {
     unsigned life;
     struct raft_message m; /* EV_MSG: deep copy */
     struct cl_snap *snap;  /* EV_SNAP */
+    uint64_t down;         /* EV_PEER_DOWN: the server that stopped */
 };
 
 struct cl_reg {
@@ -775,6 +776,29 @@ void cl_crash(struct cluster *c, uint64_t id)
     disk_drop_all(n);
     /* The state machine keeps what was checkpointed. */
     n->sm_n = n->floor;
+    if (c->o.peer_down_pct != 0) {
+        /* What a real transport sees when a process dies: its connections close. Hints arrive
+         * late, after a restart, or not at all (peer_down_pct). */
+        for (uint64_t i = 1; i <= CL_MAX; i++) {
+            if (i != id && c->nodes[i].up && rnd(c, 0, 99) < c->o.peer_down_pct) {
+                struct cl_ev ev = {.at = c->now + rnd(c, 1, 30), .kind = EV_PEER_DOWN,
+                                   .node = i, .life = c->nodes[i].life, .down = id};
+                heap_push(c, &ev);
+            }
+        }
+    }
+}
+
+void cl_peer_down(struct cluster *c, uint64_t to, uint64_t down)
+{
+    struct cl_node *n = &c->nodes[to];
+    if (n->up) {
+        TRACE(c, "n%llu hears that n%llu is down", (unsigned long long)to,
+              (unsigned long long)down);
+        struct raft_event e = {.type = RAFT_EVENT_PEER_DOWN, .now_ms = c->now};
+        e.peer_down.id = down;
+        step(c, n, &e);
+    }
 }
 
 void cl_restart(struct cluster *c, uint64_t id)
@@ -960,6 +984,11 @@ static void process(struct cluster *c, struct cl_ev *ev)
     case EV_DISK:
         if (n->up && n->life == ev->life) {
             disk_complete(c, n);
+        }
+        break;
+    case EV_PEER_DOWN:
+        if (n->up && n->life == ev->life) {
+            cl_peer_down(c, ev->node, ev->down);
         }
         break;
     case EV_TICK:

@@ -61,6 +61,7 @@ struct cl_options {
     uint32_t batch_entries_max;
     uint32_t inflight_msgs_max;
     bool lease_reads;
+    uint32_t peer_down_pct; /* a crash sends RAFT_EVENT_PEER_DOWN to this percent of the others */
     bool trace;
 };
 
@@ -130,6 +131,8 @@ bool cl_run_until_pred(struct cluster *c, bool (*pred)(struct cluster *, void *)
 int cl_start_new(struct cluster *c, uint64_t id); /* fresh empty node (to be added) */
 void cl_crash(struct cluster *c, uint64_t id);
 void cl_restart(struct cluster *c, uint64_t id);
+/* Steps `to` with RAFT_EVENT_PEER_DOWN for `down` now (true or not). */
+void cl_peer_down(struct cluster *c, uint64_t to, uint64_t down);
 uint64_t cl_leader(struct cluster *c); /* the up leader of the highest term, 0 if none */
 struct raft *cl_raft(struct cluster *c, uint64_t id);
 

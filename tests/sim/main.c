@@ -177,6 +177,7 @@ static int run_seed(uint64_t seed, bool trace, struct totals *tot)
     o.trailing_entries = 2 + (z >> 15) % 40;
     o.snap_ms = 20 + (uint32_t)((z >> 21) % 200);
     o.lease_reads = (z >> 30) & 1;
+    o.peer_down_pct = (uint32_t)((z >> 31) % 3) * 50; /* none, half, all */
     o.batch_entries_max = (z >> 40) % 3 == 0 ? 1 : 1 + (uint32_t)((z >> 42) % 16);
     o.inflight_msgs_max = 1 + (uint32_t)((z >> 44) % 6);
     o.trace = trace;
@@ -232,6 +233,13 @@ static int run_seed(uint64_t seed, bool trace, struct totals *tot)
             uint64_t id = random_node(&c, true);
             if (id != 0) {
                 cl_read(&c, id, NULL);
+            }
+        }
+        if (o.peer_down_pct != 0 && leader != 0 && chance(&c, 50)) {
+            /* A wrong hint: the leader is alive (a connection closed for another reason). */
+            uint64_t id = random_node(&c, true);
+            if (id != 0 && id != leader) {
+                cl_peer_down(&c, id, leader);
             }
         }
         if (any != 0 && chance(&c, 10)) {

@@ -51,6 +51,8 @@ struct node {
     bool close_on_message;
     void (*hook)(struct node *n, const struct rx *r);
     void *hook_ctx;
+    uint64_t closed_by[4]; /* ids passed to on_closed, first four */
+    unsigned n_closed_by;
 };
 
 static uv_loop_t loop;
@@ -652,6 +654,50 @@ static void misbehave(int fd, enum misbehaviour m)
         fail();
     }
     raw_write(fd, buf, n);
+}
+
+static void on_peer_closed(struct io_transport *t, uint64_t id)
+{
+    struct node *n = t->data;
+    if (n->n_closed_by < 4) {
+        n->closed_by[n->n_closed_by] = id;
+    }
+    n->n_closed_by++;
+}
+
+static bool saw_close(void *ctx)
+{
+    return ((struct node *)ctx)->n_closed_by > 0;
+}
+
+/* A peer that goes away closes its connections: on_closed names it. A stranger that hangs up
+ * names nobody. */
+static void test_io_transport_remote_close_names_the_peer(void **state)
+{
+    (void)state;
+    static struct node a, b;
+    struct io_transport_config cfg = {.on_closed = on_peer_closed};
+    node_start_cfg(&a, 1, "127.0.0.1:0", &cfg);
+    node_start(&b, 2, "127.0.0.1:0");
+    send_seq(&a, &b, 0, 100, false);
+    send_seq(&b, &a, 0, 100, false);
+    assert_true(wait_rx(&b, 1));
+    assert_true(wait_rx(&a, 1));
+    run_for(50);
+    assert_int_equal(a.n_closed_by, 0);
+    node_stop(&b);
+    assert_true(run_until(saw_close, &a, WAIT_MS));
+    run_for(50);
+    assert_true(a.n_closed_by >= 1 && a.n_closed_by <= 2); /* its incoming and our outgoing */
+    for (unsigned i = 0; i < a.n_closed_by; i++) {
+        assert_int_equal(a.closed_by[i], 2);
+    }
+    unsigned before = a.n_closed_by;
+    int fd = raw_connect(a.t.port);
+    close(fd);
+    run_for(100);
+    assert_int_equal(a.n_closed_by, before);
+    node_stop(&a);
 }
 
 static void test_io_transport_malformed_input_closes_only_that_connection(void **state)
@@ -1266,6 +1312,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_io_transport_three_nodes_in_order_per_peer, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_io_transport_peer_restart_reconnects, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_io_transport_remote_close_names_the_peer, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(
             test_io_transport_malformed_input_closes_only_that_connection, setup, teardown),
         cmocka_unit_test_setup_teardown(test_io_transport_random_damage_is_never_delivered, setup,

@@ -171,6 +171,123 @@ static void test_raft_prevote_changes_no_state(void **state)
     raft_destroy(r);
 }
 
+/* PEER_DOWN for the leader ends its lease on this follower at once (a vote request is answered
+ * again) and brings the campaign forward to within 3 heartbeats; for another server it changes
+ * nothing. */
+static void test_raft_peer_down_hint_ends_the_leaders_lease(void **state)
+{
+    (void)state;
+    struct raft *r = drv_node(2, 3, 1, NULL, 0);
+    struct raft_update u;
+    struct raft_message hb;
+    memset(&hb, 0, sizeof hb);
+    hb.type = RAFT_MSG_HEARTBEAT;
+    hb.from = 1;
+    hb.to = 2;
+    hb.term = 2;
+    drv_recv(r, 100, &hb, &u);
+    struct raft_message rv;
+    memset(&rv, 0, sizeof rv);
+    rv.type = RAFT_MSG_REQUEST_VOTE;
+    rv.from = 3;
+    rv.to = 2;
+    rv.term = 3;
+    rv.request_vote.pre_vote = true;
+    rv.request_vote.last_log_index = 1;
+    rv.request_vote.last_log_term = 1;
+    drv_recv(r, 150, &rv, &u);
+    assert_int_equal(u.n_messages, 0); /* in the leader's lease: ignored */
+
+    struct raft_event ev = {.type = RAFT_EVENT_PEER_DOWN, .now_ms = 160};
+    ev.peer_down.id = 3; /* not the leader */
+    assert_int_equal(raft_step(r, &ev, &u), 0);
+    assert_int_equal(raft_leader(r), 1);
+    ev.peer_down.id = 1;
+    ev.now_ms = 170;
+    assert_int_equal(raft_step(r, &ev, &u), 0);
+    assert_int_equal(raft_leader(r), 0);
+    assert_int_equal(raft_state(r), RAFT_FOLLOWER);
+    assert_int_equal(raft_term(r), 2);
+
+    drv_recv(r, 180, &rv, &u);
+    const struct raft_message *res = drv_find(&u, RAFT_MSG_REQUEST_VOTE_RESULT, 3);
+    assert_non_null(res);
+    assert_true(res->request_vote_result.granted);
+
+    /* The default heartbeat is 100 ms: campaigning starts within [100, 300) ms of the hint,
+     * long before the election timeout (at least 1000 ms after the heartbeat). */
+    uint64_t now = 170;
+    while (raft_state(r) == RAFT_FOLLOWER && now < 1100) {
+        now += 10;
+        drv_tick(r, now, &u);
+    }
+    assert_int_equal(raft_state(r), RAFT_PRECANDIDATE);
+    assert_true(now >= 170 + 100 && now <= 170 + 300 + 10);
+    raft_destroy(r);
+}
+
+static bool leader_other_than(struct cluster *c, void *arg)
+{
+    uint64_t l = cl_leader(c);
+    return l != 0 && l != *(uint64_t *)arg;
+}
+
+/* With the hints a crash sends, the survivors elect a leader within a few heartbeats instead
+ * of an election timeout (300 ms, random up to 600 ms, in the simulator). When their short
+ * delays fall within a round trip of each other the vote splits and the next try waits for the
+ * normal timeout (the simulator's latencies are large next to its 50 ms heartbeat: 1 seed of
+ * these 20). */
+static void test_raft_peer_down_hints_elect_a_leader_fast(void **state)
+{
+    (void)state;
+    uint64_t worst = 0;
+    unsigned fast = 0;
+    for (uint64_t seed = 1; seed <= 20; seed++) {
+        struct cl_options o;
+        cl_options_default(&o, seed);
+        o.peer_down_pct = 100;
+        struct cluster c;
+        assert_int_equal(cl_init(&c, &o), 0);
+        assert_true(cl_run_until_pred(&c, has_leader, NULL, 5000));
+        cl_run_until(&c, c.now + 500);
+        uint64_t old = cl_leader(&c);
+        uint64_t t0 = c.now;
+        cl_crash(&c, old);
+        assert_true(cl_run_until_pred(&c, leader_other_than, &old, 5000));
+        fast += c.now - t0 < 220;
+        if (c.now - t0 > worst) {
+            worst = c.now - t0;
+        }
+        assert_false(c.failed);
+        cl_free(&c);
+    }
+    /* Hint after <= 30 ms, campaign after [50, 150) ms, two round trips of <= 20 ms each. */
+    assert_true(fast >= 18);
+    assert_true(worst < 2 * 2 * 300);
+}
+
+/* A wrong hint (the leader is alive) disturbs nothing: the other voters still hear from the
+ * leader and refuse the pre-vote, so no term changes. */
+static void test_raft_wrong_peer_down_hint_keeps_the_leader(void **state)
+{
+    (void)state;
+    struct cluster c;
+    start(&c, 3, 7);
+    cl_run_until(&c, c.now + 500);
+    uint64_t leader = cl_leader(&c);
+    uint64_t term = raft_term(cl_raft(&c, leader));
+    uint64_t f = leader == 1 ? 2 : 1;
+    for (int i = 0; i < 10; i++) {
+        cl_peer_down(&c, f, leader);
+        cl_run_until(&c, c.now + 300);
+    }
+    assert_int_equal(cl_leader(&c), leader);
+    assert_int_equal(raft_term(cl_raft(&c, leader)), term);
+    assert_int_equal(raft_term(cl_raft(&c, f)), term);
+    assert_false(c.failed);
+    cl_free(&c);
+}
+
 /* A single voter elects itself and commits its no-op once durable. */
 static void test_raft_single_voter_leads_alone(void **state)
 {
@@ -199,6 +316,9 @@ int main(void)
         cmocka_unit_test(test_raft_vote_denied_to_less_up_to_date_log),
         cmocka_unit_test(test_raft_prevote_changes_no_state),
         cmocka_unit_test(test_raft_single_voter_leads_alone),
+        cmocka_unit_test(test_raft_peer_down_hint_ends_the_leaders_lease),
+        cmocka_unit_test(test_raft_peer_down_hints_elect_a_leader_fast),
+        cmocka_unit_test(test_raft_wrong_peer_down_hint_keeps_the_leader),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
