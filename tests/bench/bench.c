@@ -24,8 +24,10 @@
 #include <inttypes.h>
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <sqlite3.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -940,8 +942,10 @@ static void run_setups(int port)
     }
 }
 
-/* Workload 4: kill -9 of the leader of a 3-node cluster under write load. */
-static void run_failover(int n_runs, int port)
+/* Workload 4: kill -9 of the leader of a 3-node cluster under write load; then (n_frozen runs)
+ * a leader stopped with SIGSTOP, which closes no connection, as a host that vanishes would: the
+ * followers wait for the election timeout. The stopped process is killed once measured. */
+static void run_failover(int n_runs, int n_frozen, int port)
 {
     char sub[4200], line[512];
     snprintf(sub, sizeof sub, "%s/failover", dir);
@@ -962,9 +966,10 @@ static void run_failover(int n_runs, int port)
         bench_child_send(&c[i], "writer\n");
     }
     sleep_us(3000000); /* joiners promoted, writes flowing */
-    double t[64];
-    int got = 0;
-    for (int r = 0; r < n_runs; r++) {
+    double t[64], tf[64];
+    int got = 0, got_frozen = 0;
+    for (int r = 0; r < n_runs + n_frozen; r++) {
+        bool frozen = r >= n_runs;
         int leader = -1;
         for (int i = 0; i < 3 && leader < 0; i++) {
             bench_child_send(&c[i], "role\n");
@@ -984,7 +989,11 @@ static void run_failover(int n_runs, int port)
             }
         }
         uint64_t t_kill = bench_now_ns();
-        bench_child_kill(&c[leader]);
+        if (frozen) {
+            kill(c[leader].pid, SIGSTOP);
+        } else {
+            bench_child_kill(&c[leader]);
+        }
         double dt = -1;
         uint64_t deadline = t_kill + 20000000000ull;
         while (dt < 0 && bench_now_ns() < deadline) {
@@ -996,10 +1005,15 @@ static void run_failover(int n_runs, int port)
                 }
             }
         }
-        fprintf(stderr, "  failover run %d: killed %s, first write after %.3f s\n", r,
-                names[leader], dt);
-        if (dt >= 0) {
+        fprintf(stderr, "  failover run %d: %s %s, first write after %.3f s\n", r,
+                frozen ? "stopped" : "killed", names[leader], dt);
+        if (dt >= 0 && frozen) {
+            tf[got_frozen++] = dt;
+        } else if (dt >= 0) {
             t[got++] = dt;
+        }
+        if (frozen) {
+            bench_child_kill(&c[leader]);
         }
         spawn_node(&c[leader], names[leader], port + leader, "restart", 0, 0);
         node_ready(&c[leader], names[leader]);
@@ -1010,6 +1024,7 @@ static void run_failover(int n_runs, int port)
         bench_child_kill(&c[i]);
     }
     put("failover")->s = bench_stat_of(t, got);
+    put("failover.frozen")->s = bench_stat_of(tf, got_frozen);
     dir = saved;
     rm_rf(sub);
 }
@@ -1257,6 +1272,10 @@ static void print_table(double fd_append, double fd_over, double rtt50, double r
     row("4. failover (kill -9 leader)", setup_titles[3],
         "kill → first write on the new leader (default timeouts)", "s", get("failover"), 1, NULL,
         3);
+    row("4. failover (leader stopped, SIGSTOP)", setup_titles[3],
+        "stop → first write on the new leader: no connection closes, so the election timeout "
+        "(1–2 s) runs out first",
+        "s", get("failover.frozen"), 1, NULL, 3);
     const char *cks[2] = {"catchup_small", "catchup"};
     for (int i = 0; i < 2; i++) {
         char k1[64], k2[64], k3[64];
@@ -1370,7 +1389,7 @@ int main(int argc, char **argv)
     fprintf(stderr, "bench: fdatasync %.0f/s (append) %.0f/s (overwrite), loopback rtt %.1f us\n",
             fd_append, fd_over, rtt50);
     run_setups(port);
-    run_failover(failover_runs, port + 40);
+    run_failover(failover_runs, (failover_runs + 1) / 2, port + 40);
     run_catchup(catchup_mb, catchup_small_mb, catchup_runs, port + 50);
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     double load[3] = {0};
