@@ -53,10 +53,15 @@ def q1(node, sql, timeout=30):
     return q(node, sql, timeout)[0][0]
 
 
-def start3(c, params=PARAMS):
+def start1(c, params=PARAMS):
     n1 = c.start("n1", params)
     check("bootstrapped" in q1(n1, "SELECT raft_bootstrap('n1','%s')" % c.addr(0)), "bootstrap")
     q(n1, "SELECT raft_barrier(5000)")
+    return n1
+
+
+def start3(c, params=PARAMS):
+    n1 = start1(c, params)
     n2 = c.start("n2", params)
     q(n2, "SELECT raft_join('n2','%s','%s')" % (c.addr(1), c.addr(0)))
     n3 = c.start("n3", params)
@@ -327,10 +332,7 @@ def test_single_node_compacts_its_log_under_a_steady_writer(c):
     # A single node commits on the writer's thread and its apply thread only wakes now and then
     # (its entries are already in the database); checkpoints, the applied floor and log
     # compaction must still follow the writes.
-    params = PARAMS + "&raft_trailing_entries=8&raft_checkpoint_frames=50"
-    n1 = c.start("n1", params)
-    check("bootstrapped" in q1(n1, "SELECT raft_bootstrap('n1','%s')" % c.addr(0)), "bootstrap")
-    q(n1, "SELECT raft_barrier(5000)")
+    n1 = start1(c, PARAMS + "&raft_trailing_entries=8&raft_checkpoint_frames=50")
     q(n1, "CREATE TABLE t(k INTEGER PRIMARY KEY, v)")
     for i in range(300):
         q(n1, "INSERT INTO t(v) VALUES (randomblob(500))")
@@ -352,9 +354,7 @@ def test_trailing_log_is_bounded_in_bytes(c):
     # raft_trailing_bytes caps the log kept behind the applied floor even when it holds far
     # fewer entries than raft_trailing_entries (1024 here): 40 transactions of ~64 KiB hold
     # ~2.5 MiB, the cap is 256 KiB, so compaction keeps only the last few of them.
-    params = PARAMS + "&raft_trailing_bytes=262144&raft_checkpoint_frames=50"
-    n1 = c.start("n1", params)
-    check("bootstrapped" in q1(n1, "SELECT raft_bootstrap('n1','%s')" % c.addr(0)), "bootstrap")
+    n1 = start1(c, PARAMS + "&raft_trailing_bytes=262144&raft_checkpoint_frames=50")
     q(n1, "CREATE TABLE t(k INTEGER PRIMARY KEY, v)")
     for i in range(40):
         q(n1, "INSERT INTO t(v) VALUES (randomblob(65536))")

@@ -86,6 +86,35 @@ static void test_raft_check_quorum_isolated_leader_steps_down(void **state)
     cl_free(&c);
 }
 
+/* Delivers a heartbeat of `term` from `from` to node 2. */
+static void heartbeat_to_2(struct raft *r, uint64_t now, uint64_t from, uint64_t term,
+                           struct raft_update *u)
+{
+    struct raft_message hb;
+    memset(&hb, 0, sizeof hb);
+    hb.type = RAFT_MSG_HEARTBEAT;
+    hb.from = from;
+    hb.to = 2;
+    hb.term = term;
+    drv_recv(r, now, &hb, u);
+}
+
+/* A RequestVote from 3 to 2. */
+static struct raft_message vote_request_3_to_2(uint64_t term, bool pre_vote, uint64_t last_index,
+                                               uint64_t last_term)
+{
+    struct raft_message rv;
+    memset(&rv, 0, sizeof rv);
+    rv.type = RAFT_MSG_REQUEST_VOTE;
+    rv.from = 3;
+    rv.to = 2;
+    rv.term = term;
+    rv.request_vote.pre_vote = pre_vote;
+    rv.request_vote.last_log_index = last_index;
+    rv.request_vote.last_log_term = last_term;
+    return rv;
+}
+
 /* §4.2.3: a follower that heard from its leader within the election timeout ignores a
  * RequestVote of a higher term: no reply, no term change. TimeoutNow's votes are exempt. */
 static void test_raft_sticky_follower_ignores_vote_request(void **state)
@@ -93,22 +122,9 @@ static void test_raft_sticky_follower_ignores_vote_request(void **state)
     (void)state;
     struct raft *r = drv_node(2, 3, 1, NULL, 0);
     struct raft_update u;
-    struct raft_message hb;
-    memset(&hb, 0, sizeof hb);
-    hb.type = RAFT_MSG_HEARTBEAT;
-    hb.from = 1;
-    hb.to = 2;
-    hb.term = 2;
-    drv_recv(r, 100, &hb, &u);
+    heartbeat_to_2(r, 100, 1, 2, &u);
     assert_int_equal(raft_leader(r), 1);
-    struct raft_message rv;
-    memset(&rv, 0, sizeof rv);
-    rv.type = RAFT_MSG_REQUEST_VOTE;
-    rv.from = 3;
-    rv.to = 2;
-    rv.term = 3;
-    rv.request_vote.last_log_index = 5;
-    rv.request_vote.last_log_term = 2;
+    struct raft_message rv = vote_request_3_to_2(3, false, 5, 2);
     drv_recv(r, 200, &rv, &u);
     assert_int_equal(u.n_messages, 0);
     assert_int_equal(raft_term(r), 2);
@@ -129,14 +145,8 @@ static void test_raft_vote_denied_to_less_up_to_date_log(void **state)
     uint64_t terms[] = {3};
     struct raft *r = drv_node(2, 3, 3, terms, 1);
     struct raft_update u;
-    struct raft_message rv;
-    memset(&rv, 0, sizeof rv);
-    rv.type = RAFT_MSG_REQUEST_VOTE;
-    rv.from = 3;
-    rv.to = 2;
-    rv.term = 4;
-    rv.request_vote.last_log_index = 9; /* longer, but of an older term */
-    rv.request_vote.last_log_term = 2;
+    /* Longer, but of an older term. */
+    struct raft_message rv = vote_request_3_to_2(4, false, 9, 2);
     drv_recv(r, 5000, &rv, &u);
     const struct raft_message *res = drv_find(&u, RAFT_MSG_REQUEST_VOTE_RESULT, 3);
     assert_non_null(res);
@@ -152,15 +162,7 @@ static void test_raft_prevote_changes_no_state(void **state)
     (void)state;
     struct raft *r = drv_node(2, 3, 1, NULL, 0);
     struct raft_update u;
-    struct raft_message rv;
-    memset(&rv, 0, sizeof rv);
-    rv.type = RAFT_MSG_REQUEST_VOTE;
-    rv.from = 3;
-    rv.to = 2;
-    rv.term = 2;
-    rv.request_vote.pre_vote = true;
-    rv.request_vote.last_log_index = 1;
-    rv.request_vote.last_log_term = 1;
+    struct raft_message rv = vote_request_3_to_2(2, true, 1, 1);
     drv_recv(r, 5000, &rv, &u);
     const struct raft_message *res = drv_find(&u, RAFT_MSG_REQUEST_VOTE_RESULT, 3);
     assert_non_null(res);
@@ -179,22 +181,8 @@ static void test_raft_peer_down_hint_ends_the_leaders_lease(void **state)
     (void)state;
     struct raft *r = drv_node(2, 3, 1, NULL, 0);
     struct raft_update u;
-    struct raft_message hb;
-    memset(&hb, 0, sizeof hb);
-    hb.type = RAFT_MSG_HEARTBEAT;
-    hb.from = 1;
-    hb.to = 2;
-    hb.term = 2;
-    drv_recv(r, 100, &hb, &u);
-    struct raft_message rv;
-    memset(&rv, 0, sizeof rv);
-    rv.type = RAFT_MSG_REQUEST_VOTE;
-    rv.from = 3;
-    rv.to = 2;
-    rv.term = 3;
-    rv.request_vote.pre_vote = true;
-    rv.request_vote.last_log_index = 1;
-    rv.request_vote.last_log_term = 1;
+    heartbeat_to_2(r, 100, 1, 2, &u);
+    struct raft_message rv = vote_request_3_to_2(3, true, 1, 1);
     drv_recv(r, 150, &rv, &u);
     assert_int_equal(u.n_messages, 0); /* in the leader's lease: ignored */
 
