@@ -74,6 +74,13 @@ void ext_config_from_uri(const char *filename, struct ext_config *cfg)
     if (cfg->commit_timeout_ms < 100) {
         cfg->commit_timeout_ms = 100;
     }
+    /* Negative sizes read as huge: take them as "the default" (0) instead. */
+    if ((int64_t)cfg->trailing_bytes < 0) {
+        cfg->trailing_bytes = 0;
+    }
+    if ((int64_t)cfg->trailing_entries < 0) {
+        cfg->trailing_entries = 0;
+    }
     /* One transaction is one log entry: it must fit the log's bound. */
     if (cfg->max_txn_bytes == 0 || cfg->max_txn_bytes > 60ull * 1024 * 1024) {
         cfg->max_txn_bytes = 60ull * 1024 * 1024;
