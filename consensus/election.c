@@ -139,12 +139,21 @@ void election_peer_down(struct raft *r, uint64_t id)
         return;
     }
     /* Forgetting the leader ends its lease here: recv_message grants (pre-)votes again. A
-     * message from the leader restores it and the whole timeout (heard_from_leader). The short
-     * delay stays random so that the remaining voters do not campaign at once and split the
-     * vote. */
+     * message from the leader restores it and the whole timeout (heard_from_leader). The
+     * remaining voters all hear of the crash at the same moment, so each waits a heartbeat more
+     * than the one before it in id order (plus up to half a heartbeat at random): with random
+     * delays alone two of them sometimes campaign within a round trip of each other, each votes
+     * for itself, and the vote splits. One whose log is behind is refused and the next one,
+     * a heartbeat later, wins. */
+    const struct raft_config *c = cfg_current(&r->cfg);
+    uint64_t rank = 0;
+    for (uint32_t i = 0; i < c->n; i++) {
+        const struct raft_server *s = &c->servers[i];
+        rank += s->role == RAFT_VOTER && s->id != id && s->id < r->id;
+    }
     uint64_t hb = r->o.heartbeat_ms;
     r->leader = 0;
-    uint64_t delay = hb + rng_next(r) % (2 * hb);
+    uint64_t delay = hb * (1 + rank) + rng_next(r) % (hb / 2 + 1);
     uint64_t elapsed = r->now - r->election_start_ms;
     if (elapsed + delay < r->election_rand_ms) {
         r->election_rand_ms = elapsed + delay;

@@ -321,8 +321,9 @@ struct raft_event {
         /* PEER_DOWN: the caller saw server `id`'s host close its connections (its process
          * exited: a crash closes every socket at once). A follower whose leader that is forgets
          * it (so it grants votes at once instead of keeping the leader's lease) and campaigns
-         * after a random [heartbeat, 3*heartbeat) instead of a whole election timeout. Only a
-         * hint: safety never depends on it, and with pre-vote a wrong one costs a refused
+         * after (1 + k) heartbeats, k = the voters other than `id` with a smaller id than its
+         * own, plus up to half a heartbeat at random, instead of a whole election timeout. Only
+         * a hint: safety never depends on it, and with pre-vote a wrong one costs a refused
          * pre-vote round, because the other voters still hear from the leader. */
         struct {
             uint64_t id;
