@@ -138,6 +138,12 @@ void election_peer_down(struct raft *r, uint64_t id)
     if (r->state != RAFT_FOLLOWER || id == 0 || id != r->leader || id == r->id) {
         return;
     }
+    if (r->o.lease_reads) {
+        /* A leader serving lease reads counts on every follower keeping its lease for the whole
+         * election timeout; a wrong hint at a majority would let a new leader be elected while
+         * the old one still reads locally. */
+        return;
+    }
     /* Forgetting the leader ends its lease here: recv_message grants (pre-)votes again. A
      * message from the leader restores it and the whole timeout (heard_from_leader). The
      * remaining voters all hear of the crash at the same moment, so each waits a heartbeat more

@@ -324,7 +324,8 @@ struct raft_event {
          * after (1 + k) heartbeats, k = the voters other than `id` with a smaller id than its
          * own, plus up to half a heartbeat at random, instead of a whole election timeout. Only
          * a hint: safety never depends on it, and with pre-vote a wrong one costs a refused
-         * pre-vote round, because the other voters still hear from the leader. */
+         * pre-vote round, because the other voters still hear from the leader. Ignored when
+         * lease_reads is on (leases assume no follower votes early). */
         struct {
             uint64_t id;
         } peer_down;

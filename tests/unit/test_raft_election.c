@@ -271,6 +271,27 @@ static void test_raft_wrong_peer_down_hint_keeps_the_leader(void **state)
     cl_free(&c);
 }
 
+/* With lease reads on, a follower keeps the leader's lease whatever it is told: the hint is
+ * ignored, so a wrong one can never let a second leader be elected while the first still serves
+ * reads from its lease. */
+static void test_raft_peer_down_hint_ignored_with_lease_reads(void **state)
+{
+    (void)state;
+    struct cl_options o;
+    cl_options_default(&o, 11);
+    o.lease_reads = true;
+    struct cluster c;
+    assert_int_equal(cl_init(&c, &o), 0);
+    assert_true(cl_run_until_pred(&c, has_leader, NULL, 5000));
+    cl_run_until(&c, c.now + 500);
+    uint64_t leader = cl_leader(&c);
+    uint64_t f = leader == 1 ? 2 : 1;
+    cl_peer_down(&c, f, leader);
+    assert_int_equal(raft_leader(cl_raft(&c, f)), leader);
+    assert_false(c.failed);
+    cl_free(&c);
+}
+
 /* A single voter elects itself and commits its no-op once durable. */
 static void test_raft_single_voter_leads_alone(void **state)
 {
@@ -302,6 +323,7 @@ int main(void)
         cmocka_unit_test(test_raft_peer_down_hint_ends_the_leaders_lease),
         cmocka_unit_test(test_raft_peer_down_hints_elect_a_leader_fast),
         cmocka_unit_test(test_raft_wrong_peer_down_hint_keeps_the_leader),
+        cmocka_unit_test(test_raft_peer_down_hint_ignored_with_lease_reads),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
