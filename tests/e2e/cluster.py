@@ -99,9 +99,10 @@ class Cluster:
         self.keep = keep
 
     def node(self, name, port, *extra, env=None):
+        timing = [a for flag, v in (("--election-ms", "500"), ("--heartbeat-ms", "50"))
+                  if flag not in extra for a in (flag, v)]
         argv = [self.binary, "--dir", os.path.join(self.root, name), "--name", name,
-                "--listen", "127.0.0.1:%d" % port, "--election-ms", "500",
-                "--heartbeat-ms", "50"] + list(extra)
+                "--listen", "127.0.0.1:%d" % port] + timing + list(extra)
         p = Proc(self, name, argv, env)
         ready = p.readline(60)
         check(ready == "ready", "%s did not start: %s" % (name, ready))

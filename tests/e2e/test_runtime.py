@@ -2,7 +2,7 @@
 """Multi-process tests of the Raft runtime (consensus/io/) on 127.0.0.1, with kvnode processes.
 
 Each scenario starts its own cluster in a temporary directory and kills every process it started,
-by pid, whatever happens. Election timeout 500 ms, heartbeat 50 ms.
+by pid, whatever happens. Election timeout 500 ms, heartbeat 50 ms, unless a scenario passes its own.
 """
 import os
 import signal
@@ -157,6 +157,50 @@ def test_kill_leader_mid_stream_loses_nothing_acknowledged():
         c.cleanup(ok)
 
 
+def test_killed_leader_is_replaced_within_heartbeats():
+    """kill -9 closes the leader's sockets, so its followers campaign within a few heartbeats
+    (100 ms here) instead of an election timeout (2 s, at least). SIGSTOP closes nothing: then
+    the timeout has to run out."""
+    c = Cluster(KVNODE)
+    ok = False
+    try:
+        timing = ("--election-ms", "2000", "--heartbeat-ms", "100")
+        nodes, ports = start3(c, *timing)
+        leader = nodes[0]
+        wait_for("three voters", lambda: [p["role"] for p in status(leader)["nodes"]]
+                 == ["voter"] * 3, 20)
+        for i in range(20):
+            check(leader.cmd("put k%d %d" % (i, i)).startswith("ok"), "put")
+        leader.kill()
+        t0 = time.monotonic()
+        rest = [n for n in nodes if n is not leader]
+        new = wait_for("a new leader", lambda: leader_of(rest), 10)
+        elapsed = time.monotonic() - t0
+        check(elapsed < 1.0, "new leader %.3f s after the kill (the timeout is 2-4 s)" % elapsed)
+        print("    killed: new leader after %.3f s" % elapsed)
+        check(new.cmd("put after-kill 1").startswith("ok"), "put on the new leader")
+
+        # Stopped, not killed: the connections stay open and the survivor alone cannot win, so
+        # restart the killed node first to keep a quorum once the stopped one is gone.
+        old = c.node(leader.name, ports[nodes.index(leader)], *timing)
+        nodes = rest + [old]
+        same_history(nodes, "after the killed leader restarted")
+        leader = leader_of(nodes)
+        leader.kill(signal.SIGSTOP)
+        t0 = time.monotonic()
+        rest = [n for n in nodes if n is not leader]
+        new = wait_for("a new leader", lambda: leader_of(rest), 15)
+        elapsed = time.monotonic() - t0
+        check(elapsed >= 1.5, "new leader %.3f s after SIGSTOP: before the timeout" % elapsed)
+        print("    stopped: new leader after %.3f s" % elapsed)
+        leader.kill()
+        for n in rest:
+            n.quit()
+        ok = True
+    finally:
+        c.cleanup(ok)
+
+
 def test_node_down_across_compaction_catches_up_by_snapshot():
     c = Cluster(KVNODE)
     ok = False
@@ -234,6 +278,8 @@ if __name__ == "__main__":
          test_single_node_commits_on_proposer_threads_and_keeps_everything),
         ("kill -9 the leader mid-stream: nothing acknowledged is lost",
          test_kill_leader_mid_stream_loses_nothing_acknowledged),
+        ("a killed leader is replaced within heartbeats, a stopped one after the timeout",
+         test_killed_leader_is_replaced_within_heartbeats),
         ("a node down across a compaction catches up by snapshot",
          test_node_down_across_compaction_catches_up_by_snapshot),
         ("membership and leader transfer over the network",
