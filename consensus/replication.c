@@ -18,19 +18,21 @@ static uint64_t entry_bytes(const struct raft_entry *e)
     return e->buf != NULL ? (uint64_t)e->buf->len : 0;
 }
 
+/* The highest index known to be durably in the state machine and still meaningful here: the
+ * applied floor, bounded by what this node has handed out for applying and by its log. */
+static uint64_t floor_in_log(const struct raft *r)
+{
+    uint64_t index = r->floor < r->applied_out ? r->floor : r->applied_out;
+    return index < log_last_index(&r->log) ? index : log_last_index(&r->log);
+}
+
 static void send_snapshot(struct raft *r, struct progress *p)
 {
     /* An image taken now contains at least the applied floor (durably in the state machine),
      * which compaction never passes. Label it with the floor rather than the compaction point:
      * the follower then needs only the entries after the floor, not the whole trailing window
      * (up to trailing_bytes_max it would receive, hold and apply again). */
-    uint64_t index = r->floor;
-    if (index > r->applied_out) {
-        index = r->applied_out;
-    }
-    if (index > log_last_index(&r->log)) {
-        index = log_last_index(&r->log);
-    }
+    uint64_t index = floor_in_log(r);
     if (index < r->log.snap_index) {
         index = r->log.snap_index;
     }
@@ -642,10 +644,7 @@ void on_applied_floor(struct raft *r, uint64_t index)
     if (index > r->floor) {
         r->floor = index;
     }
-    uint64_t target = r->floor < r->applied_out ? r->floor : r->applied_out;
-    if (target > log_last_index(&r->log)) {
-        target = log_last_index(&r->log);
-    }
+    uint64_t target = floor_in_log(r);
     uint64_t t = target > r->o.trailing_entries ? target - r->o.trailing_entries : 0;
     if (t < r->log.snap_index) {
         t = r->log.snap_index;
