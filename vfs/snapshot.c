@@ -343,6 +343,7 @@ static int install_fail(struct vfs_db *db, int rc, const char *why)
 struct install_map {
     uintptr_t base;
     size_t len, released;
+    size_t page; /* the system page size: madvise works in whole pages */
 };
 
 #define INSTALL_RELEASE_BYTES (1u << 20)
@@ -354,8 +355,7 @@ static void install_written(void *ctx, const void *buf, size_t n)
     if (p < m->base || p - m->base > m->len || n > m->len - (p - m->base)) {
         return; /* a frame header, not the image */
     }
-    size_t page = (size_t)sysconf(_SC_PAGESIZE);
-    size_t end = ((p - m->base) + n) / page * page;
+    size_t end = ((p - m->base) + n) / m->page * m->page;
     if (end >= m->released + INSTALL_RELEASE_BYTES) {
         (void)madvise((void *)(m->base + m->released), end - m->released, MADV_DONTNEED);
         m->released = end;
@@ -393,7 +393,9 @@ int vfs_db_install_end(struct vfs_db *db, uint64_t index, int ok)
         pages[i].data = map + IMAGE_HEADER_BYTES + (size_t)i * ps;
     }
     struct wal_txn t = {.page_size = ps, .commit_pages = np, .pages = pages, .n_pages = np};
-    struct install_map im = {.base = (uintptr_t)map, .len = (size_t)in->bytes};
+    struct install_map im = {.base = (uintptr_t)map,
+                             .len = (size_t)in->bytes,
+                             .page = (size_t)sysconf(_SC_PAGESIZE)};
     vfs_node_lock(db);
     db->wal_written = install_written;
     db->wal_written_ctx = &im;
