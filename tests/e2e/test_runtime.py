@@ -116,6 +116,16 @@ def test_single_node_commits_on_proposer_threads_and_keeps_everything():
         c.cleanup(ok)
 
 
+def replace_leader(leader, nodes, sig=signal.SIGKILL, timeout=10):
+    """Sends `sig` to the leader; returns the other nodes, the leader they elect, and the seconds
+    that took."""
+    leader.kill(sig)
+    t0 = time.monotonic()
+    rest = [n for n in nodes if n is not leader]
+    new = wait_for("a new leader", lambda: leader_of(rest), timeout)
+    return rest, new, time.monotonic() - t0
+
+
 def test_kill_leader_mid_stream_loses_nothing_acknowledged():
     c = Cluster(KVNODE)
     ok = False
@@ -130,11 +140,7 @@ def test_kill_leader_mid_stream_loses_nothing_acknowledged():
         # One more in flight when the leader dies: its outcome is unknown.
         leader.p.stdin.write(b"put inflight 1\n")
         leader.p.stdin.flush()
-        leader.kill()
-        t0 = time.monotonic()
-        rest = [n for n in nodes if n is not leader]
-        new = wait_for("a new leader", lambda: leader_of(rest), 10)
-        elapsed = time.monotonic() - t0
+        rest, new, elapsed = replace_leader(leader, nodes)
         check(elapsed < 5, "new leader after %.1fs" % elapsed)
         for i in range(100, 150):
             r = new.cmd("put a%d %d" % (i, i))
@@ -171,11 +177,7 @@ def test_killed_leader_is_replaced_within_heartbeats():
                  == ["voter"] * 3, 20)
         for i in range(20):
             check(leader.cmd("put k%d %d" % (i, i)).startswith("ok"), "put")
-        leader.kill()
-        t0 = time.monotonic()
-        rest = [n for n in nodes if n is not leader]
-        new = wait_for("a new leader", lambda: leader_of(rest), 10)
-        elapsed = time.monotonic() - t0
+        rest, new, elapsed = replace_leader(leader, nodes)
         check(elapsed < 1.0, "new leader %.3f s after the kill (the timeout is 2-4 s)" % elapsed)
         print("    killed: new leader after %.3f s" % elapsed)
         check(new.cmd("put after-kill 1").startswith("ok"), "put on the new leader")
@@ -186,11 +188,7 @@ def test_killed_leader_is_replaced_within_heartbeats():
         nodes = rest + [old]
         same_history(nodes, "after the killed leader restarted")
         leader = leader_of(nodes)
-        leader.kill(signal.SIGSTOP)
-        t0 = time.monotonic()
-        rest = [n for n in nodes if n is not leader]
-        new = wait_for("a new leader", lambda: leader_of(rest), 15)
-        elapsed = time.monotonic() - t0
+        rest, new, elapsed = replace_leader(leader, nodes, signal.SIGSTOP, 15)
         check(elapsed >= 1.5, "new leader %.3f s after SIGSTOP: before the timeout" % elapsed)
         print("    stopped: new leader after %.3f s" % elapsed)
         leader.kill()
