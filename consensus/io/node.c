@@ -354,7 +354,13 @@ bool io_node_exists(const char *dir)
 /* ---------------------------------------------------------------------------------------------
  * Disk thread. */
 
-/* Queues `op` for the disk thread; `quiet`: without waking it (the caller runs the queue). */
+static void disk_wake(struct io_node *n)
+{
+    pthread_cond_signal(&n->disk_cv); /* after unlocking disk_mu: the woken thread finds it free */
+}
+
+/* Queues `op` for the disk thread; `quiet`: without waking it (the caller wakes it, or runs the
+ * queue itself). */
 static void disk_queue(struct io_node *n, struct disk_op *op, bool quiet)
 {
     pthread_mutex_lock(&n->disk_mu);
@@ -367,7 +373,7 @@ static void disk_queue(struct io_node *n, struct disk_op *op, bool quiet)
     n->disk_tail = op;
     pthread_mutex_unlock(&n->disk_mu);
     if (!quiet) {
-        pthread_cond_signal(&n->disk_cv); /* after unlocking: the woken thread finds it free */
+        disk_wake(n);
     }
 }
 
@@ -1702,12 +1708,18 @@ static void handle(struct io_node *n, struct raft_update *u)
             u->n_messages = 0;
         }
     }
-    /* 2.-4. Log changes go to the disk thread, in order. */
+    /* 2.-4. Log changes go to the disk thread, in order. It is woken after the messages leave:
+     * a wake-up costs the waker about 20 us on a 2-vCPU VM, and a leader's AppendEntries, which
+     * need not wait for its own append (Raft §10.2.1), should not pay it. Nothing in a follower's
+     * update needs these entries durable: its acknowledgement waits for RAFT_EVENT_PERSISTED. */
+    bool wake_disk = false;
     if (u->snapshot_index != 0) {
-        disk_push(n, disk_op_new(D_RESET, u->snapshot_index, u->snapshot_term));
+        disk_queue(n, disk_op_new(D_RESET, u->snapshot_index, u->snapshot_term), true);
+        wake_disk = true;
     }
     if (u->truncate_from != 0) {
-        disk_push(n, disk_op_new(D_TRUNCATE, u->truncate_from, 0));
+        disk_queue(n, disk_op_new(D_TRUNCATE, u->truncate_from, 0), true);
+        wake_disk = true;
     }
     if (u->n_entries > 0) {
         struct disk_op *op = disk_op_new(D_APPEND, 0, 0);
@@ -1721,7 +1733,8 @@ static void handle(struct io_node *n, struct raft_update *u)
             op->entries[i].buf = raft_buf_ref(u->entries[i].buf);
         }
         op->n = u->n_entries;
-        disk_queue(n, op, n->direct);
+        disk_queue(n, op, true);
+        wake_disk = wake_disk || !n->direct;
     }
     /* 5. Messages. propose_direct runs this off the loop, for a node alone in its configuration:
      * nothing there needs the loop (no one to send to, no snapshot to stream, no peer to add). */
@@ -1732,6 +1745,9 @@ static void handle(struct io_node *n, struct raft_update *u)
             continue;
         }
         send_raft(n, m);
+    }
+    if (wake_disk) {
+        disk_wake(n);
     }
     /* 6. Committed entries. */
     for (uint32_t i = 0; i < u->n_committed; i++) {
