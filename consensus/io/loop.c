@@ -4,6 +4,7 @@
 #include "consensus/io/loop.h"
 
 #include <assert.h>
+#include <stdatomic.h>
 #include <errno.h>
 #include <poll.h>
 #include <stdlib.h>
@@ -15,6 +16,11 @@ struct io_loop {
     uv_async_t async; /* wakes the loop when work is queued */
     uv_thread_t thread;
     pthread_mutex_t big; /* held by the loop thread except while it waits for events */
+    atomic_int runners;  /* threads in io_call_await_running: the loop thread steps aside */
+    atomic_bool parked;  /* the loop thread waits on park_cv, not on events */
+    pthread_t runner_tid; /* the thread in io_call_await_running, while `running` */
+    atomic_bool running;
+    pthread_cond_t park_cv;
     pthread_mutex_t mu; /* guards head, tail, stopping */
     struct io_work *head, *tail;
     bool stopping;
@@ -25,6 +31,9 @@ struct io_loop {
     pthread_cond_t start_cv;
     bool started;
 };
+
+/* How long the loop thread sleeps, at most, while another thread runs the loop. */
+#define LOOP_PARK_MS 1
 
 struct timespec io_deadline_ms(int64_t ms)
 {
@@ -82,6 +91,16 @@ static void drain(uv_async_t *a)
     }
 }
 
+/* Wakes whoever runs the loop: the thread polling its events (the loop thread or a waiter in
+ * io_call_await_running), and the loop thread if it stepped aside for a waiter that has left. */
+static void kick(struct io_loop *l)
+{
+    uv_async_send(&l->async);
+    if (atomic_load(&l->parked) && atomic_load(&l->runners) == 0) {
+        pthread_cond_signal(&l->park_cv);
+    }
+}
+
 static void run(void *arg)
 {
     struct io_loop *l = arg;
@@ -93,7 +112,20 @@ static void run(void *arg)
     /* uv_run(UV_RUN_DEFAULT), except that the wait for events happens outside `big`: callbacks
      * run under it, so io_loop_enter can exclude them. */
     pthread_mutex_lock(&l->big);
-    while (uv_run(&l->loop, UV_RUN_NOWAIT) != 0) {
+    for (;;) {
+        if (atomic_load(&l->runners) > 0) {
+            /* A waiter runs the loop (io_call_await_running). Stay out of its way: polling too
+             * would wake two threads for each event, and running the loop here could consume
+             * the wake-up meant for it. Look again soon: it may leave without a word. */
+            struct timespec ts = io_deadline_ms(LOOP_PARK_MS);
+            atomic_store(&l->parked, true);
+            pthread_cond_timedwait(&l->park_cv, &l->big, &ts);
+            atomic_store(&l->parked, false);
+            continue;
+        }
+        if (uv_run(&l->loop, UV_RUN_NOWAIT) == 0) {
+            break;
+        }
         struct pollfd pfd = {.fd = uv_backend_fd(&l->loop), .events = POLLIN};
         int timeout = uv_backend_timeout(&l->loop);
         pthread_mutex_unlock(&l->big);
@@ -121,6 +153,14 @@ int io_loop_start(struct io_loop **out)
     l->async.data = l;
     pthread_mutex_init(&l->mu, NULL);
     pthread_mutex_init(&l->big, NULL);
+    atomic_init(&l->runners, 0);
+    atomic_init(&l->parked, false);
+    atomic_init(&l->running, false);
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&l->park_cv, &attr);
+    pthread_condattr_destroy(&attr);
     pthread_mutex_init(&l->start_mu, NULL);
     pthread_cond_init(&l->start_cv, NULL);
     rv = uv_thread_create(&l->thread, run, l);
@@ -138,6 +178,7 @@ int io_loop_start(struct io_loop **out)
 err_after_async:
     pthread_mutex_destroy(&l->mu);
     pthread_mutex_destroy(&l->big);
+    pthread_cond_destroy(&l->park_cv);
     pthread_mutex_destroy(&l->start_mu);
     pthread_cond_destroy(&l->start_cv);
     uv_close((uv_handle_t *)&l->async, NULL);
@@ -164,6 +205,7 @@ void io_loop_stop(struct io_loop *l, void (*on_stop)(uv_loop_t *loop, void *arg)
     uv_loop_close(&l->loop);
     pthread_mutex_destroy(&l->mu);
     pthread_mutex_destroy(&l->big);
+    pthread_cond_destroy(&l->park_cv);
     pthread_mutex_destroy(&l->start_mu);
     pthread_cond_destroy(&l->start_cv);
     free(l);
@@ -183,7 +225,7 @@ void io_loop_leave(struct io_loop *l)
 void io_loop_leave_and_wake(struct io_loop *l)
 {
     pthread_mutex_unlock(&l->big);
-    uv_async_send(&l->async);
+    kick(l);
 }
 
 uv_loop_t *io_loop_uv(struct io_loop *l)
@@ -193,7 +235,8 @@ uv_loop_t *io_loop_uv(struct io_loop *l)
 
 bool io_loop_is_current(const struct io_loop *l)
 {
-    return l->started && pthread_equal(pthread_self(), l->tid);
+    return l->started && (pthread_equal(pthread_self(), l->tid) ||
+                          (atomic_load(&l->running) && pthread_equal(pthread_self(), l->runner_tid)));
 }
 
 int io_loop_post(struct io_loop *l, struct io_work *w)
@@ -211,7 +254,7 @@ int io_loop_post(struct io_loop *l, struct io_work *w)
     }
     l->tail = w;
     pthread_mutex_unlock(&l->mu);
-    uv_async_send(&l->async);
+    kick(l);
     return 0;
 }
 
@@ -268,6 +311,66 @@ int io_call_await(struct io_call *c, int64_t timeout_ms)
     return rc;
 }
 
+int io_call_await_running(struct io_loop *l, struct io_call *c, int64_t timeout_ms)
+{
+    assert(!io_loop_is_current(l));
+    struct timespec deadline = {0};
+    if (timeout_ms >= 0) {
+        deadline = io_deadline_ms(timeout_ms);
+    }
+    int none = 0;
+    if (!atomic_compare_exchange_strong(&l->runners, &none, 1)) {
+        io_loop_leave_and_wake(l);
+        return io_call_await(c, timeout_ms);
+    }
+    pthread_mutex_lock(&c->mu);
+    c->runner = l;
+    c->runner_tid = pthread_self();
+    pthread_mutex_unlock(&c->mu);
+    l->runner_tid = pthread_self();
+    atomic_store(&l->running, true);
+    int rc;
+    for (;;) {
+        /* Holding big, as the loop thread would. */
+        uv_run(&l->loop, UV_RUN_NOWAIT);
+        int timeout = uv_backend_timeout(&l->loop);
+        pthread_mutex_unlock(&l->big);
+        pthread_mutex_lock(&c->mu);
+        if (c->done) {
+            c->runner = NULL;
+            rc = c->rc;
+            pthread_mutex_unlock(&c->mu);
+            break;
+        }
+        if (timeout_ms >= 0) {
+            struct timespec now;
+            clock_gettime(CLOCK_MONOTONIC, &now);
+            int64_t left = (int64_t)(deadline.tv_sec - now.tv_sec) * 1000 +
+                           (deadline.tv_nsec - now.tv_nsec) / 1000000;
+            if (left <= 0) {
+                assert(c->free_fn != NULL);
+                c->runner = NULL;
+                c->abandoned = true;
+                pthread_mutex_unlock(&c->mu);
+                rc = -ETIMEDOUT;
+                break;
+            }
+            if (timeout < 0 || timeout > left) {
+                timeout = (int)(left < INT32_MAX ? left : INT32_MAX);
+            }
+        }
+        pthread_mutex_unlock(&c->mu);
+        /* Whoever completes the call on another thread wakes this poll (io_call_done), and
+         * nobody else runs the loop meanwhile to consume that wake-up. */
+        struct pollfd pfd = {.fd = uv_backend_fd(&l->loop), .events = POLLIN};
+        (void)poll(&pfd, 1, timeout); /* EINTR: run once more */
+        pthread_mutex_lock(&l->big);
+    }
+    atomic_store(&l->running, false);
+    atomic_store(&l->runners, 0);
+    return rc;
+}
+
 void io_call_done(struct io_call *c, int rc)
 {
     bool abandoned;
@@ -276,6 +379,9 @@ void io_call_done(struct io_call *c, int rc)
     c->done = true;
     abandoned = c->abandoned;
     pthread_cond_signal(&c->cv);
+    if (c->runner != NULL && !pthread_equal(c->runner_tid, pthread_self())) {
+        uv_async_send(&c->runner->async); /* its poll returns; it finds the call done */
+    }
     pthread_mutex_unlock(&c->mu);
     if (abandoned) {
         io_call_fini(c);

@@ -32,6 +32,8 @@ struct io_call {
     bool done;      /* set by io_call_done */
     bool abandoned; /* the waiter timed out and left; the loop side frees the request */
     int rc;         /* the result the loop side reports */
+    struct io_loop *runner; /* set while the waiter runs the loop (io_call_await_running) */
+    pthread_t runner_tid;
     void (*free_fn)(struct io_call *c); /* frees the request if the waiter abandoned it */
 };
 
@@ -45,7 +47,7 @@ void io_loop_stop(struct io_loop *l, void (*on_stop)(uv_loop_t *loop, void *arg)
 /* The libuv loop; use only on the loop thread (or under io_loop_enter). */
 uv_loop_t *io_loop_uv(struct io_loop *l);
 
-/* True on the loop thread. */
+/* True on the loop thread, and on a thread in io_call_await_running. */
 bool io_loop_is_current(const struct io_loop *l);
 
 /* Runs the calling thread as the loop for a while: until io_loop_leave no loop callback runs (the
@@ -73,6 +75,15 @@ int io_call_wait(struct io_loop *l, struct io_call *c, int64_t timeout_ms);
 
 /* io_call_wait for a request already handed to the loop side (see io_loop_enter). */
 int io_call_await(struct io_call *c, int64_t timeout_ms);
+
+/* io_call_await for a caller inside io_loop_enter, which runs the loop on its own thread while
+ * it waits instead of sleeping until the loop thread wakes it. The event that completes the call
+ * (a peer's acknowledgement, say) then wakes the waiter directly: one thread wake-up less on the
+ * critical path, and none for the loop thread, which steps aside while the waiter runs the loop
+ * (it looks again at least every LOOP_PARK_MS, and at once when work is posted after the waiter
+ * left). One such waiter at a time; another waits as io_call_await does. Returns with the loop
+ * left. Use only where the caller holds nothing that a loop callback takes. */
+int io_call_await_running(struct io_loop *l, struct io_call *c, int64_t timeout_ms);
 
 /* Loop side: reports the result. After this the loop side must not touch `c` again. */
 void io_call_done(struct io_call *c, int rc);

@@ -2766,11 +2766,12 @@ static int propose_direct_run(struct io_node *n, struct pending *p, int64_t time
         /* With peers the commit needs their acknowledgements, which the loop receives; but the
          * proposal and its AppendEntries still leave from here, a hand-off earlier. */
         int rc = propose_on_loop(p);
-        io_loop_leave_and_wake(n->loop);
         if (rc != 0) {
+            io_loop_leave_and_wake(n->loop);
             return rc;
         }
-        rc = io_call_await(&p->call, timeout_ms);
+        /* The acknowledgement that commits the entry then wakes this thread, not the loop's. */
+        rc = io_call_await_running(n->loop, &p->call, timeout_ms);
         return rc == -ETIMEDOUT ? PENDING_ABANDONED : rc;
     }
     n->direct = true;

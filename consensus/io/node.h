@@ -13,9 +13,12 @@
  * Each hand-off between these threads is a wake-up (about 20 us on a 2-vCPU VM), so two steps
  * of the core run on the thread that has the event instead, as the loop would, under the loop's
  * lock (io_loop_enter): a leader's proposer proposes and sends the AppendEntries itself, and the
- * disk thread reports a sync (a follower's acknowledgement leaves from there). A leader alone in
- * its configuration goes further (propose_direct in node.c): its proposer also writes and syncs
- * the log and completes its own commit. No log write or fsync ever runs under the loop's lock.
+ * disk thread reports a sync (a follower's acknowledgement leaves from there). The proposer then
+ * waits for its commit by running the loop itself (io_call_await_running), so the acknowledgement
+ * that commits the entry wakes the proposer, not the loop thread, which steps aside meanwhile. A
+ * leader alone in its configuration goes further (propose_direct in node.c): its proposer also
+ * writes and syncs the log and completes its own commit. No log write or fsync ever runs under the
+ * loop's lock.
  *
  * The state machine (struct io_fsm) knows nothing of Raft, and the runtime knows nothing of
  * SQLite. Every io_node_* function is thread-safe and may block the calling thread (never the
@@ -90,8 +93,9 @@ struct io_fsm {
      * apply: after a restart the whole replay is one unit. Set apply, apply_batch, or both. */
     int (*apply_batch)(void *ctx, const struct io_apply_entry *e, size_t n);
 
-    /* This node stopped being the leader (may be NULL). Runs on the loop thread: it must be quick
-     * and must not wait for anything an application thread holds. */
+    /* This node stopped being the leader (may be NULL). Runs on the loop (the loop thread, or a
+     * proposer running it while it waits): it must be quick and must not wait for anything an
+     * application thread holds. */
     void (*leadership_lost)(void *ctx);
 
     /* The proposer applies its own entries (the VFS's writer completes its transaction once the

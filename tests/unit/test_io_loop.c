@@ -175,6 +175,174 @@ static void test_io_loop_enter_excludes_loop_callbacks(void **state)
     io_loop_stop(l, NULL, NULL);
 }
 
+/* io_call_await_running: the waiter runs the loop itself. A timer it armed fires on its own
+ * thread and completes the call; the loop thread stays out of the way meanwhile. */
+struct run_req {
+    struct io_call call;
+    struct io_loop *loop;
+    uv_timer_t timer;
+    pthread_t fired_on;
+    int is_current;
+    int *freed;
+};
+
+static void run_req_free(struct io_call *c)
+{
+    struct run_req *r = (struct run_req *)c;
+    *r->freed = 1;
+    free(r);
+}
+
+static void run_timer_closed(uv_handle_t *h)
+{
+    struct run_req *r = h->data;
+    io_call_done(&r->call, 42);
+}
+
+static void run_fire(uv_timer_t *t)
+{
+    struct run_req *r = t->data;
+    r->fired_on = pthread_self();
+    r->is_current = io_loop_is_current(r->loop);
+    uv_close((uv_handle_t *)t, run_timer_closed);
+}
+
+static void run_arm(struct run_req *r, uint64_t ms)
+{
+    uv_timer_init(io_loop_uv(r->loop), &r->timer);
+    r->timer.data = r;
+    uv_timer_start(&r->timer, run_fire, ms, 0);
+}
+
+static void test_io_loop_runner_runs_the_loop_while_it_waits(void **state)
+{
+    (void)state;
+    struct io_loop *l;
+    assert_int_equal(io_loop_start(&l), 0);
+    for (int round = 0; round < 10; round++) {
+        struct run_req r = {.loop = l};
+        io_call_init(&r.call, NULL, NULL);
+        io_loop_enter(l);
+        run_arm(&r, (uint64_t)(round % 3));
+        assert_int_equal(io_call_await_running(l, &r.call, 5000), 42);
+        assert_true(pthread_equal(r.fired_on, pthread_self()));
+        assert_true(r.is_current);
+        assert_false(io_loop_is_current(l));
+        io_call_fini(&r.call);
+    }
+    io_loop_stop(l, NULL, NULL);
+}
+
+/* A call completed on another thread (as the disk thread completes one, inside io_loop_enter and
+ * without waking the loop) still ends the runner's wait at once. */
+struct remote_done {
+    struct io_loop *loop;
+    struct io_call *call;
+};
+
+static void *complete_later(void *arg)
+{
+    struct remote_done *d = arg;
+    usleep(30 * 1000);
+    io_loop_enter(d->loop);
+    io_call_done(d->call, 5);
+    io_loop_leave(d->loop);
+    return NULL;
+}
+
+static void test_io_loop_runner_woken_by_a_completion_elsewhere(void **state)
+{
+    (void)state;
+    struct io_loop *l;
+    assert_int_equal(io_loop_start(&l), 0);
+    for (int round = 0; round < 5; round++) {
+        struct io_call call;
+        io_call_init(&call, NULL, NULL);
+        struct remote_done d = {.loop = l, .call = &call};
+        pthread_t t;
+        io_loop_enter(l);
+        assert_int_equal(pthread_create(&t, NULL, complete_later, &d), 0);
+        uint64_t t0 = io_now_ms();
+        assert_int_equal(io_call_await_running(l, &call, 10000), 5);
+        assert_true(io_now_ms() - t0 < 1000);
+        pthread_join(t, NULL);
+        io_call_fini(&call);
+    }
+    io_loop_stop(l, NULL, NULL);
+}
+
+/* A runner times out like any waiter; the loop side frees the request when it completes. Work
+ * posted meanwhile runs (on the runner), and so does work posted after it left (the loop thread
+ * takes over at once rather than after its next look). */
+static void test_io_loop_runner_times_out_and_hands_back(void **state)
+{
+    (void)state;
+    struct io_loop *l;
+    int freed = 0;
+    assert_int_equal(io_loop_start(&l), 0);
+    struct run_req *r = calloc(1, sizeof *r);
+    r->loop = l;
+    r->freed = &freed;
+    io_call_init(&r->call, NULL, run_req_free);
+    io_loop_enter(l);
+    run_arm(r, 300);
+    struct flag_work w = {.work.fn = set_flag};
+    assert_int_equal(io_loop_post(l, &w.work), 0);
+    uint64_t t0 = io_now_ms();
+    assert_int_equal(io_call_await_running(l, &r->call, 20), -ETIMEDOUT);
+    assert_true(io_now_ms() - t0 < 250);
+    assert_int_equal(w.ran, 1);
+    for (int i = 0; i < 20; i++) {
+        struct counter_req c = {.loop = l, .seen = &(int){0}, .value = 3};
+        io_call_init(&c.call, record, NULL);
+        assert_int_equal(io_call_wait(l, &c.call, 5000), 3);
+        io_call_fini(&c.call);
+    }
+    io_loop_stop(l, NULL, NULL);
+    assert_int_equal(freed, 1);
+}
+
+/* Two waiters at once: one runs the loop, the other waits as io_call_await does; both finish. */
+struct two_arg {
+    struct io_loop *loop;
+    int rc;
+};
+
+static void *run_one(void *arg)
+{
+    struct two_arg *a = arg;
+    for (int i = 0; i < 50; i++) {
+        struct run_req r = {.loop = a->loop};
+        io_call_init(&r.call, NULL, NULL);
+        io_loop_enter(a->loop);
+        run_arm(&r, (uint64_t)(i % 2));
+        int rc = io_call_await_running(a->loop, &r.call, 5000);
+        io_call_fini(&r.call);
+        if (rc != 42) {
+            a->rc = rc;
+            return NULL;
+        }
+    }
+    a->rc = 42;
+    return NULL;
+}
+
+static void test_io_loop_two_runners_take_turns(void **state)
+{
+    (void)state;
+    struct io_loop *l;
+    assert_int_equal(io_loop_start(&l), 0);
+    struct two_arg a = {.loop = l}, b = {.loop = l};
+    pthread_t ta, tb;
+    assert_int_equal(pthread_create(&ta, NULL, run_one, &a), 0);
+    assert_int_equal(pthread_create(&tb, NULL, run_one, &b), 0);
+    pthread_join(ta, NULL);
+    pthread_join(tb, NULL);
+    assert_int_equal(a.rc, 42);
+    assert_int_equal(b.rc, 42);
+    io_loop_stop(l, NULL, NULL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -182,6 +350,10 @@ int main(void)
         cmocka_unit_test(test_io_loop_waiter_times_out_and_loop_frees),
         cmocka_unit_test(test_io_loop_runs_posted_work_before_stop),
         cmocka_unit_test(test_io_loop_enter_excludes_loop_callbacks),
+        cmocka_unit_test(test_io_loop_runner_runs_the_loop_while_it_waits),
+        cmocka_unit_test(test_io_loop_runner_woken_by_a_completion_elsewhere),
+        cmocka_unit_test(test_io_loop_runner_times_out_and_hands_back),
+        cmocka_unit_test(test_io_loop_two_runners_take_turns),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
