@@ -32,8 +32,13 @@ struct io_loop {
     bool started;
 };
 
-/* How long the loop thread sleeps, at most, while another thread runs the loop. */
+/* How long the loop thread sleeps while another thread runs the loop: first LOOP_PARK_MS, then
+ * twice as long each time it finds that thread still there, up to LOOP_PARK_MAX_MS. A thread that
+ * stops running the loop for long says so (io_loop_wake); one that leaves briefly (a writer
+ * between two commits, a disk thread during a write) does not, and events that arrive meanwhile
+ * wait for it or for the loop thread's next look. */
 #define LOOP_PARK_MS 1
+#define LOOP_PARK_MAX_MS 16
 
 struct timespec io_deadline_ms(int64_t ms)
 {
@@ -112,17 +117,24 @@ static void run(void *arg)
     /* uv_run(UV_RUN_DEFAULT), except that the wait for events happens outside `big`: callbacks
      * run under it, so io_loop_enter can exclude them. */
     pthread_mutex_lock(&l->big);
+    int park_ms = LOOP_PARK_MS;
     for (;;) {
         if (atomic_load(&l->runners) > 0) {
-            /* A waiter runs the loop (io_call_await_running). Stay out of its way: polling too
+            /* Another thread runs the loop (io_loop_run_until). Stay out of its way: polling too
              * would wake two threads for each event, and running the loop here could consume
-             * the wake-up meant for it. Look again soon: it may leave without a word. */
-            struct timespec ts = io_deadline_ms(LOOP_PARK_MS);
+             * the wake-up meant for it. Look again soon, as it may leave without a word: after
+             * LOOP_PARK_MS, then at doubling intervals while it stays (an idle follower's disk
+             * thread runs the loop for as long as no entry comes). */
+            struct timespec ts = io_deadline_ms(park_ms);
             atomic_store(&l->parked, true);
             pthread_cond_timedwait(&l->park_cv, &l->big, &ts);
             atomic_store(&l->parked, false);
+            if (park_ms < LOOP_PARK_MAX_MS) {
+                park_ms *= 2;
+            }
             continue;
         }
+        park_ms = LOOP_PARK_MS;
         if (uv_run(&l->loop, UV_RUN_NOWAIT) == 0) {
             break;
         }
@@ -311,22 +323,17 @@ int io_call_await(struct io_call *c, int64_t timeout_ms)
     return rc;
 }
 
-int io_call_await_running(struct io_loop *l, struct io_call *c, int64_t timeout_ms)
+int io_loop_run_until(struct io_loop *l, bool (*done)(void *arg), void *arg, int64_t timeout_ms)
 {
     assert(!io_loop_is_current(l));
+    int none = 0;
+    if (!atomic_compare_exchange_strong(&l->runners, &none, 1)) {
+        return -1;
+    }
     struct timespec deadline = {0};
     if (timeout_ms >= 0) {
         deadline = io_deadline_ms(timeout_ms);
     }
-    int none = 0;
-    if (!atomic_compare_exchange_strong(&l->runners, &none, 1)) {
-        io_loop_leave_and_wake(l);
-        return io_call_await(c, timeout_ms);
-    }
-    pthread_mutex_lock(&c->mu);
-    c->runner = l;
-    c->runner_tid = pthread_self();
-    pthread_mutex_unlock(&c->mu);
     l->runner_tid = pthread_self();
     atomic_store(&l->running, true);
     int rc;
@@ -335,11 +342,8 @@ int io_call_await_running(struct io_loop *l, struct io_call *c, int64_t timeout_
         uv_run(&l->loop, UV_RUN_NOWAIT);
         int timeout = uv_backend_timeout(&l->loop);
         pthread_mutex_unlock(&l->big);
-        pthread_mutex_lock(&c->mu);
-        if (c->done) {
-            c->runner = NULL;
-            rc = c->rc;
-            pthread_mutex_unlock(&c->mu);
+        if (done(arg)) {
+            rc = 1;
             break;
         }
         if (timeout_ms >= 0) {
@@ -348,19 +352,14 @@ int io_call_await_running(struct io_loop *l, struct io_call *c, int64_t timeout_
             int64_t left = (int64_t)(deadline.tv_sec - now.tv_sec) * 1000 +
                            (deadline.tv_nsec - now.tv_nsec) / 1000000;
             if (left <= 0) {
-                assert(c->free_fn != NULL);
-                c->runner = NULL;
-                c->abandoned = true;
-                pthread_mutex_unlock(&c->mu);
-                rc = -ETIMEDOUT;
+                rc = 0;
                 break;
             }
             if (timeout < 0 || timeout > left) {
                 timeout = (int)(left < INT32_MAX ? left : INT32_MAX);
             }
         }
-        pthread_mutex_unlock(&c->mu);
-        /* Whoever completes the call on another thread wakes this poll (io_call_done), and
+        /* Whoever makes done() true on another thread wakes this poll (io_loop_wake), and
          * nobody else runs the loop meanwhile to consume that wake-up. */
         struct pollfd pfd = {.fd = uv_backend_fd(&l->loop), .events = POLLIN};
         (void)poll(&pfd, 1, timeout); /* EINTR: run once more */
@@ -369,6 +368,36 @@ int io_call_await_running(struct io_loop *l, struct io_call *c, int64_t timeout_
     atomic_store(&l->running, false);
     atomic_store(&l->runners, 0);
     return rc;
+}
+
+void io_loop_wake(struct io_loop *l)
+{
+    kick(l);
+}
+
+static bool call_done(void *arg)
+{
+    struct io_call *c = arg;
+    pthread_mutex_lock(&c->mu);
+    bool done = c->done;
+    pthread_mutex_unlock(&c->mu);
+    return done;
+}
+
+int io_call_await_running(struct io_loop *l, struct io_call *c, int64_t timeout_ms)
+{
+    pthread_mutex_lock(&c->mu);
+    c->runner = l;
+    c->runner_tid = pthread_self();
+    pthread_mutex_unlock(&c->mu);
+    int ran = io_loop_run_until(l, call_done, c, timeout_ms);
+    pthread_mutex_lock(&c->mu);
+    c->runner = NULL;
+    pthread_mutex_unlock(&c->mu);
+    if (ran < 0) { /* another thread runs the loop: wait as usual */
+        io_loop_leave_and_wake(l);
+    }
+    return io_call_await(c, ran == 0 ? 0 : timeout_ms); /* done, or times out at once */
 }
 
 void io_call_done(struct io_call *c, int rc)

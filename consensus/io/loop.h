@@ -76,6 +76,16 @@ int io_call_wait(struct io_loop *l, struct io_call *c, int64_t timeout_ms);
 /* io_call_wait for a request already handed to the loop side (see io_loop_enter). */
 int io_call_await(struct io_call *c, int64_t timeout_ms);
 
+/* Runs the loop on the calling thread, which is inside io_loop_enter, until `done(arg)` (called
+ * outside the loop's lock) or `timeout_ms` passes (< 0: no limit); returns with the loop left.
+ * The loop thread steps aside meanwhile. Another thread that makes done() true must then call
+ * io_loop_wake. Returns 1 when done, 0 at the timeout, and -1 at once, still inside, when another
+ * thread already runs the loop this way (one at a time). */
+int io_loop_run_until(struct io_loop *l, bool (*done)(void *arg), void *arg, int64_t timeout_ms);
+
+/* Wakes the thread that runs the loop (the loop thread, or one in io_loop_run_until). */
+void io_loop_wake(struct io_loop *l);
+
 /* io_call_await for a caller inside io_loop_enter, which runs the loop on its own thread while
  * it waits instead of sleeping until the loop thread wakes it. The event that completes the call
  * (a peer's acknowledgement, say) then wakes the waiter directly: one thread wake-up less on the

@@ -224,6 +224,7 @@ struct io_node {
         char leader_addr[RAFT_ADDR_MAX];
     } pub;
     atomic_bool disk_failed;
+    atomic_bool disk_running; /* the disk thread runs the loop while it waits (disk_main) */
     atomic_uint_fast64_t install_done, install_total;
 
     /* disk thread */
@@ -354,9 +355,14 @@ bool io_node_exists(const char *dir)
 /* ---------------------------------------------------------------------------------------------
  * Disk thread. */
 
+static bool disk_has_work(void *arg);
+
 static void disk_wake(struct io_node *n)
 {
     pthread_cond_signal(&n->disk_cv); /* after unlocking disk_mu: the woken thread finds it free */
+    if (atomic_load(&n->disk_running)) {
+        io_loop_wake(n->loop);
+    }
 }
 
 /* Queues `op` for the disk thread; `quiet`: without waking it (the caller wakes it, or runs the
@@ -579,12 +585,35 @@ static bool disk_run(struct io_node *n, struct disk_op *ops, bool report)
                 uint64_t index = io_log_last_index(&n->log), term = io_log_last_term(&n->log);
                 io_loop_enter(n->loop);
                 step_persisted(n, index, term);
-                io_loop_leave_and_wake(n->loop);
+                if (disk_has_work(n)) {
+                    io_loop_leave_and_wake(n->loop);
+                } else {
+                    io_loop_leave(n->loop); /* this thread runs the loop next (disk_main) */
+                }
             }
             return true;
         }
     }
     return false;
+}
+
+static bool is_leader(struct io_node *n)
+{
+    pthread_mutex_lock(&n->pub_mu);
+    bool leader = n->pub.state == RAFT_LEADER;
+    pthread_mutex_unlock(&n->pub_mu);
+    return leader;
+}
+
+/* Whether the idle disk thread should stop running the loop: work came, or the node leads (its
+ * writers then run the loop while they wait for their commits). */
+static bool disk_has_work(void *arg)
+{
+    struct io_node *n = arg;
+    pthread_mutex_lock(&n->disk_mu);
+    bool work = n->disk_head != NULL || n->disk_stop;
+    pthread_mutex_unlock(&n->disk_mu);
+    return work || is_leader(n);
 }
 
 static void *disk_main(void *arg)
@@ -593,8 +622,30 @@ static void *disk_main(void *arg)
 
     for (;;) {
         pthread_mutex_lock(&n->disk_mu);
+        bool try_run = true;
         while (n->disk_head == NULL && !n->disk_stop) {
+            /* A follower's disk thread waits for its next append by running the loop itself:
+             * the AppendEntries that brings it then wakes this thread, not the loop thread,
+             * which would only hand it over (a wake-up, about 20 us). It stops running the loop
+             * before it writes, so a slow disk never holds up the loop (the loop thread takes
+             * over within LOOP_PARK_MS). */
+            if (try_run && !is_leader(n)) {
+                pthread_mutex_unlock(&n->disk_mu);
+                io_loop_enter(n->loop);
+                atomic_store(&n->disk_running, true);
+                int ran = io_loop_run_until(n->loop, disk_has_work, n, 1000);
+                atomic_store(&n->disk_running, false);
+                if (ran < 0) {
+                    io_loop_leave(n->loop);
+                    try_run = false;
+                } else if (is_leader(n)) {
+                    io_loop_wake(n->loop); /* not coming back: the loop thread takes over now */
+                }
+                pthread_mutex_lock(&n->disk_mu);
+                continue;
+            }
             pthread_cond_wait(&n->disk_cv, &n->disk_mu);
+            try_run = true;
         }
         pthread_mutex_unlock(&n->disk_mu);
         /* disk_io_mu before taking the queue, as propose_direct does: whoever holds it runs
@@ -2397,8 +2448,8 @@ err_after_apply:
 err_after_disk:
     pthread_mutex_lock(&n->disk_mu);
     n->disk_stop = true;
-    pthread_cond_signal(&n->disk_cv);
     pthread_mutex_unlock(&n->disk_mu);
+    disk_wake(n);
     pthread_join(n->disk_thread, NULL);
 err_after_raft:
     raft_destroy(n->raft);
@@ -2701,8 +2752,8 @@ void io_node_stop(struct io_node *n)
 
     pthread_mutex_lock(&n->disk_mu);
     n->disk_stop = true;
-    pthread_cond_signal(&n->disk_cv);
     pthread_mutex_unlock(&n->disk_mu);
+    disk_wake(n);
     pthread_join(n->disk_thread, NULL);
 
     pthread_mutex_lock(&n->apply_mu);

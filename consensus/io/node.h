@@ -16,6 +16,8 @@
  * disk thread reports a sync (a follower's acknowledgement leaves from there). The proposer then
  * waits for its commit by running the loop itself (io_call_await_running), so the acknowledgement
  * that commits the entry wakes the proposer, not the loop thread, which steps aside meanwhile. A
+ * follower's idle disk thread runs the loop the same way until an append arrives, and stops
+ * before it writes (so a slow disk still never holds up the loop). A
  * leader alone in its configuration goes further (propose_direct in node.c): its proposer also
  * writes and syncs the log and completes its own commit. No log write or fsync ever runs under the
  * loop's lock.
