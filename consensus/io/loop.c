@@ -16,9 +16,9 @@ struct io_loop {
     uv_async_t async; /* wakes the loop when work is queued */
     uv_thread_t thread;
     pthread_mutex_t big; /* held by the loop thread except while it waits for events */
-    atomic_int runners;  /* threads in io_call_await_running: the loop thread steps aside */
+    atomic_int runners;  /* 1 while a thread is in io_loop_run_until: the loop thread steps aside */
     atomic_bool parked;  /* the loop thread waits on park_cv, not on events */
-    pthread_t runner_tid; /* the thread in io_call_await_running, while `running` */
+    _Atomic pthread_t runner_tid; /* the thread in io_loop_run_until, while `running` */
     atomic_bool running;
     pthread_cond_t park_cv;
     pthread_mutex_t mu; /* guards head, tail, stopping */
@@ -52,6 +52,15 @@ struct timespec io_deadline_ms(int64_t ms)
         ts.tv_nsec -= 1000000000L;
     }
     return ts;
+}
+
+void io_cond_init_monotonic(pthread_cond_t *c)
+{
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(c, &attr);
+    pthread_condattr_destroy(&attr);
 }
 
 uint64_t io_now_ms(void)
@@ -96,8 +105,8 @@ static void drain(uv_async_t *a)
     }
 }
 
-/* Wakes whoever runs the loop: the thread polling its events (the loop thread or a waiter in
- * io_call_await_running), and the loop thread if it stepped aside for a waiter that has left. */
+/* Wakes whoever runs the loop: the thread polling its events (the loop thread or one in
+ * io_loop_run_until), and the loop thread if it stepped aside for a thread that has left. */
 static void kick(struct io_loop *l)
 {
     uv_async_send(&l->async);
@@ -168,11 +177,7 @@ int io_loop_start(struct io_loop **out)
     atomic_init(&l->runners, 0);
     atomic_init(&l->parked, false);
     atomic_init(&l->running, false);
-    pthread_condattr_t attr;
-    pthread_condattr_init(&attr);
-    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-    pthread_cond_init(&l->park_cv, &attr);
-    pthread_condattr_destroy(&attr);
+    io_cond_init_monotonic(&l->park_cv);
     pthread_mutex_init(&l->start_mu, NULL);
     pthread_cond_init(&l->start_cv, NULL);
     rv = uv_thread_create(&l->thread, run, l);
@@ -248,7 +253,8 @@ uv_loop_t *io_loop_uv(struct io_loop *l)
 bool io_loop_is_current(const struct io_loop *l)
 {
     return l->started && (pthread_equal(pthread_self(), l->tid) ||
-                          (atomic_load(&l->running) && pthread_equal(pthread_self(), l->runner_tid)));
+                          (atomic_load(&l->running) &&
+                           pthread_equal(pthread_self(), atomic_load(&l->runner_tid))));
 }
 
 int io_loop_post(struct io_loop *l, struct io_work *w)
@@ -276,11 +282,7 @@ void io_call_init(struct io_call *c, void (*fn)(struct io_work *w), void (*free_
     c->work.fn = fn;
     c->free_fn = free_fn;
     pthread_mutex_init(&c->mu, NULL);
-    pthread_condattr_t attr;
-    pthread_condattr_init(&attr);
-    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-    pthread_cond_init(&c->cv, &attr);
-    pthread_condattr_destroy(&attr);
+    io_cond_init_monotonic(&c->cv);
 }
 
 void io_call_fini(struct io_call *c)
@@ -334,7 +336,7 @@ int io_loop_run_until(struct io_loop *l, bool (*done)(void *arg), void *arg, int
     if (timeout_ms >= 0) {
         deadline = io_deadline_ms(timeout_ms);
     }
-    l->runner_tid = pthread_self();
+    atomic_store(&l->runner_tid, pthread_self());
     atomic_store(&l->running, true);
     int rc;
     for (;;) {

@@ -47,7 +47,7 @@ void io_loop_stop(struct io_loop *l, void (*on_stop)(uv_loop_t *loop, void *arg)
 /* The libuv loop; use only on the loop thread (or under io_loop_enter). */
 uv_loop_t *io_loop_uv(struct io_loop *l);
 
-/* True on the loop thread, and on a thread in io_call_await_running. */
+/* True on the loop thread, and on a thread in io_loop_run_until. */
 bool io_loop_is_current(const struct io_loop *l);
 
 /* Runs the calling thread as the loop for a while: until io_loop_leave no loop callback runs (the
@@ -107,5 +107,8 @@ uint64_t io_now_ms(void);
 /* The CLOCK_MONOTONIC time `ms` (>= 0) from now, for pthread_cond_timedwait on a condition
  * variable set to that clock. */
 struct timespec io_deadline_ms(int64_t ms);
+
+/* Initialises `c` to wait with CLOCK_MONOTONIC deadlines (io_deadline_ms). */
+void io_cond_init_monotonic(pthread_cond_t *c);
 
 #endif

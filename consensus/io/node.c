@@ -360,8 +360,8 @@ static bool disk_has_work(void *arg);
 static void disk_wake(struct io_node *n)
 {
     pthread_cond_signal(&n->disk_cv); /* after unlocking disk_mu: the woken thread finds it free */
-    if (atomic_load(&n->disk_running)) {
-        io_loop_wake(n->loop);
+    if (atomic_load(&n->disk_running) && !io_loop_is_current(n->loop)) {
+        io_loop_wake(n->loop); /* it waits in the loop's poll, not on disk_cv */
     }
 }
 
@@ -636,7 +636,8 @@ static void *disk_main(void *arg)
                 int ran = io_loop_run_until(n->loop, disk_has_work, n, 1000);
                 atomic_store(&n->disk_running, false);
                 if (ran < 0) {
-                    io_loop_leave(n->loop);
+                    /* Another thread runs the loop: let it see what our last step queued. */
+                    io_loop_leave_and_wake(n->loop);
                     try_run = false;
                 } else if (is_leader(n)) {
                     io_loop_wake(n->loop); /* not coming back: the loop thread takes over now */
@@ -2189,12 +2190,8 @@ int io_node_start(const struct io_node_config *cfg, enum io_node_start_mode mode
     pthread_mutex_init(&n->disk_io_mu, NULL);
     pthread_cond_init(&n->disk_cv, NULL);
     pthread_mutex_init(&n->apply_mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&n->apply_cv, &ca);
-    pthread_cond_init(&n->applied_cv, &ca);
-    pthread_condattr_destroy(&ca);
+    io_cond_init_monotonic(&n->apply_cv);
+    io_cond_init_monotonic(&n->applied_cv);
     n->cfg = *cfg;
     n->fsm = cfg->fsm;
     if (n->cfg.election_timeout_ms == 0) {
