@@ -131,8 +131,9 @@ void vfs_db_set_error(struct vfs_db *db, int rc, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 /* vfs_mu held: the lock state changed. Wakes the node's and other waiters on sh->cond, and the
- * writer at the head of the queue (and a reserved one) on its own condition variable: queued
- * writers are not woken by every change, only the one whose turn it may be. */
+ * writer at the head of the queue (and a reserved one) on its own condition variable, but only
+ * while the lock is free: queued writers are not woken by every change (a gate call ending, a
+ * proposal returning), only when their turn may have come. */
 void vfs_wake(struct vfs_shared *sh);
 
 /* vfs_mu held: waits on `cond` (CLOCK_MONOTONIC, as every condition variable here) for at most

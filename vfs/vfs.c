@@ -137,6 +137,9 @@ void vfs_timed_wait_ms(pthread_cond_t *cond, uint64_t ms)
 void vfs_wake(struct vfs_shared *sh)
 {
     pthread_cond_broadcast(&sh->cond);
+    if (sh->holder != NULL || sh->node_active || sh->node_waiting > 0) {
+        return; /* no queued writer can go yet: the release of the lock wakes the next one */
+    }
     struct waiter *head = sh->queue_head;
     if (head != NULL && head->cond_ready) {
         pthread_cond_signal(&head->cond);

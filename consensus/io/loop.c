@@ -118,6 +118,7 @@ static void kick(struct io_loop *l)
 static void run(void *arg)
 {
     struct io_loop *l = arg;
+    pthread_setname_np(pthread_self(), "walraft-loop"); /* as top -H and perf show it */
     pthread_mutex_lock(&l->start_mu);
     l->tid = pthread_self();
     l->started = true;

@@ -619,6 +619,7 @@ static bool disk_has_work(void *arg)
 static void *disk_main(void *arg)
 {
     struct io_node *n = arg;
+    pthread_setname_np(pthread_self(), "walraft-disk");
 
     for (;;) {
         pthread_mutex_lock(&n->disk_mu);
@@ -810,6 +811,7 @@ static void apply_batch(struct io_node *n, struct apply_item *first, uint64_t ap
 static void *apply_main(void *arg)
 {
     struct io_node *n = arg;
+    pthread_setname_np(pthread_self(), "walraft-apply");
     bool installing = false;
     uint64_t install_offset = 0;
 
