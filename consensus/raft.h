@@ -23,7 +23,9 @@
  *      parallel with sending messages; report durability with RAFT_EVENT_PERSISTED once it is done
  *      (the leader counts itself towards a quorum, and a follower acknowledges entries, only then).
  *   5. Send out->messages (after step 1 completed).
- *   6. Apply out->committed in order (these are committed and durable locally).
+ *   6. Apply out->committed in order. They are committed (a quorum holds them durably); on a
+ *      follower they are also durable locally, while a leader may receive entries a quorum of
+ *      followers holds before its own append is durable (Raft thesis §10.2.1).
  *   7. Stream out->snapshots; report each with RAFT_EVENT_SNAPSHOT_SENT.
  *   8. If out->compact_to != 0: the log prefix up to and including compact_to may be dropped.
  *   9. Deliver out->proposals and out->reads to the waiting clients.

@@ -492,7 +492,15 @@ bool committed_in_term(const struct raft *r)
 
 void commit_advanced(struct raft *r)
 {
-    uint64_t upto = r->commit < r->persisted ? r->commit : r->persisted;
+    /* A follower applies what is committed and durable in its own log. A leader applies what is
+     * committed: a quorum holds it durably, and that quorum may be of followers only, before the
+     * leader's own write is durable (From §10.2.1: "the leader may even commit an entry before
+     * it has been written to its own disk, if a majority of followers have written it to their
+     * disks; this is still safe"). Compaction still waits for our own copy (on_applied_floor). */
+    uint64_t upto = r->commit;
+    if (r->state != RAFT_LEADER && upto > r->persisted) {
+        upto = r->persisted;
+    }
     while (r->applied_out < upto) {
         const struct raft_entry *e = log_get(&r->log, r->applied_out + 1);
         if (e == NULL) {
@@ -645,6 +653,9 @@ void on_applied_floor(struct raft *r, uint64_t index)
         r->floor = index;
     }
     uint64_t target = floor_in_log(r);
+    if (target > r->persisted) {
+        target = r->persisted; /* a leader may apply before its own write is durable */
+    }
     uint64_t t = target > r->o.trailing_entries ? target - r->o.trailing_entries : 0;
     if (t < r->log.snap_index) {
         t = r->log.snap_index;

@@ -38,7 +38,9 @@ static void maybe_restart(sqlite3 *db)
     }
     struct ext_config cfg;
     char why[600];
-    ext_config_from_uri(path, &cfg);
+    if (ext_config_from_uri(path, &cfg, why, sizeof why) != SQLITE_OK) {
+        sqlite3_log(SQLITE_MISUSE, "walraft: %s: %s; the node restarts with the default", path, why);
+    }
     int rc = ext_node_start(path, &cfg, EXT_RESTART, NULL, NULL, NULL, 0, why, sizeof why);
     if (rc != SQLITE_OK && rc != SQLITE_MISUSE) {
         sqlite3_log(rc, "walraft: the node of %s did not restart: %s", path, why);

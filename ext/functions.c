@@ -138,9 +138,11 @@ static void start(sqlite3_context *ctx, enum ext_start how, const char *name, co
         return;
     }
     struct ext_config cfg;
-    ext_config_from_uri(path, &cfg);
     char err[600] = "";
-    int rc = ext_node_start(path, &cfg, how, name, addr, peer, role, err, sizeof err);
+    int rc = ext_config_from_uri(path, &cfg, err, sizeof err);
+    if (rc == SQLITE_OK) {
+        rc = ext_node_start(path, &cfg, how, name, addr, peer, role, err, sizeof err);
+    }
     if (rc != SQLITE_OK) {
         char *msg = sqlite3_mprintf("walraft: %s", err);
         sqlite3_result_error(ctx, msg, -1);

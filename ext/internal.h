@@ -24,6 +24,7 @@ struct ext_config {
     uint64_t trailing_entries;    /* raft_trailing_entries, default 1024 */
     uint64_t trailing_bytes;      /* raft_trailing_bytes, default 16 MiB */
     uint64_t max_txn_bytes;       /* raft_max_txn_bytes, default 60 MiB */
+    uint8_t leader_sync;          /* raft_leader_sync: eager (default) or lazy, IO_LEADER_SYNC_* */
 };
 
 struct ext_node {
@@ -51,7 +52,10 @@ int ext_node_start(const char *path, const struct ext_config *cfg, enum ext_star
                    size_t err_len);
 
 /* Reads the per-database configuration from a filename's URI parameters. */
-void ext_config_from_uri(const char *filename, struct ext_config *cfg /* OUT */);
+/* Reads the settings; SQLITE_OK, or SQLITE_MISUSE with a message in err for a value that cannot
+ * be taken (the setting then has its default). */
+int ext_config_from_uri(const char *filename, struct ext_config *cfg /* OUT */, char *err,
+                        size_t err_len);
 
 /* True while this thread is inside ext_node_start. */
 bool ext_node_starting(void);

@@ -53,8 +53,9 @@ bool ext_node_dir_exists(const char *path)
     return io_node_exists(dir);
 }
 
-void ext_config_from_uri(const char *filename, struct ext_config *cfg)
+int ext_config_from_uri(const char *filename, struct ext_config *cfg, char *err, size_t err_len)
 {
+    int rc = SQLITE_OK;
     cfg->election_timeout_ms =
         (uint32_t)sqlite3_uri_int64(filename, "raft_election_timeout_ms", 1000);
     cfg->heartbeat_ms = (uint32_t)sqlite3_uri_int64(filename, "raft_heartbeat_ms", 100);
@@ -85,6 +86,15 @@ void ext_config_from_uri(const char *filename, struct ext_config *cfg)
     if (cfg->max_txn_bytes == 0 || cfg->max_txn_bytes > 60ull * 1024 * 1024) {
         cfg->max_txn_bytes = 60ull * 1024 * 1024;
     }
+    const char *sync = sqlite3_uri_parameter(filename, "raft_leader_sync");
+    cfg->leader_sync = IO_LEADER_SYNC_EAGER;
+    if (sync != NULL && strcmp(sync, "lazy") == 0) {
+        cfg->leader_sync = IO_LEADER_SYNC_LAZY;
+    } else if (sync != NULL && strcmp(sync, "eager") != 0) {
+        snprintf(err, err_len, "raft_leader_sync=%.60s: unknown value (use eager or lazy)", sync);
+        rc = SQLITE_MISUSE;
+    }
+    return rc;
 }
 
 void ext_describe(struct ext_node *n, int rc, char *buf, size_t len)
@@ -334,6 +344,7 @@ int ext_node_start(const char *path, const struct ext_config *cfg, enum ext_star
         .heartbeat_ms = cfg->heartbeat_ms,
         .trailing_entries = cfg->trailing_entries,
         .trailing_bytes = cfg->trailing_bytes,
+        .leader_sync = cfg->leader_sync,
         .fsm = {.ctx = n,
                 .apply_batch = fsm_apply_batch,
                 .snapshot_open = fsm_snapshot_open,

@@ -79,7 +79,7 @@ static const char usage_serve[] =
     "                         raft_heartbeat_ms=50, raft_commit_timeout_ms, "
     "raft_checkpoint_frames,\n"
     "                         raft_trailing_entries, raft_trailing_bytes,\n"
-    "                         raft_max_txn_bytes\n"
+    "                         raft_max_txn_bytes, raft_leader_sync=eager|lazy\n"
     "\n"
     "EXAMPLES\n"
     "    walraft serve app.db --id n1 --listen 127.0.0.1:7001 --bootstrap\n"

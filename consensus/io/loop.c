@@ -43,15 +43,7 @@ struct io_loop {
 struct timespec io_deadline_ms(int64_t ms)
 {
     assert(ms >= 0);
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    ts.tv_sec += (time_t)(ms / 1000);
-    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-    }
-    return ts;
+    return io_timespec_us(io_now_us() + (uint64_t)ms * 1000u);
 }
 
 void io_cond_init_monotonic(pthread_cond_t *c)
@@ -65,9 +57,21 @@ void io_cond_init_monotonic(pthread_cond_t *c)
 
 uint64_t io_now_ms(void)
 {
+    return io_now_us() / 1000u;
+}
+
+uint64_t io_now_us(void)
+{
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+struct timespec io_timespec_us(uint64_t at_us)
+{
+    struct timespec ts = {.tv_sec = (time_t)(at_us / 1000000u),
+                          .tv_nsec = (long)(at_us % 1000000u) * 1000L};
+    return ts;
 }
 
 static void close_async_cb(uv_handle_t *h)

@@ -101,8 +101,13 @@ void io_call_done(struct io_call *c, int rc);
 /* Destroys the mutex and condition variable of a finished call. */
 void io_call_fini(struct io_call *c);
 
-/* Milliseconds on a monotonic clock. */
+/* Milliseconds and microseconds on the monotonic clock (CLOCK_MONOTONIC). */
 uint64_t io_now_ms(void);
+uint64_t io_now_us(void);
+
+/* The timespec of monotonic time `at_us` (io_now_us's clock), for pthread_cond_timedwait on a
+ * condition variable set to that clock. */
+struct timespec io_timespec_us(uint64_t at_us);
 
 /* The CLOCK_MONOTONIC time `ms` (>= 0) from now, for pthread_cond_timedwait on a condition
  * variable set to that clock. */

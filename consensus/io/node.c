@@ -224,6 +224,13 @@ struct io_node {
         char leader_addr[RAFT_ADDR_MAX];
     } pub;
     atomic_bool disk_failed;
+    /* Lazy leader sync (IO_LEADER_SYNC_LAZY, see disk_hold_until): set by the loop, read by
+     * the disk thread. */
+    _Atomic uint64_t commit_hint; /* the core's commit index */
+    atomic_bool lazy_ok;          /* leader, and a quorum of the other voters keeps up */
+    _Atomic uint64_t near_index;  /* the leader's own durable copy would commit up to here */
+    _Atomic uint64_t near_us;     /* when near_index last advanced (io_now_us) */
+    _Atomic uint64_t disk_hold_us; /* disk thread: entries are held unsynced until then (0: none) */
     atomic_bool disk_running; /* the disk thread runs the loop while it waits (disk_main) */
     atomic_uint_fast64_t install_done, install_total;
 
@@ -238,6 +245,11 @@ struct io_node {
      * (propose_direct). Taken before disk_mu. */
     pthread_mutex_t disk_io_mu;
     struct unsynced *disk_uns; /* under disk_io_mu */
+    bool disk_polling;         /* under disk_mu: the disk thread looks at its queue within
+                                * LAZY_POLL_US without a wake-up (it holds unsynced entries) */
+    uint64_t lazy_first_us;    /* disk thread: when the oldest unsynced entry was written */
+    uint64_t lazy_off_until;   /* disk thread: sync eagerly until then (ms), see disk_hold_until */
+    unsigned lazy_strikes;     /* disk thread: fallbacks since the last batch synced in time */
     bool direct;               /* handle() runs for propose_direct: queue appends quietly */
     atomic_int direct_users;   /* threads inside propose_direct; io_node_stop waits for them */
 
@@ -366,8 +378,9 @@ static void disk_wake(struct io_node *n)
 }
 
 /* Queues `op` for the disk thread; `quiet`: without waking it (the caller wakes it, or runs the
- * queue itself). */
-static void disk_queue(struct io_node *n, struct disk_op *op, bool quiet)
+ * queue itself). Returns whether the disk thread polls its queue (a lazy leader holding unsynced
+ * entries, see disk_hold_until): it then finds `op` within LAZY_POLL_US without a wake-up. */
+static bool disk_queue(struct io_node *n, struct disk_op *op, bool quiet)
 {
     pthread_mutex_lock(&n->disk_mu);
     op->next = NULL;
@@ -377,10 +390,12 @@ static void disk_queue(struct io_node *n, struct disk_op *op, bool quiet)
         n->disk_head = op;
     }
     n->disk_tail = op;
+    bool polling = n->disk_polling;
     pthread_mutex_unlock(&n->disk_mu);
     if (!quiet) {
         disk_wake(n);
     }
+    return polling;
 }
 
 static void disk_push(struct io_node *n, struct disk_op *op)
@@ -511,9 +526,68 @@ static int disk_retry(struct io_node *n, int rc, const char *what)
     return rc;
 }
 
+/*
+ * Lazy leader sync (io_node_config.leader_sync). A leader's own copy of an entry counts toward a
+ * quorum only once durable, and an entry a quorum of the other voters holds durably is committed
+ * without it: "the leader may even commit an entry before it has been written to its own disk, if
+ * a majority of followers have written it to their disks" (Raft thesis §10.2.1). A lazy leader
+ * writes each entry at once but holds its fdatasync back while a quorum of followers keeps up:
+ *   - entries the followers have committed are synced in batches, LAZY_BATCH_US after the first
+ *     of them was written (or at LAZY_BATCH_ENTRIES): one sync for many entries, none on the
+ *     commit path;
+ *   - once all but one of the followers a commit needs hold an entry (near_index: the leader's
+ *     own copy would complete the quorum), the leader syncs if the entry is still uncommitted
+ *     LAZY_NEAR_US later (a follower stalled: a checkpoint, a slow fdatasync); after
+ *     LAZY_STRIKES such fallbacks with no batch synced in time between them, it syncs every
+ *     entry for LAZY_OFF_MS (a follower is slow, not stalled);
+ *   - everything held is synced as soon as the node stops leading, stops, or the loop finds that
+ *     fewer than a quorum of the other voters are replicating (lazy_ok).
+ * Its disk thread meanwhile looks for new appends every LAZY_POLL_US instead of being woken for
+ * each. The cost is the commit latency of the slower followers of the quorum instead of the
+ * faster ones; the gain is one fdatasync per entry fewer on the cluster, and none on the
+ * leader's commit path -- which matters where the nodes share a disk, or the leader's disk is
+ * the busiest.
+ */
+#define LAZY_POLL_US 1000u
+#define LAZY_NEAR_US 300u
+#define LAZY_BATCH_US 20000u
+#define LAZY_BATCH_ENTRIES 1024u
+#define LAZY_OFF_MS 500
+#define LAZY_STRIKES 8u
+
+/* Until when (io_now_us) the entries written since the last sync may stay unsynced; 0 (or a past
+ * time): sync now. *fallback: they must be synced because a follower quorum was too slow. Disk
+ * thread, under disk_io_mu. */
+static uint64_t disk_hold_until(struct io_node *n, bool *fallback)
+{
+    const struct unsynced *u = n->disk_uns;
+    *fallback = false;
+    if (u->n == 0 || n->cfg.leader_sync != IO_LEADER_SYNC_LAZY || !atomic_load(&n->lazy_ok) ||
+        u->n >= LAZY_BATCH_ENTRIES || io_now_ms() < n->lazy_off_until || disk_should_stop(n)) {
+        return 0;
+    }
+    uint64_t commit = atomic_load(&n->commit_hint);
+    size_t k = 0;
+    while (k < u->n && u->e[k].index <= commit) {
+        k++;
+    }
+    if (k == u->n) {
+        return n->lazy_first_us + LAZY_BATCH_US;
+    }
+    /* Entry k is the oldest uncommitted. Our copy helps only once the followers are one short. */
+    if (atomic_load(&n->near_index) < u->e[k].index) {
+        return n->lazy_first_us + LAZY_BATCH_US;
+    }
+    uint64_t until = atomic_load(&n->near_us) + LAZY_NEAR_US;
+    *fallback = io_now_us() >= until;
+    return until;
+}
+
 /* Runs `ops` in order, then syncs once if any appended, retrying failed writes until they succeed
  * or the node stops. Returns whether entries were appended and synced; then, if `report`, tells
- * the core on this thread (io_loop_enter). Caller holds disk_io_mu. */
+ * the core on this thread (io_loop_enter). Only the disk thread (`report`) may hold entries back
+ * unsynced (disk_hold_until); it then calls again, with or without ops, to sync them. Caller
+ * holds disk_io_mu. */
 static bool disk_run(struct io_node *n, struct disk_op *ops, bool report)
 {
     struct unsynced *uns = n->disk_uns;
@@ -523,6 +597,9 @@ static bool disk_run(struct io_node *n, struct disk_op *ops, bool report)
         next = op->next;
         switch (op->kind) {
         case D_APPEND:
+            if (uns->n == 0) {
+                n->lazy_first_us = io_now_us();
+            }
             if (unsynced_add(uns, op->entries, op->n) != 0) {
                 io_logf(IO_LOG_ERROR, n->name, "out of memory queueing log entries");
                 abort();
@@ -560,7 +637,23 @@ static bool disk_run(struct io_node *n, struct disk_op *ops, bool report)
         }
         disk_op_free(op);
     }
-    if (appended) {
+    bool fallback = false;
+    uint64_t hold = report ? disk_hold_until(n, &fallback) : 0;
+    if (hold > io_now_us()) {
+        atomic_store(&n->disk_hold_us, hold); /* a lazy leader: not yet (disk_main polls) */
+        return false;
+    }
+    atomic_store(&n->disk_hold_us, 0);
+    if (fallback && ++n->lazy_strikes >= LAZY_STRIKES) {
+        /* The followers keep failing to commit in time: count our own copies again for a while. */
+        n->lazy_off_until = io_now_ms() + LAZY_OFF_MS;
+        n->lazy_strikes = 0;
+        io_logf(IO_LOG_DEBUG, n->name, "followers slow to commit: leader syncs eagerly for %d ms",
+                LAZY_OFF_MS);
+    } else if (!fallback && report && uns->n > 0 && atomic_load(&n->lazy_ok)) {
+        n->lazy_strikes = 0; /* a batch the followers committed in time */
+    }
+    if (appended || uns->n > 0) {
         int rc;
         for (;;) {
             rc = io_log_sync(&n->log);
@@ -625,6 +718,25 @@ static void *disk_main(void *arg)
         pthread_mutex_lock(&n->disk_mu);
         bool try_run = true;
         while (n->disk_head == NULL && !n->disk_stop) {
+            uint64_t hold = atomic_load(&n->disk_hold_us);
+            if (hold != 0) {
+                /* A lazy leader holding entries unsynced: look at the queue and the commit
+                 * index every LAZY_POLL_US (handle() does not wake us for appends meanwhile),
+                 * and sync when the hold ends. */
+                uint64_t now = io_now_us();
+                uint64_t until = now + LAZY_POLL_US < hold ? now + LAZY_POLL_US : hold;
+                if (now >= hold) {
+                    break;
+                }
+                n->disk_polling = true;
+                struct timespec ts = io_timespec_us(until);
+                pthread_cond_timedwait(&n->disk_cv, &n->disk_mu, &ts);
+                if (io_now_us() >= until) {
+                    break;
+                }
+                continue;
+            }
+            n->disk_polling = false;
             /* A follower's disk thread waits for its next append by running the loop itself:
              * the AppendEntries that brings it then wakes this thread, not the loop thread,
              * which would only hand it over (a wake-up, about 20 us). It stops running the loop
@@ -659,6 +771,7 @@ static void *disk_main(void *arg)
         n->disk_head = n->disk_tail = NULL;
         pthread_mutex_unlock(&n->disk_mu);
         if (ops == NULL && stop) {
+            disk_run(n, NULL, false); /* what a lazy leader still holds */
             pthread_mutex_unlock(&n->disk_io_mu);
             break;
         }
@@ -1748,6 +1861,43 @@ static bool proposer_waits(struct io_node *n, const struct raft_update *u, const
     return false;
 }
 
+/* A lazy leader (disk_hold_until): records how far the followers are one short of a quorum, so
+ * that the leader's own durable copy would complete it. Loop thread. */
+static void lazy_track(struct io_node *n)
+{
+    const struct raft_config *c = raft_configuration(n->raft);
+    uint64_t m[RAFT_SERVERS_MAX];
+    unsigned k = 0, voters = 0;
+    bool self_votes = false;
+    for (uint32_t i = 0; i < c->n; i++) {
+        struct raft_progress_info p;
+        if (c->servers[i].role != RAFT_VOTER) {
+            continue;
+        }
+        voters++;
+        if (c->servers[i].id == n->id) {
+            self_votes = true;
+        } else if (raft_progress(n->raft, c->servers[i].id, &p) == 0) {
+            m[k++] = p.match_index;
+        }
+    }
+    unsigned need = voters / 2; /* followers a commit needs besides our own copy */
+    if (!self_votes || need == 0 || k < need) {
+        return;
+    }
+    for (unsigned i = 1; i < k; i++) { /* descending */
+        for (unsigned j = i; j > 0 && m[j] > m[j - 1]; j--) {
+            uint64_t t = m[j];
+            m[j] = m[j - 1];
+            m[j - 1] = t;
+        }
+    }
+    if (m[need - 1] > atomic_load(&n->near_index)) {
+        atomic_store(&n->near_us, io_now_us());
+        atomic_store(&n->near_index, m[need - 1]);
+    }
+}
+
 static void handle(struct io_node *n, struct raft_update *u)
 {
     /* 1. Term and vote, durable before any message of this update leaves. */
@@ -1787,8 +1937,8 @@ static void handle(struct io_node *n, struct raft_update *u)
             op->entries[i].buf = raft_buf_ref(u->entries[i].buf);
         }
         op->n = u->n_entries;
-        disk_queue(n, op, true);
-        wake_disk = wake_disk || !n->direct;
+        bool polled = disk_queue(n, op, true);
+        wake_disk = wake_disk || (!n->direct && !polled);
     }
     /* 5. Messages. propose_direct runs this off the loop, for a node alone in its configuration:
      * nothing there needs the loop (no one to send to, no snapshot to stream, no peer to add). */
@@ -1871,8 +2021,15 @@ static void handle(struct io_node *n, struct raft_update *u)
     /* Publish before completing waiters below: a caller woken by a finished transfer reads the
      * new leader from the published state. */
     publish(n);
+    atomic_store(&n->commit_hint, raft_commit_index(n->raft));
     uint8_t state = raft_state(n->raft);
+    if (state != RAFT_LEADER) {
+        atomic_store(&n->lazy_ok, false);
+    } else if (n->cfg.leader_sync == IO_LEADER_SYNC_LAZY) {
+        lazy_track(n);
+    }
     if (state != n->last_state) {
+        atomic_store(&n->near_index, 0);
         if (state == RAFT_LEADER) {
             n->elections++;
         }
@@ -1912,6 +2069,29 @@ static void handle(struct io_node *n, struct raft_update *u)
 /* ---------------------------------------------------------------------------------------------
  * Loop side: timers and messages. */
 
+/* Whether a lazy leader may hold its own syncs back (disk_hold_until): a quorum of the voters
+ * other than itself replicates, and each of them answered within two heartbeats. */
+static bool lazy_allowed(struct io_node *n, uint64_t now)
+{
+    if (n->cfg.leader_sync != IO_LEADER_SYNC_LAZY || raft_state(n->raft) != RAFT_LEADER) {
+        return false;
+    }
+    const struct raft_config *c = raft_configuration(n->raft);
+    unsigned voters = 0, keeping_up = 0;
+    for (uint32_t i = 0; i < c->n; i++) {
+        if (c->servers[i].role != RAFT_VOTER) {
+            continue;
+        }
+        voters++;
+        struct raft_progress_info p;
+        if (c->servers[i].id != n->id && raft_progress(n->raft, c->servers[i].id, &p) == 0 &&
+            p.state == RAFT_REPLICATE && now - p.last_contact_ms < 2u * n->cfg.heartbeat_ms) {
+            keeping_up++;
+        }
+    }
+    return keeping_up >= voters / 2 + 1;
+}
+
 static void on_tick(uv_timer_t *t)
 {
     struct io_node *n = t->data;
@@ -1921,6 +2101,7 @@ static void on_tick(uv_timer_t *t)
     if (raft_step(n->raft, &ev, &u) == 0) {
         handle(n, &u);
     }
+    atomic_store(&n->lazy_ok, lazy_allowed(n, now));
     for (struct pending *p = n->pending, *next; p != NULL; p = next) {
         next = p->next;
         if (p->kind == P_TRANSFER && now >= p->deadline_ms) {
@@ -2190,7 +2371,7 @@ int io_node_start(const struct io_node_config *cfg, enum io_node_start_mode mode
     pthread_mutex_init(&n->pub_mu, NULL);
     pthread_mutex_init(&n->disk_mu, NULL);
     pthread_mutex_init(&n->disk_io_mu, NULL);
-    pthread_cond_init(&n->disk_cv, NULL);
+    io_cond_init_monotonic(&n->disk_cv); /* the lazy poll waits with monotonic deadlines */
     pthread_mutex_init(&n->apply_mu, NULL);
     io_cond_init_monotonic(&n->apply_cv);
     io_cond_init_monotonic(&n->applied_cv);

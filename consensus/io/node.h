@@ -117,8 +117,18 @@ struct io_node_config {
     uint64_t trailing_entries;    /* 0: the core's default */
     uint64_t trailing_bytes;      /* 0: the core's default (16 MiB) */
     uint64_t entry_bytes_max;     /* 0: 64 MiB */
+    uint8_t leader_sync;          /* IO_LEADER_SYNC_EAGER (0) or _LAZY: see below */
     struct io_fsm fsm;
 };
+
+/* How a leader makes its own log durable. EAGER: it syncs every append at once, in parallel with
+ * replication; its copy counts toward the quorum as soon as it is durable. LAZY: while a quorum of
+ * the other voters keeps up, it writes its appends at once but syncs them in batches after the
+ * followers have committed them (Raft thesis §10.2.1); an entry not committed within 2 ms is
+ * synced at once and the leader stays eager for a second. One fdatasync per entry fewer across
+ * the cluster, none on the leader's commit path; a commit waits for the slower followers of the
+ * quorum rather than the faster ones. */
+enum { IO_LEADER_SYNC_EAGER = 0, IO_LEADER_SYNC_LAZY = 1 };
 
 enum io_node_start_mode {
     IO_NODE_RESTART = 0,   /* the directory holds a member: run it */

@@ -7,7 +7,8 @@
  *
  * Workloads (each: a warm-up, then N measured runs; the table shows median and min-max):
  *   1. commit: single-row INSERT OR REPLACE (16-byte key, 32-byte value), 1 and 4 writers, on
- *      plain SQLite WAL synchronous=FULL and NORMAL, walraft 1 node and 3 nodes
+ *      plain SQLite WAL synchronous=FULL and NORMAL, walraft 1 node and 3 nodes (with the default
+ *      raft_leader_sync=eager, and again with lazy)
  *   2. bulk: 1,000-row transactions of 200-byte rows, MB/s of table data
  *   3. follower apply lag at 70 % of the 3-node 1-writer rate
  *   4. failover: kill -9 of the leader under write load, time to the first write on the new one
@@ -131,9 +132,11 @@ static void wait_writable(sqlite3 *db)
 static void node_uri(char *out, size_t cap, const char *name)
 {
     const char *extra = getenv("BENCH_URI_EXTRA"); /* diagnostics: e.g. "&raft_heartbeat_ms=50" */
+    const char *sync = getenv("BENCH_LEADER_SYNC"); /* set by the RAFT3_LAZY setup for its nodes */
     bool keep = strstr(dir, "/catchup") != NULL;    /* only the catch-up cluster keeps its log */
-    snprintf(out, cap, "file:%s/%s.db?vfs=walraft%s%s", dir, name,
-             keep ? "&raft_trailing_entries=100000000" : "", extra ? extra : "");
+    snprintf(out, cap, "file:%s/%s.db?vfs=walraft%s%s%s%s", dir, name,
+             keep ? "&raft_trailing_entries=100000000" : "", sync ? "&raft_leader_sync=" : "",
+             sync ? sync : "", extra ? extra : "");
 }
 
 static void setup_schema(sqlite3 *db)
@@ -154,8 +157,9 @@ static void exec_quiet_reset_lag(const char *uri)
 
 /* --- workloads in the leader's process ------------------------------------------------------- */
 
-enum setup_kind { PLAIN_FULL, PLAIN_NORMAL, RAFT1, RAFT3 };
-static const char *kind_names[] = {"full", "normal", "raft1", "raft3"};
+/* RAFT3_LAZY: the 3-node cluster with raft_leader_sync=lazy on every node. */
+enum setup_kind { PLAIN_FULL, PLAIN_NORMAL, RAFT1, RAFT3, RAFT3_LAZY, N_KINDS };
+static const char *kind_names[] = {"full", "normal", "raft1", "raft3", "raft3lazy"};
 
 enum wl { WL_COMMIT, WL_BULK, WL_LAG };
 
@@ -704,7 +708,7 @@ static int setup_main(int argc, char **argv)
         bench_die("--setup: arguments");
     }
     enum setup_kind kind = PLAIN_FULL;
-    for (int k = 0; k < 4; k++) {
+    for (int k = 0; k < N_KINDS; k++) {
         if (strcmp(argv[2], kind_names[k]) == 0) {
             kind = (enum setup_kind)k;
         }
@@ -722,6 +726,9 @@ static int setup_main(int argc, char **argv)
         exec(db, "PRAGMA journal_mode=WAL");
     } else {
         walraft_load();
+        if (kind == RAFT3_LAZY) {
+            setenv("BENCH_LEADER_SYNC", "lazy", 1); /* this node and the followers it spawns */
+        }
         node_uri(uri, sizeof uri, "n1");
         db = open_db(uri);
         char sql[256];
@@ -730,7 +737,7 @@ static int setup_main(int argc, char **argv)
             bench_die("bootstrap: %s", txt);
         }
         wait_writable(db);
-        if (kind == RAFT3) {
+        if (kind == RAFT3 || kind == RAFT3_LAZY) {
             spawn_node(&f[0], "n2", port + 1, "join", port, 0);
             spawn_node(&f[1], "n3", port + 2, "join", port, 0);
             node_ready(&f[0], "n2");
@@ -824,7 +831,7 @@ static void rm_rf(const char *path)
     }
 }
 
-static struct bench_child setups[4];
+static struct bench_child setups[N_KINDS];
 
 static void setup_start(enum setup_kind kind, int port)
 {
@@ -872,14 +879,14 @@ static void store(const char *kind, const char *w, const char *m, const double *
 static void run_setups(int port)
 {
     const char *wls[3] = {"c1", "c4", "bulk"};
-    for (int k = 0; k < 4; k++) {
+    for (int k = 0; k < N_KINDS; k++) {
         setup_start((enum setup_kind)k, port + 10 * k);
     }
     for (int w = 0; w < 3; w++) {
-        static double v[4][5][64];
-        double errs[4] = {0, 0, 0, 0};
+        static double v[N_KINDS][5][64];
+        double errs[N_KINDS] = {0};
         for (int r = -1; r < runs; r++) {
-            for (int k = 0; k < 4; k++) {
+            for (int k = 0; k < N_KINDS; k++) {
                 double x[6];
                 if (setup_run((enum setup_kind)k, wls[w], r < 0 ? secs / 2 : secs, 0, x) != 0) {
                     bench_die("a setup stopped answering");
@@ -895,7 +902,7 @@ static void run_setups(int port)
             }
         }
         const char *ms[5] = {"tps", "mbps", "p50", "p99", "p999"};
-        for (int k = 0; k < 4; k++) {
+        for (int k = 0; k < N_KINDS; k++) {
             for (int m = 0; m < 5; m++) {
                 store(kind_names[k], wls[w], ms[m], v[k][m], runs);
             }
@@ -925,7 +932,7 @@ static void run_setups(int port)
         store("raft3", "lag", "tps", tps, runs);
         put("raft3.lag.rate")->s = (struct bench_stat){rate, 0, 0, 1};
     }
-    for (int k = 0; k < 4; k++) {
+    for (int k = 0; k < N_KINDS; k++) {
         char line[512], sub[4200], name[64], key[96];
         long kb;
         bench_child_send(&setups[k], "hwm\n");
@@ -1189,7 +1196,8 @@ static void run_catchup(double mb, double small_mb, int n_runs, int port)
 /* --- the table ------------------------------------------------------------------------------- */
 
 static const char *setup_titles[] = {"SQLite WAL, synchronous=FULL", "SQLite WAL, synchronous=NORMAL",
-                                     "walraft, 1 node", "walraft, 3 nodes"};
+                                     "walraft, 1 node", "walraft, 3 nodes",
+                                     "walraft, 3 nodes, raft_leader_sync=lazy"};
 
 static void row(const char *workload, const char *setup, const char *figure, const char *unit,
                 const struct result *r, double scale, const struct result *base, int prec)
@@ -1222,7 +1230,7 @@ static void print_table(double fd_append, double fd_over, double rtt50, double r
     const char *wl_titles[] = {"1. commit, 1 writer", "1. commit, 4 writers",
                                "2. bulk, 1,000 × 200 B rows/tx"};
     for (int w = 0; w < 3; w++) {
-        for (int k = 0; k < 4; k++) {
+        for (int k = 0; k < N_KINDS; k++) {
             struct {
                 const char *m, *fig, *unit;
                 double scale;
@@ -1249,7 +1257,7 @@ static void print_table(double fd_append, double fd_over, double rtt50, double r
             }
         }
     }
-    for (int k = 2; k < 4; k++) {
+    for (int k = RAFT1; k < N_KINDS; k++) {
         for (int i = 1; i <= 3; i++) {
             char fig[64];
             snprintf(key, sizeof key, "%s.hwm.n%d", kind_names[k], i);
@@ -1389,8 +1397,8 @@ int main(int argc, char **argv)
     fprintf(stderr, "bench: fdatasync %.0f/s (append) %.0f/s (overwrite), loopback rtt %.1f us\n",
             fd_append, fd_over, rtt50);
     run_setups(port);
-    run_failover(failover_runs, (failover_runs + 1) / 2, port + 40);
-    run_catchup(catchup_mb, catchup_small_mb, catchup_runs, port + 50);
+    run_failover(failover_runs, (failover_runs + 1) / 2, port + 60);
+    run_catchup(catchup_mb, catchup_small_mb, catchup_runs, port + 70);
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     double load[3] = {0};
     if (getloadavg(load, 3) < 0) {

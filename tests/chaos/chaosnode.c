@@ -4,7 +4,7 @@
  * consensus/io/ without SQLite, like tests/e2e/kvnode.c, but answers many requests at once.
  *
  *   chaosnode --dir D [--name N --listen ADDR (--bootstrap | --join ADDR)]
- *             [--election-ms MS] [--heartbeat-ms MS] [--trailing N]
+ *             [--election-ms MS] [--heartbeat-ms MS] [--trailing N] [--lazy-sync]
  *
  * The state machine (one log entry = one operation, "OPID KIND ARGS", OPID unique per run):
  *   bank      ACCOUNTS balances starting at INITIAL_BALANCE; "B from to amount" moves the amount
@@ -721,7 +721,7 @@ int main(int argc, char **argv)
     const char *dir = arg_value(argc, argv, "--dir");
     if (dir == NULL) {
         fprintf(stderr, "usage: chaosnode --dir D [--name N --listen ADDR (--bootstrap | --join "
-                        "ADDR)] [--election-ms MS] [--heartbeat-ms MS] [--trailing N]\n");
+                        "ADDR)] [--election-ms MS] [--heartbeat-ms MS] [--trailing N] [--lazy-sync]\n");
         return 2;
     }
     signal(SIGPIPE, SIG_IGN);
@@ -757,6 +757,9 @@ int main(int argc, char **argv)
     }
     if ((v = arg_value(argc, argv, "--trailing")) != NULL) {
         cfg.trailing_entries = (uint64_t)atoll(v);
+    }
+    if (has_flag(argc, argv, "--lazy-sync")) {
+        cfg.leader_sync = IO_LEADER_SYNC_LAZY; /* io_node_config.leader_sync */
     }
     enum io_node_start_mode mode = IO_NODE_RESTART;
     const char *join = arg_value(argc, argv, "--join");

@@ -4,7 +4,7 @@
  * of consensus/io/ without SQLite; tests/e2e/test_runtime.py runs clusters of it.
  *
  *   kvnode --dir D [--name N --listen ADDR (--bootstrap | --join ADDR [--replica])]
- *          [--election-ms MS] [--heartbeat-ms MS] [--trailing N]
+ *          [--election-ms MS] [--heartbeat-ms MS] [--trailing N] [--lazy-sync]
  *
  * Commands:
  *   put K V            propose K=V; "ok INDEX" or "err CODE MESSAGE"
@@ -347,7 +347,7 @@ int main(int argc, char **argv)
     const char *dir = arg_value(argc, argv, "--dir");
     if (dir == NULL) {
         fprintf(stderr, "usage: kvnode --dir D [--name N --listen ADDR (--bootstrap | --join ADDR "
-                        "[--replica])] [--election-ms MS] [--heartbeat-ms MS] [--trailing N]\n");
+                        "[--replica])] [--election-ms MS] [--heartbeat-ms MS] [--trailing N] [--lazy-sync]\n");
         return 2;
     }
     signal(SIGPIPE, SIG_IGN);
@@ -377,6 +377,9 @@ int main(int argc, char **argv)
     }
     if ((v = arg_value(argc, argv, "--trailing")) != NULL) {
         cfg.trailing_entries = (uint64_t)atoll(v);
+    }
+    if (has_flag(argc, argv, "--lazy-sync")) {
+        cfg.leader_sync = IO_LEADER_SYNC_LAZY; /* io_node_config.leader_sync */
     }
     enum io_node_start_mode mode = IO_NODE_RESTART;
     const char *join = arg_value(argc, argv, "--join");

@@ -15,6 +15,14 @@ void drv_options(struct raft_options *o, uint64_t id)
 struct raft *drv_node(uint64_t id, unsigned voters, uint64_t term, const uint64_t *terms,
                       unsigned n)
 {
+    struct raft_options o;
+    drv_options(&o, id);
+    return drv_node_with(&o, voters, term, terms, n);
+}
+
+struct raft *drv_node_with(const struct raft_options *o, unsigned voters, uint64_t term,
+                           const uint64_t *terms, unsigned n)
+{
     struct raft_config cfg;
     memset(&cfg, 0, sizeof cfg);
     for (unsigned i = 1; i <= voters; i++) {
@@ -35,15 +43,13 @@ struct raft *drv_node(uint64_t id, unsigned voters, uint64_t term, const uint64_
         uint64_t v = 1000 + i;
         es[i + 1].buf = raft_buf_copy(&v, sizeof v);
     }
-    struct raft_options o;
-    drv_options(&o, id);
     struct raft_initial_state in;
     memset(&in, 0, sizeof in);
     in.term = term;
     in.entries = es;
     in.n_entries = n + 1;
     struct raft *r = NULL;
-    if (raft_create(&o, &in, &r) != 0) {
+    if (raft_create(o, &in, &r) != 0) {
         abort();
     }
     for (unsigned i = 0; i <= n; i++) {

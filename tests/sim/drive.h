@@ -14,6 +14,9 @@
 struct raft *drv_node(uint64_t id, unsigned voters, uint64_t term, const uint64_t *terms,
                       unsigned n);
 void drv_options(struct raft_options *o, uint64_t id);
+/* drv_node with options of the caller's (o->id is the node's id). */
+struct raft *drv_node_with(const struct raft_options *o, unsigned voters, uint64_t term,
+                           const uint64_t *terms, unsigned n);
 
 int drv_recv(struct raft *r, uint64_t now, const struct raft_message *m, struct raft_update *u);
 int drv_tick(struct raft *r, uint64_t now, struct raft_update *u);

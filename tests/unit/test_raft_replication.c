@@ -57,6 +57,41 @@ static void test_raft_leader_counts_itself_only_when_persisted(void **state)
     raft_destroy(r);
 }
 
+/* From §10.2.1: a quorum of followers commits an entry before the leader's own copy is durable,
+ * and the leader then applies it at once; compaction still waits for the leader's own copy. */
+static void test_raft_leader_applies_what_followers_made_durable(void **state)
+{
+    (void)state;
+    struct raft_options o;
+    drv_options(&o, 1);
+    o.trailing_entries = 0; /* compact right up to the applied floor */
+    struct raft *r = drv_node_with(&o, 3, 1, NULL, 0);
+    uint64_t now = 0;
+    struct raft_update u;
+    assert_int_equal(drv_elect(r, 3, &now), RAFT_LEADER);
+    assert_int_equal(raft_last_index(r), 2); /* the no-op, not durable here */
+    struct raft_message m2 = drv_append_ok(2, 1, raft_term(r), 2);
+    struct raft_message m3 = drv_append_ok(3, 1, raft_term(r), 2);
+    drv_recv(r, now, &m2, &u);
+    assert_int_equal(raft_commit_index(r), 0);
+    drv_recv(r, now, &m3, &u);
+    assert_int_equal(raft_commit_index(r), 2);
+    assert_int_equal(raft_persisted_index(r), 1); /* our own copy of 2: not yet */
+    assert_int_equal(u.n_committed, 2);
+    assert_int_equal(u.committed[1].index, 2);
+    /* The state machine holds both durably, but the log must keep them until they are durable
+     * here too: no compaction past our persisted index. */
+    struct raft_event ev = {.type = RAFT_EVENT_APPLIED_FLOOR, .now_ms = now};
+    ev.applied_floor.index = 2;
+    assert_int_equal(raft_step(r, &ev, &u), 0);
+    assert_int_equal(u.compact_to, 1); /* up to our persisted index, not the floor */
+    drv_persisted(r, now, 2, raft_term(r), &u);
+    assert_int_equal(u.n_committed, 0); /* applied already */
+    assert_int_equal(raft_step(r, &ev, &u), 0);
+    assert_int_equal(u.compact_to, 2);
+    raft_destroy(r);
+}
+
 /* A follower acknowledges AppendEntries only for entries it has made durable. */
 static void test_raft_follower_acks_only_persisted_entries(void **state)
 {
@@ -218,6 +253,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_raft_figure8_no_commit_by_counting_old_term),
         cmocka_unit_test(test_raft_leader_counts_itself_only_when_persisted),
+        cmocka_unit_test(test_raft_leader_applies_what_followers_made_durable),
         cmocka_unit_test(test_raft_follower_acks_only_persisted_entries),
         cmocka_unit_test(test_raft_conflict_truncates_and_hints),
         cmocka_unit_test(test_raft_malformed_append_is_ignored),
