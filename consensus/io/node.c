@@ -1255,16 +1255,24 @@ static void snap_send_free(struct io_node *n, struct snap_send *s)
 static void snap_send_end(struct snap_send *s, bool ok)
 {
     struct io_node *n = s->node;
-    if (!ok) {
+    if (!ok && s->to != 0) { /* to == 0: replaced or ended already, and said so then */
         io_logf(IO_LOG_WARN, n->name, "snapshot %" PRIu64 " to %016" PRIx64 " failed at byte %" PRIu64,
                 s->index, s->to, s->offset);
-    } else {
+    } else if (ok) {
         n->snapshots_sent++;
         io_logf(IO_LOG_INFO, n->name, "snapshot %" PRIu64 " sent: %" PRIu64 " bytes", s->index,
                 s->offset);
     }
     uint64_t to = s->to, index = s->index;
-    snap_send_free(n, s);
+    if (s->work_busy) {
+        /* A read-ahead is still on libuv's work pool and holds `s`: snap_work_after frees it,
+         * as it does a replaced stream (an early end: a refusal or a timeout mid-stream). */
+        s->failed = true;
+        s->to = 0;
+        s->waiting_ack = false;
+    } else {
+        snap_send_free(n, s);
+    }
     if (!n->stopping && to != 0) { /* to == 0: a replaced stream, nothing to report */
         struct raft_event ev = {.type = RAFT_EVENT_SNAPSHOT_SENT, .now_ms = io_now_ms()};
         struct raft_update u;
