@@ -52,6 +52,7 @@ struct progress {
     uint8_t state;
     bool probe_sent;          /* probe state: a message is out, wait for an answer */
     uint64_t probe_sent_ms;
+    uint64_t probe_bytes;     /* the entry bytes it carried (retransmit_ms) */
     uint64_t last_contact_ms; /* last message received from the peer in this term */
     uint64_t last_progress_ms; /* last time match advanced (or replicate began) */
     uint64_t snapshot_index;   /* snapshot state: the snapshot being sent */

@@ -51,6 +51,19 @@ static void send_snapshot(struct raft *r, struct progress *p)
     out_snapshot(r, &s);
 }
 
+/* How long the leader waits before it sends entries again that are out to a peer, `bytes` of
+ * them. A live TCP connection loses nothing; a message is lost with its connection (or in the
+ * simulator). Either way a resend is only useful once the peer had the time to receive and
+ * persist what is out: a heartbeat interval, plus the bytes at a conservative
+ * RETRANSMIT_BYTES_PER_MS. Without the size term a 50 MB entry was sent again at every
+ * heartbeat while its first copy was still on its way; the copies held the heartbeats back
+ * behind them until the followers elected another leader. */
+#define RETRANSMIT_BYTES_PER_MS (16u * 1024u)
+static uint64_t retransmit_ms(const struct raft *r, uint64_t bytes)
+{
+    return (uint64_t)r->o.heartbeat_ms + bytes / RETRANSMIT_BYTES_PER_MS;
+}
+
 /* Sends one AppendEntries starting at p->next, or in replicate mode as many as the in-flight
  * window allows. `force` sends a probe even if one is outstanding. */
 void send_append(struct raft *r, struct progress *p, bool force)
@@ -109,6 +122,7 @@ void send_append(struct raft *r, struct progress *p, bool force)
         if (p->state == RAFT_PROBE) {
             p->probe_sent = true;
             p->probe_sent_ms = r->now;
+            p->probe_bytes = bytes;
             return;
         }
         /* Pipelining: optimistically assume the message arrives. */
@@ -443,10 +457,14 @@ void recv_heartbeat_result(struct raft *r, const struct raft_message *m)
         return;
     }
     if (p->state == RAFT_PROBE) {
-        send_append(r, p, true);
+        if (!p->probe_sent || r->now - p->probe_sent_ms >= retransmit_ms(r, p->probe_bytes)) {
+            send_append(r, p, true);
+        }
     } else if (p->state == RAFT_REPLICATE &&
-               r->now - p->last_progress_ms >= 2 * (uint64_t)r->o.heartbeat_ms) {
-        /* Pipelined messages were probably lost: nothing advanced for two heartbeats. */
+               r->now - p->last_progress_ms >=
+                   (uint64_t)r->o.heartbeat_ms + retransmit_ms(r, p->fl_bytes)) {
+        /* Pipelined messages were probably lost: nothing advanced for two heartbeats (and the
+         * time their bytes take). */
         progress_become_probe(p, r->now);
         send_append(r, p, true);
     }
@@ -581,6 +599,7 @@ void on_snapshot_sent(struct raft *r, uint64_t to, uint64_t index, bool ok)
         /* Retry after a heartbeat interval rather than at once. */
         p->probe_sent = true;
         p->probe_sent_ms = r->now;
+        p->probe_bytes = 0;
     }
 }
 
@@ -699,7 +718,7 @@ void replication_tick(struct raft *r)
         for (size_t i = 0; i < r->n_prs; i++) {
             struct progress *p = &r->prs[i];
             if (p->state == RAFT_PROBE && p->probe_sent &&
-                r->now - p->probe_sent_ms >= r->o.heartbeat_ms) {
+                r->now - p->probe_sent_ms >= retransmit_ms(r, p->probe_bytes)) {
                 send_append(r, p, true);
             }
         }

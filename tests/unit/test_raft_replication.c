@@ -3,6 +3,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <cmocka.h>
 
@@ -89,6 +90,51 @@ static void test_raft_leader_applies_what_followers_made_durable(void **state)
     assert_int_equal(u.n_committed, 0); /* applied already */
     assert_int_equal(raft_step(r, &ev, &u), 0);
     assert_int_equal(u.compact_to, 2);
+    raft_destroy(r);
+}
+
+/* A big entry out to a follower is not sent again at every heartbeat while it may still be on
+ * its way: the retransmission waits for the time its bytes take (16 KiB/ms assumed). */
+static void test_raft_big_entry_is_not_resent_while_in_flight(void **state)
+{
+    (void)state;
+    struct raft *r = drv_node(1, 3, 1, NULL, 0);
+    uint64_t now = 0;
+    struct raft_update u;
+    assert_int_equal(drv_elect(r, 3, &now), RAFT_LEADER);
+    drv_persisted(r, now, 2, raft_term(r), &u);
+    struct raft_message ok2 = drv_append_ok(2, 1, raft_term(r), 2);
+    drv_recv(r, now, &ok2, &u); /* n2 replicates from here on */
+    size_t big = 8u << 20;      /* 8 MiB: 512 ms at 16 KiB/ms */
+    char *payload = calloc(1, big);
+    assert_non_null(payload);
+    struct raft_buf *b = raft_buf_copy(payload, big);
+    free(payload);
+    assert_int_equal(raft_propose(r, now, RAFT_NORMAL, b, 7, &u), 0);
+    raft_buf_unref(b);
+    assert_non_null(drv_find(&u, RAFT_MSG_APPEND_ENTRIES, 2));
+    struct raft_message hb;
+    memset(&hb, 0, sizeof hb);
+    hb.type = RAFT_MSG_HEARTBEAT_RESULT;
+    hb.from = 2;
+    hb.to = 1;
+    hb.term = raft_term(r);
+    /* Three heartbeats later nothing advanced: the old rule (two heartbeats) sent 8 MiB again. */
+    now += 300;
+    assert_int_equal(drv_recv(r, now, &hb, &u), 0);
+    assert_null(drv_find(&u, RAFT_MSG_APPEND_ENTRIES, 2));
+    drv_tick(r, now, &u);
+    assert_null(drv_find(&u, RAFT_MSG_APPEND_ENTRIES, 2));
+    /* Past two heartbeats plus 512 ms it is taken as lost and sent again, once. */
+    now += 450;
+    assert_int_equal(drv_recv(r, now, &hb, &u), 0);
+    const struct raft_message *m = drv_find(&u, RAFT_MSG_APPEND_ENTRIES, 2);
+    assert_non_null(m);
+    assert_int_equal(m->append_entries.n_entries, 1);
+    assert_int_equal(m->append_entries.entries[0].index, 3);
+    now += 50;
+    assert_int_equal(drv_recv(r, now, &hb, &u), 0);
+    assert_null(drv_find(&u, RAFT_MSG_APPEND_ENTRIES, 2));
     raft_destroy(r);
 }
 
@@ -254,6 +300,7 @@ int main(void)
         cmocka_unit_test(test_raft_figure8_no_commit_by_counting_old_term),
         cmocka_unit_test(test_raft_leader_counts_itself_only_when_persisted),
         cmocka_unit_test(test_raft_leader_applies_what_followers_made_durable),
+        cmocka_unit_test(test_raft_big_entry_is_not_resent_while_in_flight),
         cmocka_unit_test(test_raft_follower_acks_only_persisted_entries),
         cmocka_unit_test(test_raft_conflict_truncates_and_hints),
         cmocka_unit_test(test_raft_malformed_append_is_ignored),
