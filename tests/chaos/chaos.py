@@ -16,7 +16,8 @@ period, the checks of checks.py run on the history and on every node's final sta
     chaos.py --soak SEC        seeds one after another for SEC seconds
     --wipe-same-name           a wiped follower rejoins under its old name (node id)
 
-Seeds 2 and 3 (mod 4) run every node with the lazy leader sync (chaosnode --lazy-sync).
+Seeds 2 and 3 (mod 4) run every node with the lazy leader sync (chaosnode --lazy-sync);
+CHAOS_LEADER_SYNC=eager|lazy sets it for every seed.
 
 Environment: BUILD (where tests/chaosnode is), CHAOS_BUG (a deliberate bug in chaosnode, see
 chaosnode.c: the run must fail), CHAOS_STRICT=1 (a follower stalled by the known snapshot-stream
@@ -236,7 +237,8 @@ class Run:
         # Half the seeds run the lazy leader sync (io_node_config.leader_sync): the leader syncs
         # its log in batches once followers committed the entries, so its copy is often not
         # durable when it is killed.
-        self.lazy = seed % 4 in (2, 3)
+        self.lazy = {"lazy": True, "eager": False}.get(os.environ.get("CHAOS_LEADER_SYNC", ""),
+                                                          seed % 4 in (2, 3))
         self.n_initial = nodes
         self.duration = duration
         self.n_clients = clients
