@@ -571,11 +571,9 @@ static uint64_t disk_hold_until(struct io_node *n, bool *fallback)
     while (k < u->n && u->e[k].index <= commit) {
         k++;
     }
-    if (k == u->n) {
-        return n->lazy_first_us + LAZY_BATCH_US;
-    }
-    /* Entry k is the oldest uncommitted. Our copy helps only once the followers are one short. */
-    if (atomic_load(&n->near_index) < u->e[k].index) {
+    /* Entry k is the oldest uncommitted. Our copy helps only once the followers are one short;
+     * until then (or with all committed) the entries wait for the batch's end. */
+    if (k == u->n || atomic_load(&n->near_index) < u->e[k].index) {
         return n->lazy_first_us + LAZY_BATCH_US;
     }
     uint64_t until = atomic_load(&n->near_us) + LAZY_NEAR_US;
@@ -724,10 +722,10 @@ static void *disk_main(void *arg)
                  * index every LAZY_POLL_US (handle() does not wake us for appends meanwhile),
                  * and sync when the hold ends. */
                 uint64_t now = io_now_us();
-                uint64_t until = now + LAZY_POLL_US < hold ? now + LAZY_POLL_US : hold;
                 if (now >= hold) {
                     break;
                 }
+                uint64_t until = now + LAZY_POLL_US < hold ? now + LAZY_POLL_US : hold;
                 n->disk_polling = true;
                 struct timespec ts = io_timespec_us(until);
                 pthread_cond_timedwait(&n->disk_cv, &n->disk_mu, &ts);
@@ -1869,31 +1867,49 @@ static bool proposer_waits(struct io_node *n, const struct raft_update *u, const
     return false;
 }
 
-/* A lazy leader (disk_hold_until): records how far the followers are one short of a quorum, so
- * that the leader's own durable copy would complete it. Loop thread. */
-static void lazy_track(struct io_node *n)
+/* The voters of the latest configuration as a lazy leader sees them (disk_hold_until). Loop
+ * thread, leader only. */
+struct voter_scan {
+    unsigned voters;     /* voters, this node included if it is one */
+    bool self_votes;     /* this node is a voter: its own copy counts */
+    unsigned n;          /* entries of match: the other voters */
+    uint64_t match[RAFT_SERVERS_MAX];
+    unsigned keeping_up; /* other voters replicating that answered within two heartbeats */
+};
+
+static void scan_voters(struct io_node *n, uint64_t now_ms, struct voter_scan *v)
 {
     const struct raft_config *c = raft_configuration(n->raft);
-    uint64_t m[RAFT_SERVERS_MAX];
-    unsigned k = 0, voters = 0;
-    bool self_votes = false;
+    memset(v, 0, sizeof *v);
     for (uint32_t i = 0; i < c->n; i++) {
         struct raft_progress_info p;
         if (c->servers[i].role != RAFT_VOTER) {
             continue;
         }
-        voters++;
+        v->voters++;
         if (c->servers[i].id == n->id) {
-            self_votes = true;
+            v->self_votes = true;
         } else if (raft_progress(n->raft, c->servers[i].id, &p) == 0) {
-            m[k++] = p.match_index;
+            v->match[v->n++] = p.match_index;
+            if (p.state == RAFT_REPLICATE && now_ms - p.last_contact_ms < 2u * n->cfg.heartbeat_ms) {
+                v->keeping_up++;
+            }
         }
     }
-    unsigned need = voters / 2; /* followers a commit needs besides our own copy */
-    if (!self_votes || need == 0 || k < need) {
+}
+
+/* A lazy leader (disk_hold_until): records how far the followers are one short of a quorum, so
+ * that the leader's own durable copy would complete it. Loop thread. */
+static void lazy_track(struct io_node *n)
+{
+    struct voter_scan v;
+    scan_voters(n, io_now_ms(), &v);
+    unsigned need = v.voters / 2; /* followers a commit needs besides our own copy */
+    if (!v.self_votes || need == 0 || v.n < need) {
         return;
     }
-    for (unsigned i = 1; i < k; i++) { /* descending */
+    uint64_t *m = v.match;
+    for (unsigned i = 1; i < v.n; i++) { /* descending */
         for (unsigned j = i; j > 0 && m[j] > m[j - 1]; j--) {
             uint64_t t = m[j];
             m[j] = m[j - 1];
@@ -2084,20 +2100,9 @@ static bool lazy_allowed(struct io_node *n, uint64_t now)
     if (n->cfg.leader_sync != IO_LEADER_SYNC_LAZY || raft_state(n->raft) != RAFT_LEADER) {
         return false;
     }
-    const struct raft_config *c = raft_configuration(n->raft);
-    unsigned voters = 0, keeping_up = 0;
-    for (uint32_t i = 0; i < c->n; i++) {
-        if (c->servers[i].role != RAFT_VOTER) {
-            continue;
-        }
-        voters++;
-        struct raft_progress_info p;
-        if (c->servers[i].id != n->id && raft_progress(n->raft, c->servers[i].id, &p) == 0 &&
-            p.state == RAFT_REPLICATE && now - p.last_contact_ms < 2u * n->cfg.heartbeat_ms) {
-            keeping_up++;
-        }
-    }
-    return keeping_up >= voters / 2 + 1;
+    struct voter_scan v;
+    scan_voters(n, now, &v);
+    return v.keeping_up >= v.voters / 2 + 1;
 }
 
 static void on_tick(uv_timer_t *t)

@@ -123,9 +123,10 @@ struct io_node_config {
 
 /* How a leader makes its own log durable. EAGER: it syncs every append at once, in parallel with
  * replication; its copy counts toward the quorum as soon as it is durable. LAZY: while a quorum of
- * the other voters keeps up, it writes its appends at once but syncs them in batches after the
- * followers have committed them (Raft thesis §10.2.1); an entry not committed within 2 ms is
- * synced at once and the leader stays eager for a second. One fdatasync per entry fewer across
+ * the other voters keeps up, it writes its appends at once but syncs them in batches (every 20 ms)
+ * after the followers have committed them (Raft thesis §10.2.1); when the followers are one short
+ * of a quorum and the last of them is 0.3 ms late, it syncs at once, and after 8 such fallbacks in
+ * a row it stays eager for 0.5 s (node.c, disk_hold_until). One fdatasync per entry fewer across
  * the cluster, none on the leader's commit path; a commit waits for the slower followers of the
  * quorum rather than the faster ones. */
 enum { IO_LEADER_SYNC_EAGER = 0, IO_LEADER_SYNC_LAZY = 1 };
