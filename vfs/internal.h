@@ -74,6 +74,7 @@ struct vfs_shared {
     int node_active;           /* the node is applying or checkpointing */
     int node_waiting;          /* node threads waiting: they go before user writers */
     int ckpt_active;           /* the node checkpoints, to restart the log: new readers wait */
+    int ckpt_busy;             /* the node copies the log beside local connections (node.c) */
     struct waiter *queue_head; /* user writers waiting, FIFO */
     struct waiter *queue_tail;
     struct vfs_file *reserved; /* a writer sent back for a fresh snapshot gets the lock next */
@@ -103,6 +104,9 @@ struct vfs_db {
     struct wal_shm shm;
     uint64_t applied;
     uint64_t floor;
+    uint64_t ckpt_index; /* the last entry whose checkpoint step has run (node.c) */
+    int wal_fd;                /* the WAL, read-only, for its writeback (node.c), or -1 */
+    uint32_t wal_written_back; /* mxFrame at the last wal_writeback_step (apply thread only) */
     struct gen_entry *gens; /* entries in the current WAL generation, by end frame */
     size_t n_gens;
     size_t cap_gens;
@@ -120,6 +124,11 @@ extern const char *vfs_name;
 
 /* Node-side thread marker: set while the node opens its own connection (vfs.c reads it). */
 extern __thread int vfs_opening_node;
+/* Set while this thread copies the log beside local connections (node.c): its writes to the
+ * database file are synced every VFS_PACE_BYTES (vfs.c), so that the copy reaches the disk in
+ * small steps instead of one burst that every other fsync on the disk would queue behind. */
+#define VFS_PACE_BYTES (256 * 1024)
+extern __thread int vfs_pacing;
 
 uint64_t vfs_now_ms(void);
 void vfs_shared_put(struct vfs_shared *sh);          /* vfs_mu held */

@@ -52,6 +52,8 @@ static struct vfs_shared *shared_list;  /* every path with an open wrapper or an
 /* Whether this thread's next busy-handler sleep is skipped: set when its request was bounced only
  * to refresh its read snapshot, with its turn reserved. */
 static __thread int skip_next_sleep;
+__thread int vfs_pacing;
+static __thread int64_t pace_bytes; /* written since the last paced sync */
 
 uint64_t vfs_now_ms(void)
 {
@@ -694,6 +696,15 @@ static int capture_write(struct vfs_db *db, struct vfs_shared *sh, struct vfs_fi
 static int file_write(sqlite3_file *f, const void *buf, int n, sqlite3_int64 off)
 {
     struct vfs_file *file = FILE_OF(f);
+    if (file->kind == FILE_MAIN && vfs_pacing) {
+        int rc = write_real(f, buf, n, off);
+        pace_bytes += n;
+        if (rc == SQLITE_OK && pace_bytes >= VFS_PACE_BYTES) {
+            pace_bytes = 0;
+            rc = REAL(f)->pMethods->xSync(REAL(f), SQLITE_SYNC_NORMAL | SQLITE_SYNC_DATAONLY);
+        }
+        return rc;
+    }
     if (file->kind != FILE_WAL || file->sh == NULL) {
         return write_real(f, buf, n, off);
     }
@@ -788,9 +799,16 @@ static int file_shm_lock(sqlite3_file *f, int ofst, int n, int flags)
     pthread_mutex_lock(&vfs_mu);
     int attached = sh->node != NULL;
     int doomed = sh->holder == file && sh->holder_doomed;
+    int beside = sh->ckpt_busy && !sh->node_active;
     pthread_mutex_unlock(&vfs_mu);
 
     if (ofst == SLOT_WRITE && n >= 1) {
+        if (file->is_node && attached && beside && lock && excl) {
+            /* The node's checkpoint copies beside local writers (node.c, checkpoint_beside). If
+             * it found the index header torn, SQLite asks for WRITE to rebuild the index: that
+             * is only safe with no writer, so refuse; the checkpoint answers BUSY, not now. */
+            return SQLITE_BUSY;
+        }
         if (file->is_node) {
             /* The node's handle holds the real WRITE and CHECKPOINT locks: grant no-ops. */
             int skip = n >= 2 ? 2 : 1;
