@@ -14,3 +14,12 @@ TEST_PROGS += tests/e2e/test_runtime.py
 TEST_DEPS  += $(BUILD)/walraft.so
 TEST_PROGS += tests/e2e/test_sql.py
 TEST_PROGS += tests/e2e/test_sqlite3_shell.py
+
+# LD_PRELOAD shim for the power-cut scenarios of test_sql.py: records what a power cut would lose
+# of a node's Raft files. Preloaded into /usr/bin/python3, so built without sanitizers.
+POWERCUT_SHIM := $(BUILD)/tests/powercut_shim.so
+$(POWERCUT_SHIM): tests/e2e/powercut_shim.c
+	@mkdir -p $(dir $@)
+	$(CC) $(WARN) -D_GNU_SOURCE -O2 -fPIC -shared -o $@ $< -ldl -lpthread
+
+TEST_DEPS += $(POWERCUT_SHIM)
