@@ -1351,6 +1351,7 @@ int main(int argc, char **argv)
     int failover_runs = 10, catchup_runs = 5;
     double catchup_mb = 200, catchup_small_mb = 40;
     bool smoke = false;
+    const char *only = NULL;
     for (int i = 1; i < argc; i++) {
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(argv[i], "--dir") == 0 && v) {
@@ -1369,9 +1370,12 @@ int main(int argc, char **argv)
             catchup_runs = atoi(v), i++;
         } else if (strcmp(argv[i], "--smoke") == 0) {
             smoke = true;
+        } else if (strcmp(argv[i], "--only") == 0 && v) {
+            only = v, i++;
         } else {
             fprintf(stderr, "usage: bench [--dir D] [--runs N] [--secs S] [--failover-runs N] "
-                            "[--catchup-mb MB] [--catchup-small-mb MB] [--catchup-runs N] [--smoke]\n");
+                            "[--catchup-mb MB] [--catchup-small-mb MB] [--catchup-runs N] [--smoke] "
+                            "[--only setups,failover,catchup]\n");
             return 2;
         }
     }
@@ -1396,9 +1400,15 @@ int main(int argc, char **argv)
     bench_loopback_rtt(smoke ? 0.5 : 1, &rtt50, &rtt99);
     fprintf(stderr, "bench: fdatasync %.0f/s (append) %.0f/s (overwrite), loopback rtt %.1f us\n",
             fd_append, fd_over, rtt50);
-    run_setups(port);
-    run_failover(failover_runs, (failover_runs + 1) / 2, port + 60);
-    run_catchup(catchup_mb, catchup_small_mb, catchup_runs, port + 70);
+    if (only == NULL || strstr(only, "setups") != NULL) {
+        run_setups(port);
+    }
+    if (only == NULL || strstr(only, "failover") != NULL) {
+        run_failover(failover_runs, (failover_runs + 1) / 2, port + 60);
+    }
+    if (only == NULL || strstr(only, "catchup") != NULL) {
+        run_catchup(catchup_mb, catchup_small_mb, catchup_runs, port + 70);
+    }
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     double load[3] = {0};
     if (getloadavg(load, 3) < 0) {
