@@ -5,6 +5,10 @@
  *
  *   kvnode --dir D [--name N --listen ADDR (--bootstrap | --join ADDR [--replica])]
  *          [--election-ms MS] [--heartbeat-ms MS] [--trailing N] [--lazy-sync]
+ *          [--snapshot-read-ms MS] [--refuse-snapshots]
+ *
+ * --snapshot-read-ms makes every read of a snapshot being sent take that long (a slow disk);
+ * --refuse-snapshots makes this node refuse every snapshot sent to it (a full disk).
  *
  * Commands:
  *   put K V            propose K=V; "ok INDEX" or "err CODE MESSAGE"
@@ -32,6 +36,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 #include <xxhash.h>
 
@@ -185,10 +190,18 @@ static int fsm_snapshot_open(void *ctx, void **handle, uint64_t *size)
     return 0;
 }
 
+static unsigned snapshot_read_ms; /* --snapshot-read-ms */
+static bool refuse_snapshots;     /* --refuse-snapshots */
+
 static int fsm_snapshot_read(void *ctx, void *handle, void *buf, size_t cap, size_t *n)
 {
     (void)ctx;
     struct snap_handle *s = handle;
+    if (snapshot_read_ms > 0) {
+        struct timespec ts = {.tv_sec = snapshot_read_ms / 1000,
+                              .tv_nsec = (long)(snapshot_read_ms % 1000) * 1000000L};
+        nanosleep(&ts, NULL);
+    }
     size_t k = s->len - s->off < cap ? s->len - s->off : cap;
     memcpy(buf, s->buf + s->off, k);
     s->off += k;
@@ -208,6 +221,9 @@ static int fsm_install_begin(void *ctx, uint64_t index)
 {
     (void)ctx;
     (void)index;
+    if (refuse_snapshots) {
+        return -1;
+    }
     free(kv.inst);
     kv.inst = NULL;
     kv.inst_len = kv.inst_cap = 0;
@@ -347,7 +363,8 @@ int main(int argc, char **argv)
     const char *dir = arg_value(argc, argv, "--dir");
     if (dir == NULL) {
         fprintf(stderr, "usage: kvnode --dir D [--name N --listen ADDR (--bootstrap | --join ADDR "
-                        "[--replica])] [--election-ms MS] [--heartbeat-ms MS] [--trailing N] [--lazy-sync]\n");
+                        "[--replica])] [--election-ms MS] [--heartbeat-ms MS] [--trailing N] [--lazy-sync] "
+                        "[--snapshot-read-ms MS] [--refuse-snapshots]\n");
         return 2;
     }
     signal(SIGPIPE, SIG_IGN);
@@ -378,6 +395,10 @@ int main(int argc, char **argv)
     if ((v = arg_value(argc, argv, "--trailing")) != NULL) {
         cfg.trailing_entries = (uint64_t)atoll(v);
     }
+    if ((v = arg_value(argc, argv, "--snapshot-read-ms")) != NULL) {
+        snapshot_read_ms = (unsigned)atoi(v);
+    }
+    refuse_snapshots = has_flag(argc, argv, "--refuse-snapshots");
     if (has_flag(argc, argv, "--lazy-sync")) {
         cfg.leader_sync = IO_LEADER_SYNC_LAZY; /* io_node_config.leader_sync */
     }

@@ -252,6 +252,58 @@ def test_node_down_across_compaction_catches_up_by_snapshot():
         c.cleanup(ok)
 
 
+def test_snapshot_refused_while_a_chunk_is_read_ends_cleanly():
+    """The leader reads a snapshot ahead of the network on libuv's work pool, chunk by chunk. A
+    receiver that refuses the stream while the next chunk is being read ends the stream early:
+    the stream must outlive that read (the leader used to free it under the read, a
+    use-after-free that the ASan-built kvnode reports). Reads take 300 ms here, so every refusal
+    lands during one. Then the receiver accepts and catches up."""
+    c = Cluster(KVNODE)
+    ok = False
+    try:
+        slow = ("--trailing", "5", "--snapshot-read-ms", "300")
+        nodes, ports = start3(c, "--trailing", "5")
+        n1, n2, n3 = nodes
+        check(n1.cmd("put a 1").startswith("ok"), "put")
+        same_history(nodes, "before n3 stops")  # n3 knows its peers' addresses
+        n3.quit()
+        n1.quit()  # restart the leader with slow snapshot reads
+        n1 = c.node("n1", ports[0], *slow)
+        wait_for("a leader", lambda: leader_of([n1, n2]), 10)
+        if leader_of([n1, n2]) is not n1:  # the slow reads are n1's: make it the sender
+            check(n2.cmd("transfer n1").startswith("ok"), "transfer to n1")
+            wait_for("n1 to lead", lambda: n1.cmd("role") == "leader", 10)
+        value = "v" * 1000
+        for i in range(1200):  # 1.2 MB of state: more than one 1 MiB chunk
+            r = n1.cmd("put s%d %s" % (i, value))
+            check(r.startswith("ok"), "put: " + r)
+        for n in (n1, n2):
+            n.cmd("barrier")
+            check(n.cmd("checkpoint").startswith("ok"), "checkpoint")
+        wait_for("n1 to compact", lambda: status(n1)["first_index"] > 30, 10)
+        n3 = c.node("n3", ports[2], "--trailing", "5", "--refuse-snapshots")
+
+        def refusals():
+            with open(n1.log_path, "rb") as f:
+                return f.read().count(b"failed at byte")
+        wait_for("n1 to see two refused streams", lambda: refusals() >= 2, 30)
+        time.sleep(0.7)  # the reads in flight at the refusals finish
+        check(n1.p.poll() is None, "n1 exited (see %s)" % n1.log_path)
+        check(n1.cmd("put after refusal").startswith("ok"), "n1 still leads and commits")
+        n3.quit()
+        n3 = c.node("n3", ports[2], "--trailing", "5")
+        nodes = [n1, n2, n3]
+        same_history(nodes, "after n3 accepted the snapshot")
+        check(n3.cmd("get s1199") == "val " + value, "n3 has the state")
+        for n in nodes:
+            n.quit()
+        with open(n1.log_path, "rb") as f:
+            check(b"AddressSanitizer" not in f.read(), "ASan report in " + n1.log_path)
+        ok = True
+    finally:
+        c.cleanup(ok)
+
+
 def test_membership_and_transfer_over_the_network():
     c = Cluster(KVNODE)
     ok = False
@@ -299,6 +351,8 @@ if __name__ == "__main__":
          test_kill_leader_mid_stream_loses_nothing_acknowledged),
         ("kill -9 a lazy-sync leader mid-stream: nothing acknowledged is lost",
          test_kill_lazy_leader_mid_stream_loses_nothing_acknowledged),
+        ("a snapshot refused while a chunk is read ends cleanly",
+         test_snapshot_refused_while_a_chunk_is_read_ends_cleanly),
         ("a killed leader is replaced within heartbeats, a stopped one after the timeout",
          test_killed_leader_is_replaced_within_heartbeats),
         ("a node down across a compaction catches up by snapshot",
