@@ -211,26 +211,27 @@ static void synced(int fd, uint64_t seq)
     }
 }
 
-int fsync(int fd)
+/* A sync through `fn`; on success, a marker covering the writes recorded before it started. */
+static int sync_marked(int (*fn)(int), int fd)
 {
-    init();
     uint64_t seq = sync_start();
-    int rc = real_fsync(fd);
+    int rc = fn(fd);
     if (rc == 0) {
         synced(fd, seq);
     }
     return rc;
 }
 
+int fsync(int fd)
+{
+    init();
+    return sync_marked(real_fsync, fd);
+}
+
 int fdatasync(int fd)
 {
     init();
-    uint64_t seq = sync_start();
-    int rc = real_fdatasync(fd);
-    if (rc == 0) {
-        synced(fd, seq);
-    }
-    return rc;
+    return sync_marked(real_fdatasync, fd);
 }
 
 int close(int fd)
