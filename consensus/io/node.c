@@ -1157,11 +1157,24 @@ static const struct raft_server *server_by_id(struct io_node *n, uint64_t id)
     return s;
 }
 
+/* The address to send to node `id`: from the configuration, or else the one it advertised on a
+ * connection open now (a leader added while this node was away: the entry naming it comes in
+ * that leader's own AppendEntries, which must be answered first). NULL if neither. */
+static const char *peer_addr(struct io_node *n, uint64_t id, char buf[RAFT_ADDR_MAX])
+{
+    const struct raft_server *s = server_by_id(n, id);
+    if (s != NULL) {
+        return s->addr;
+    }
+    return io_transport_advertised(&n->transport, id, buf, RAFT_ADDR_MAX) ? buf : NULL;
+}
+
 static void send_raft(struct io_node *n, const struct raft_message *m)
 {
-    const struct raft_server *s = server_by_id(n, m->to);
-    if (s == NULL) {
-        return; /* not a member we know an address for */
+    char learned[RAFT_ADDR_MAX];
+    const char *addr = peer_addr(n, m->to, learned);
+    if (addr == NULL) {
+        return; /* a node we know no address for */
     }
     size_t cap = io_msg_size(m);
     uint8_t *buf = malloc(cap);
@@ -1170,12 +1183,13 @@ static void send_raft(struct io_node *n, const struct raft_message *m)
     }
     size_t len = io_msg_encode(m, buf, cap);
     enum io_transport_class cls = len > 64 * 1024 ? IO_TRANSPORT_BULK : IO_TRANSPORT_CONTROL;
-    int rc = io_transport_send_owned(&n->transport, m->to, s->addr, IO_MSG_RAFT, cls, buf, len,
+    int rc = io_transport_send_owned(&n->transport, m->to, addr, IO_MSG_RAFT, cls, buf, len,
                                      NULL);
     if (rc != 0) {
         free(buf);
         if (rc != IO_TRANSPORT_EQUEUEFULL) {
-            io_logf(IO_LOG_DEBUG, n->name, "send to %s: %s", s->name, io_transport_strerror(rc));
+            io_logf(IO_LOG_DEBUG, n->name, "send to %016" PRIx64 " at %s: %s", m->to, addr,
+                    io_transport_strerror(rc));
         }
     } else if (m->type == RAFT_MSG_APPEND_ENTRIES) {
         n->bytes_out += len;
@@ -1443,8 +1457,8 @@ static void send_snap_ack(struct io_node *n, uint64_t to, uint64_t index, uint64
     io_put64(buf, index);
     io_put64(buf + 8, offset);
     buf[16] = ok ? 1 : 0;
-    const struct raft_server *s = server_by_id(n, to);
-    io_transport_send(&n->transport, to, s != NULL ? s->addr : NULL, IO_MSG_SNAP_ACK,
+    char learned[RAFT_ADDR_MAX];
+    io_transport_send(&n->transport, to, peer_addr(n, to, learned), IO_MSG_SNAP_ACK,
                       IO_TRANSPORT_CONTROL, buf, sizeof buf);
 }
 

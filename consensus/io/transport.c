@@ -94,6 +94,7 @@ struct io_conn {
     /* Reading. */
     bool hs_received;
     uint64_t remote_id;
+    char advertised[IO_WIRE_ADDR_MAX + 1]; /* the remote node's listening address, as it said */
     uint8_t hdr[IO_WIRE_HEADER_SIZE];
     size_t hdr_have;
     bool in_payload;
@@ -607,6 +608,7 @@ static void handshake_done(struct io_conn *c)
     }
     c->hs_received = true;
     c->remote_id = hs.node_id;
+    snprintf(c->advertised, sizeof c->advertised, "%s", hs.addr);
     if (c->outgoing && c->peer != NULL) {
         c->peer->backoff_ms = t->cfg.backoff_min_ms;
         c->peer->stats.connected = true;
@@ -1143,6 +1145,18 @@ int io_transport_init(struct io_transport *t, uv_loop_t *loop,
 int io_transport_port(const struct io_transport *t)
 {
     return t->listening ? t->port : 0;
+}
+
+bool io_transport_advertised(const struct io_transport *t, uint64_t node_id, char *out, size_t n)
+{
+    for (const struct io_conn *c = t->conns; c != NULL; c = c->next) {
+        if (node_id != 0 && c->remote_id == node_id && c->state == CONN_OPEN &&
+            c->advertised[0] != '\0' && strlen(c->advertised) < n) {
+            memcpy(out, c->advertised, strlen(c->advertised) + 1);
+            return true;
+        }
+    }
+    return false;
 }
 
 const char *io_transport_address(const struct io_transport *t)

@@ -163,6 +163,12 @@ int io_transport_port(const struct io_transport *t);
 /* The address this node advertises in its handshakes ("" when none). */
 const char *io_transport_address(const struct io_transport *t);
 
+/* The listening address node `node_id` advertised in the handshake of a connection open now (in
+ * either direction), copied into out[n]; false if none. For answering a node this one has no
+ * address for: a leader added to the cluster while this node was away reaches it before the
+ * configuration entry that names the leader does. */
+bool io_transport_advertised(const struct io_transport *t, uint64_t node_id, char *out, size_t n);
+
 /*
  * Records or replaces the address of peer `id` (id != 0). A changed address closes the current
  * outgoing connection; queued messages go to the new address.

@@ -304,6 +304,36 @@ def test_snapshot_refused_while_a_chunk_is_read_ends_cleanly():
         c.cleanup(ok)
 
 
+def test_node_back_from_downtime_follows_a_leader_added_meanwhile():
+    """n3 is down while n4 joins and takes the lead. Back, n3's configuration does not name n4:
+    it must still answer n4 (at the address n4 advertised when it connected), or it never gets
+    the entries that would tell it about n4, and stays behind for good."""
+    c = Cluster(KVNODE)
+    ok = False
+    try:
+        nodes, ports = start3(c)
+        n1, n2, n3 = nodes
+        check(n1.cmd("put a 1").startswith("ok"), "put")
+        same_history(nodes, "before n3 stops")
+        n3.quit()
+        n4 = c.node("n4", ports[3], "--join", "127.0.0.1:%d" % ports[0])
+        same_history([n1, n2, n4], "after n4 joined")
+        r = n1.cmd("transfer n4")
+        check(r.startswith("ok"), "transfer to n4: " + r)
+        wait_for("n4 to lead", lambda: n4.cmd("role") == "leader", 10)
+        for i in range(20):
+            check(n4.cmd("put b%d %d" % (i, i)).startswith("ok"), "put on n4")
+        n3 = c.node("n3", ports[2])
+        nodes = [n1, n2, n3, n4]
+        same_history(nodes, "after n3 came back")
+        check(n3.cmd("get b19") == "val 19", "n3 has what n4 wrote")
+        for n in nodes:
+            n.quit()
+        ok = True
+    finally:
+        c.cleanup(ok)
+
+
 def test_membership_and_transfer_over_the_network():
     c = Cluster(KVNODE)
     ok = False
@@ -353,6 +383,8 @@ if __name__ == "__main__":
          test_kill_lazy_leader_mid_stream_loses_nothing_acknowledged),
         ("a snapshot refused while a chunk is read ends cleanly",
          test_snapshot_refused_while_a_chunk_is_read_ends_cleanly),
+        ("a node back from downtime follows a leader added meanwhile",
+         test_node_back_from_downtime_follows_a_leader_added_meanwhile),
         ("a killed leader is replaced within heartbeats, a stopped one after the timeout",
          test_killed_leader_is_replaced_within_heartbeats),
         ("a node down across a compaction catches up by snapshot",
