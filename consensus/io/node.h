@@ -84,7 +84,10 @@ struct io_fsm {
     void (*snapshot_close)(void *ctx, void *handle);
 
     /* Snapshot installing (follower), on the apply thread: begin, chunks in order, then end with
-     * ok=true to make the image the state (atomically), or ok=false to abandon it. */
+     * ok=true to make the image the state (atomically) and durable before returning, or ok=false
+     * to abandon it. After a successful end the node records the image as its log's base and its
+     * applied floor, and drops the log before it: a state machine that came back after a crash
+     * with an older state would never see the entries in between again. */
     int (*install_begin)(void *ctx, uint64_t index);
     int (*install_chunk)(void *ctx, const void *buf, size_t len);
     int (*install_end)(void *ctx, uint64_t index, bool ok);

@@ -384,6 +384,10 @@ static int fsm_install_chunk(void *ctx, const void *buf, size_t len)
     return 0;
 }
 
+static int save_state(uint64_t *applied_out);
+
+/* io_fsm's contract: the installed image must be durable when this returns (the node then records
+ * it as its log's base and drops the log before it). */
 static int fsm_install_end(void *ctx, uint64_t index, bool ok)
 {
     (void)ctx;
@@ -400,6 +404,8 @@ static int fsm_install_end(void *ctx, uint64_t index, bool ok)
             state_free(&st);
             st = s;
             pthread_mutex_unlock(&mu);
+            uint64_t held;
+            rc = save_state(&held);
         }
     }
     free(inst);
@@ -408,7 +414,9 @@ static int fsm_install_end(void *ctx, uint64_t index, bool ok)
     return rc;
 }
 
-static int checkpoint(uint64_t *floor /* OUT */)
+/* Writes the state durably (a new file, fsync'ed, renamed over the old one); *applied is the
+ * index it holds. */
+static int save_state(uint64_t *applied_out)
 {
     size_t len;
     pthread_mutex_lock(&mu);
@@ -427,6 +435,14 @@ static int checkpoint(uint64_t *floor /* OUT */)
         close(fd);
     }
     free(buf);
+    *applied_out = applied;
+    return rc;
+}
+
+static int checkpoint(uint64_t *floor /* OUT */)
+{
+    uint64_t applied;
+    int rc = save_state(&applied);
     if (rc == 0) {
         io_node_set_applied_floor(node, applied);
         *floor = applied;

@@ -242,6 +242,10 @@ static int fsm_install_chunk(void *ctx, const void *buf, size_t len)
     return 0;
 }
 
+static int save_state(uint64_t *applied_out);
+
+/* io_fsm's contract: the installed image must be durable when this returns (the node then records
+ * it as its log's base and drops the log before it). */
 static int fsm_install_end(void *ctx, uint64_t index, bool ok)
 {
     (void)ctx;
@@ -251,6 +255,10 @@ static int fsm_install_end(void *ctx, uint64_t index, bool ok)
         pthread_mutex_lock(&kv.mu);
         rc = kv_load(kv.inst, kv.inst_len);
         pthread_mutex_unlock(&kv.mu);
+        uint64_t held;
+        if (rc == 0) {
+            rc = save_state(&held);
+        }
     }
     free(kv.inst);
     kv.inst = NULL;
@@ -258,7 +266,9 @@ static int fsm_install_end(void *ctx, uint64_t index, bool ok)
     return rc;
 }
 
-static int checkpoint(uint64_t *floor)
+/* Writes the state durably (a new file, fsync'ed, renamed over the old one); *applied is the
+ * index it holds. */
+static int save_state(uint64_t *applied_out)
 {
     size_t len;
     char *buf = kv_serialise(&len);
@@ -276,6 +286,14 @@ static int checkpoint(uint64_t *floor)
         close(fd);
     }
     free(buf);
+    *applied_out = applied;
+    return rc;
+}
+
+static int checkpoint(uint64_t *floor /* OUT */)
+{
+    uint64_t applied;
+    int rc = save_state(&applied);
     if (rc == 0) {
         io_node_set_applied_floor(node, applied);
         *floor = applied;
