@@ -20,8 +20,9 @@
  *
  * Installing. The follower spools the stream into a temporary file beside the database, then,
  * under the node lock, appends every page as ONE WAL transaction whose commit size is the
- * image's page count (readers see the old state or the new one, never a mix), checkpoints, and
- * records the image's log index as applied. Memory stays bounded: the pages are mapped from the
+ * image's page count (readers see the old state or the new one, never a mix), syncs the WAL
+ * (the node drops its log before the image once the install returns), checkpoints, and records
+ * the image's log index as applied. Memory stays bounded: the pages are mapped from the
  * spool file, not copied.
  */
 #include "vfs/internal.h"
@@ -402,6 +403,12 @@ int vfs_db_install_end(struct vfs_db *db, uint64_t index, int ok)
     int rc = np > 0 ? vfs_db_append_locked(db, &t, index) : SQLITE_OK;
     db->wal_written = NULL;
     db->wal_written_ctx = NULL;
+    if (rc == SQLITE_OK && np > 0) {
+        /* The node records the image as its log's base once this returns, and drops the log
+         * before it: the image must be durable now. The checkpoint below syncs the WAL only when
+         * it has frames to copy, which a reader on older frames can prevent. */
+        rc = db->walf->pMethods->xSync(db->walf, SQLITE_SYNC_NORMAL);
+    }
     if (rc == SQLITE_OK) {
         rc = vfs_db_checkpoint_locked(db);
     }
