@@ -275,15 +275,9 @@ int vfs_db_attach(const char *path, const struct vfs_node_ops *ops, const struct
         goto err_after_shared;
     }
     /* For wal_writeback_step only (a descriptor of our own is safe on the WAL, which has no
-     * POSIX locks; closing one on the database file would drop SQLite's). */
-    size_t nfull = strlen(full);
-    char *wal_path = malloc(nfull + 5);
-    if (wal_path != NULL) {
-        memcpy(wal_path, full, nfull);
-        memcpy(wal_path + nfull, "-wal", 5);
-        db->wal_fd = open(wal_path, O_RDONLY | O_CLOEXEC);
-        free(wal_path);
-    }
+     * POSIX locks; closing one on the database file would drop SQLite's). name_wal is a plain
+     * path up to its first NUL. */
+    db->wal_fd = open(db->name_wal, O_RDONLY | O_CLOEXEC);
     /* SHARED on the database file: nobody can take EXCLUSIVE, which a closing connection needs to
      * checkpoint and delete the WAL, and a journal mode change needs. */
     rc = db->dbf->pMethods->xLock(db->dbf, SQLITE_LOCK_SHARED);

@@ -1150,9 +1150,10 @@ int io_transport_port(const struct io_transport *t)
 bool io_transport_advertised(const struct io_transport *t, uint64_t node_id, char *out, size_t n)
 {
     for (const struct io_conn *c = t->conns; c != NULL; c = c->next) {
-        if (node_id != 0 && c->remote_id == node_id && c->state == CONN_OPEN &&
-            c->advertised[0] != '\0' && strlen(c->advertised) < n) {
-            memcpy(out, c->advertised, strlen(c->advertised) + 1);
+        size_t len = strlen(c->advertised);
+        if (node_id != 0 && c->remote_id == node_id && c->state == CONN_OPEN && len > 0 &&
+            len < n) {
+            memcpy(out, c->advertised, len + 1);
             return true;
         }
     }

@@ -35,7 +35,6 @@ static int undo_fd = -2;      /* -2: not opened yet; -1: disabled */
 static const char *match = "-raft/";
 static uint64_t next_seq;
 
-static int (*real_open)(const char *, int, ...);
 static int (*real_openat)(int, const char *, int, ...);
 static ssize_t (*real_pwrite)(int, const void *, size_t, off_t);
 static ssize_t (*real_write)(int, const void *, size_t);
@@ -45,10 +44,9 @@ static int (*real_close)(int);
 
 static void init(void)
 {
-    if (real_open != NULL) {
+    if (real_openat != NULL) {
         return;
     }
-    real_open = (int (*)(const char *, int, ...))dlsym(RTLD_NEXT, "open");
     real_openat = (int (*)(int, const char *, int, ...))dlsym(RTLD_NEXT, "openat");
     real_pwrite = (ssize_t(*)(int, const void *, size_t, off_t))dlsym(RTLD_NEXT, "pwrite");
     real_write = (ssize_t(*)(int, const void *, size_t))dlsym(RTLD_NEXT, "write");
@@ -66,7 +64,9 @@ static int undo(void)
         if (m != NULL && m[0] != '\0') {
             match = m;
         }
-        undo_fd = path ? real_open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644) : -1;
+        undo_fd = path ? real_openat(AT_FDCWD, path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC,
+                                     0644)
+                       : -1;
         if (undo_fd < 0) {
             undo_fd = -1;
         }
@@ -131,7 +131,6 @@ static void track(int fd, const char *path)
 
 int open(const char *path, int flags, ...)
 {
-    init();
     mode_t mode = 0;
     if (flags & (O_CREAT | O_TMPFILE)) {
         va_list ap;
@@ -139,9 +138,7 @@ int open(const char *path, int flags, ...)
         mode = (mode_t)va_arg(ap, int);
         va_end(ap);
     }
-    int fd = real_open(path, flags, mode);
-    track(fd, path);
-    return fd;
+    return openat(AT_FDCWD, path, flags, mode); /* the one place that opens and tracks */
 }
 
 int open64(const char *path, int flags, ...) __attribute__((alias("open")));
