@@ -3153,12 +3153,14 @@ int io_node_barrier(struct io_node *n, int64_t timeout_ms, uint64_t *index)
     uint64_t start = io_now_ms();
     uint64_t read_index = 0;
     int rc;
-    /* Without a known leader (an election, a node that just joined) retry until the timeout:
-     * the caller asked for "everything committed before now", not for a leader right now. */
+    /* Without a known leader (an election, a node that just joined), or when the request
+     * forwarded to the leader went unanswered for an election timeout (lost with a connection,
+     * or sent to a leader this node is only now connecting to), retry until the caller's
+     * timeout: it asked for "everything committed before now", not for one attempt. */
     for (;;) {
         int64_t left = timeout_ms - (int64_t)(io_now_ms() - start);
         rc = read_index_once(n, left > 0 ? left : 0, &read_index);
-        if ((rc != RAFT_ENOTLEADER && rc != RAFT_ELEADERSHIPLOST) ||
+        if ((rc != RAFT_ENOTLEADER && rc != RAFT_ELEADERSHIPLOST && rc != RAFT_ETIMEOUT) ||
             (int64_t)(io_now_ms() - start) + 20 >= timeout_ms) {
             break;
         }
