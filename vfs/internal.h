@@ -45,6 +45,8 @@ struct vfs_file {
     void **busy;           /* SQLITE_FCNTL_BUSYHANDLER: {int (*)(void *), void *}, or NULL */
     struct waiter qw;      /* its place in the writers' queue, while queued */
     int queued;
+    uint64_t released_us; /* when it last released the lock after a commit (0: asked since) */
+    int slow_return;      /* it took longer than OFFER_US to ask again, last time (vfs.c) */
 };
 
 /* What the leader's writer has written in its current transaction. */
@@ -79,7 +81,9 @@ struct vfs_shared {
     struct waiter *queue_tail;
     struct vfs_file *reserved; /* a writer sent back for a fresh snapshot gets the lock next */
     uint64_t reserved_until_ms;
-    int barges;       /* writers granted ahead of the queue's head in a row (vfs.c) */
+    uint64_t head_since_us; /* when the queue's head became head (vfs.c) */
+    struct vfs_file *offered;  /* the writer that just committed may take the lock again first */
+    uint64_t offered_until_us; /* ... until then (vfs.c, vwrite_release) */
     uint64_t commits; /* bumped whenever a transaction becomes visible */
     int index_stale;  /* hash entries above mxFrame may be left over */
     struct capture cap;
@@ -131,6 +135,7 @@ extern __thread int vfs_opening_node;
 extern __thread int vfs_pacing;
 
 uint64_t vfs_now_ms(void);
+uint64_t vfs_now_us(void);
 void vfs_shared_put(struct vfs_shared *sh);          /* vfs_mu held */
 struct vfs_shared *vfs_shared_get(const char *path); /* vfs_mu held; a new reference */
 
@@ -148,6 +153,7 @@ void vfs_wake(struct vfs_shared *sh);
 /* vfs_mu held: waits on `cond` (CLOCK_MONOTONIC, as every condition variable here) for at most
  * `ms` milliseconds, or until signalled. */
 void vfs_timed_wait_ms(pthread_cond_t *cond, uint64_t ms);
+void vfs_timed_wait_us(pthread_cond_t *cond, uint64_t us);
 
 /* node.c, vfs_mu not held: a local connection ended a read transaction. If the attached node's
  * WAL is due, checkpoint it and restart it when no reader is left on its frames, on this thread

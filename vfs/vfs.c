@@ -46,8 +46,12 @@ static struct vfs_shared *shared_list;  /* every path with an open wrapper or an
  * place. A connection that is retrying comes back within microseconds. */
 #define QUEUE_GRACE_MS 50
 
-/* How many times in a row a writer asking anew may go before the queue's head (grantable). */
-#define BARGE_MAX 8
+/* How long the queue's head may be passed by writers asking anew (grantable, vwrite_release). */
+#define BARGE_WINDOW_US 2000
+/* How long the lock stays offered to the writer that just committed (vwrite_release). */
+#define OFFER_US 100
+/* How often the queue's head looks at the lock while it is held or offered (vfs_sleep). */
+#define HEAD_LOOK_US 1000
 
 /* Whether this thread's next busy-handler sleep is skipped: set when its request was bounced only
  * to refresh its read snapshot, with its turn reserved. */
@@ -60,6 +64,13 @@ uint64_t vfs_now_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+uint64_t vfs_now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
 }
 
 static uint32_t get_be32(const uint8_t *p)
@@ -123,12 +134,12 @@ void vfs_shared_put(struct vfs_shared *sh)
 
 /* --- the virtual WRITE lock ------------------------------------------------------------------ */
 
-void vfs_timed_wait_ms(pthread_cond_t *cond, uint64_t ms)
+void vfs_timed_wait_us(pthread_cond_t *cond, uint64_t us)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    ts.tv_sec += (time_t)(ms / 1000);
-    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+    ts.tv_sec += (time_t)(us / 1000000);
+    ts.tv_nsec += (long)(us % 1000000) * 1000L;
     if (ts.tv_nsec >= 1000000000L) {
         ts.tv_sec++;
         ts.tv_nsec -= 1000000000L;
@@ -136,11 +147,28 @@ void vfs_timed_wait_ms(pthread_cond_t *cond, uint64_t ms)
     pthread_cond_timedwait(cond, &vfs_mu, &ts);
 }
 
+void vfs_timed_wait_ms(pthread_cond_t *cond, uint64_t ms)
+{
+    vfs_timed_wait_us(cond, ms * 1000);
+}
+
+/* The writer the lock is offered to, while the offer lasts (vfs_mu held). */
+static struct vfs_file *offered_to(struct vfs_shared *sh)
+{
+    if (sh->offered != NULL && vfs_now_us() >= sh->offered_until_us) {
+        sh->offered = NULL;
+    }
+    return sh->offered;
+}
+
 void vfs_wake(struct vfs_shared *sh)
 {
     pthread_cond_broadcast(&sh->cond);
     if (sh->holder != NULL || sh->node_active || sh->node_waiting > 0) {
         return; /* no queued writer can go yet: the release of the lock wakes the next one */
+    }
+    if (offered_to(sh) != NULL) {
+        return; /* the head finds out by itself whether the offer is taken (vfs_sleep) */
     }
     struct waiter *head = sh->queue_head;
     if (head != NULL && head->cond_ready) {
@@ -164,6 +192,9 @@ static void dequeue(struct vfs_shared *sh, struct waiter *w)
     if (sh->queue_tail == w) {
         sh->queue_tail = prev;
     }
+    if (prev == NULL && sh->queue_head != NULL) {
+        sh->head_since_us = vfs_now_us();
+    }
     w->next = NULL;
     w->f->queued = 0;
 }
@@ -181,6 +212,7 @@ static void enqueue(struct vfs_shared *sh, struct vfs_file *f)
         sh->queue_tail->next = w;
     } else {
         sh->queue_head = w;
+        sh->head_since_us = vfs_now_us();
     }
     sh->queue_tail = w;
     f->queued = 1;
@@ -215,12 +247,18 @@ static int blocked_by_node_only(struct vfs_shared *sh, struct waiter *w)
     return sh->queue_head == w || sh->reserved == w->f;
 }
 
-/* `fresh`: the connection asks anew (it did not wait in the queue for this request). Such a
- * writer may take a free lock ahead of the queue's head, at most BARGE_MAX times in a row: the
- * head was woken at the release but is still on its way (a thread wake-up, then a new read
- * transaction), while the writer that just committed is running with a warm page cache. Without
- * this every hand-over between writers costs a wake-up on the critical path, and 4 writers commit
- * less than 1. The head waits for at most BARGE_MAX transactions more. */
+/* May a writer asking anew go before the queue's head (vfs_mu held)? For BARGE_WINDOW_US
+ * after the head became head: the writer that just committed is running with a warm page cache,
+ * while the head would need a thread wake-up and a new read transaction, and the pager of every
+ * connection but the committer's discards its cache after a commit. A hand-over on every commit
+ * makes 4 writers commit less than 1. Past the window the head goes next, so no writer waits
+ * more than the window and one transaction per writer ahead of it. */
+static int may_barge(struct vfs_shared *sh)
+{
+    return sh->queue_head == NULL || vfs_now_us() - sh->head_since_us < BARGE_WINDOW_US;
+}
+
+/* `fresh`: the connection asks anew (it did not wait in the queue for this request). */
 static int grantable(struct vfs_shared *sh, struct waiter *w, int fresh)
 {
     if (sh->holder != NULL || sh->node_active || sh->node_waiting > 0) {
@@ -232,8 +270,12 @@ static int grantable(struct vfs_shared *sh, struct waiter *w, int fresh)
     if (sh->reserved != NULL && vfs_now_ms() < sh->reserved_until_ms) {
         return 0;
     }
+    struct vfs_file *offered = offered_to(sh);
+    if (offered != NULL) {
+        return offered == w->f;
+    }
     queue_prune(sh);
-    return sh->queue_head == w || (fresh && sh->barges < BARGE_MAX);
+    return sh->queue_head == w || (fresh && may_barge(sh));
 }
 
 /* Does the connection retry a busy lock (SQLITE_FCNTL_BUSYHANDLER gave a handler)? */
@@ -314,6 +356,10 @@ static int vwrite_acquire(struct vfs_file *f)
     }
 
     skip_next_sleep = 0;
+    if (f->released_us != 0) {
+        f->slow_return = vfs_now_us() - f->released_us > OFFER_US;
+        f->released_us = 0;
+    }
     uint64_t commits0 = sh->commits;
     struct waiter *w = &f->qw;
     int fresh = !f->queued;
@@ -359,8 +405,14 @@ static int vwrite_acquire(struct vfs_file *f)
         pthread_mutex_unlock(&vfs_mu);
         return SQLITE_BUSY;
     }
-    sh->barges = sh->queue_head == w ? 0 : sh->barges + 1;
+    sh->offered = NULL;
+    int was_head = sh->queue_head == w;
     dequeue(sh, w);
+    if (was_head && sh->queue_head != NULL && sh->queue_head->cond_ready) {
+        /* The new head may be asleep for its busy handler's whole delay: make it look again
+         * every HEAD_LOOK_US from now on (vfs_sleep). */
+        pthread_cond_signal(&sh->queue_head->cond);
+    }
     int refresh = waited && sh->commits != commits0;
     if (sh->reserved == f) {
         sh->reserved = NULL;
@@ -407,9 +459,25 @@ static void vwrite_release(struct vfs_file *f)
     struct vfs_shared *sh = f->sh;
     pthread_mutex_lock(&vfs_mu);
     if (sh->holder == f) {
+        int committed = sh->cap.state == CAP_COMMITTED;
         capture_finish(sh);
         sh->holder = NULL;
         sh->holder_doomed = 0;
+        f->released_us = committed ? vfs_now_us() : 0;
+        if (committed && !f->slow_return && sh->queue_head != NULL && may_barge(sh) &&
+            sh->reserved == NULL) {
+            /* Writers are queued, and this one will most likely ask again within microseconds,
+             * warm (its page cache is still valid; the head's is not, after this commit). Waking
+             * the head now would race it: whichever won, the other thread's wake-up and trip
+             * through SQLite were spent for nothing, and on a small machine that CPU is taken
+             * from the commit path. So the lock waits a moment for this writer, and nobody is
+             * woken: the head looks again by itself when the offer would lapse or
+             * HEAD_LOOK_US from its last look (vfs_sleep). Past the head's window, no offer. A
+             * writer that did not come back within OFFER_US last time (it works between its
+             * transactions) is offered nothing: the lock would only stand idle. */
+            sh->offered = f;
+            sh->offered_until_us = vfs_now_us() + OFFER_US;
+        }
     }
     f->vwrite = 0;
     vfs_wake(sh);
@@ -429,6 +497,9 @@ static int file_close(sqlite3_file *f)
         pthread_mutex_lock(&vfs_mu);
         if (file->sh->reserved == file) {
             file->sh->reserved = NULL;
+        }
+        if (file->sh->offered == file) {
+            file->sh->offered = NULL;
         }
         if (file->queued) {
             dequeue(file->sh, &file->qw);
@@ -1006,12 +1077,21 @@ static int vfs_sleep(sqlite3_vfs *v, int us)
         struct waiter *w = my_waiter();
         if (w != NULL) {
             struct vfs_shared *sh = w->f->sh;
-            uint64_t deadline = vfs_now_ms() + (uint64_t)(us + 999) / 1000;
+            uint64_t deadline = vfs_now_us() + (uint64_t)us;
             w->alive_until_ms = UINT64_MAX;
             w->sleep_armed = 0;
-            for (uint64_t now = vfs_now_ms(); now < deadline && w->f->queued && !grantable(sh, w, 0);
-                 now = vfs_now_ms()) {
-                vfs_timed_wait_ms(&w->cond, deadline - now);
+            for (uint64_t now = vfs_now_us(); now < deadline && w->f->queued && !grantable(sh, w, 0);
+                 now = vfs_now_us()) {
+                /* The release of a writer that is offered the lock wakes nobody, and an offer
+                 * lapses unannounced: the head looks again when it would lapse, and at least
+                 * every HEAD_LOOK_US while a writer holds the lock (vwrite_release). */
+                uint64_t until = deadline;
+                if (sh->queue_head == w) {
+                    uint64_t look =
+                        offered_to(sh) != NULL ? sh->offered_until_us : now + HEAD_LOOK_US;
+                    until = look < deadline ? look : deadline;
+                }
+                vfs_timed_wait_us(&w->cond, until - now);
             }
             if (w->f->queued) {
                 w->alive_until_ms = vfs_now_ms() + QUEUE_GRACE_MS;

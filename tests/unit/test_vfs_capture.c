@@ -763,6 +763,109 @@ static void test_vfs_queued_writer_wait_is_bounded_by_busy_timeout(void **state)
     cluster_stop(&c);
 }
 
+/* A writer that commits back to back is offered the lock again while others queue (vfs.c,
+ * vwrite_release), but a queued writer still goes after at most a bounded number of its
+ * transactions, and an offer its writer does not take lapses within a moment. */
+struct patient_arg {
+    const char *path;
+    int *started; /* set by the busy writer after its first commit */
+    int64_t rows_before;   /* rows when this writer asked */
+    int64_t rowid;         /* its row's rowid */
+    uint64_t done_ms;
+    int rc;
+};
+
+static void *patient_writer(void *p)
+{
+    struct patient_arg *a = p;
+    sqlite3 *db = open_conn(a->path);
+    while (a->started != NULL && !__atomic_load_n(a->started, __ATOMIC_ACQUIRE)) {
+        struct timespec ts = {0, 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    a->rows_before = query_int(db, "SELECT count(*) FROM t");
+    a->rc = sqlite3_exec(db, "INSERT INTO t(w) VALUES(1)", NULL, NULL, NULL);
+    a->rowid = sqlite3_last_insert_rowid(db);
+    __atomic_store_n(&a->done_ms, now_ms(), __ATOMIC_RELEASE);
+    sqlite3_close(db);
+    return NULL;
+}
+
+static void test_vfs_back_to_back_writer_cannot_starve_a_queued_one(void **state)
+{
+    (void)state;
+    struct cluster c;
+    cluster_start(&c, 2, NULL, NULL);
+    sqlite3 *l = open_conn(c.path[0]);
+    exec_ok(l, "CREATE TABLE t(w)");
+    sqlite3_stmt *ins;
+    assert_int_equal(sqlite3_prepare_v2(l, "INSERT INTO t(w) VALUES(0)", -1, &ins, NULL),
+                     SQLITE_OK);
+    for (int round = 0; round < 3; round++) {
+        int started = 0;
+        struct patient_arg q = {.path = c.path[0], .started = &started, .rc = -1};
+        pthread_t th;
+        assert_int_equal(pthread_create(&th, NULL, patient_writer, &q), 0);
+        /* Commit as fast as possible until the queued writer is through (or 5,000 commits:
+         * with no bound on the offers, it would get the lock only once this loop stops). */
+        int n = 0;
+        while (n < 5000 && __atomic_load_n(&q.done_ms, __ATOMIC_ACQUIRE) == 0) {
+            assert_int_equal(sqlite3_step(ins), SQLITE_DONE); /* prepared: asks again at once */
+            assert_int_equal(sqlite3_reset(ins), SQLITE_OK);
+            __atomic_store_n(&started, 1, __ATOMIC_RELEASE);
+            n++;
+        }
+        pthread_join(th, NULL);
+        assert_int_equal(q.rc, SQLITE_OK);
+        /* Rows the busy writer committed between the queued one's count and its own row. */
+        int64_t ahead = q.rowid - 1 - q.rows_before;
+        if (ahead > 60) {
+            fprintf(stderr, "round %d: %lld commits went ahead of the queued writer\n", round,
+                    (long long)ahead);
+        }
+        assert_true(ahead >= 0);
+        assert_true(ahead <= 60);
+        assert_true(n < 5000);
+    }
+    sqlite3_finalize(ins);
+    sqlite3_close(l);
+    assert_files_identical(&c);
+    cluster_stop(&c);
+}
+
+static void test_vfs_offer_not_taken_lapses(void **state)
+{
+    (void)state;
+    struct cluster c;
+    cluster_start(&c, 2, NULL, NULL);
+    sqlite3 *l = open_conn(c.path[0]);
+    exec_ok(l, "CREATE TABLE t(w)");
+    for (int round = 0; round < 5; round++) {
+        exec_ok(l, "BEGIN IMMEDIATE; INSERT INTO t(w) VALUES(0)");
+        struct patient_arg q = {.path = c.path[0], .rc = -1};
+        pthread_t th;
+        assert_int_equal(pthread_create(&th, NULL, patient_writer, &q), 0);
+        /* Long enough that the queued writer's busy handler sleeps 100 ms at a time. */
+        struct timespec ts = {0, 500 * 1000000L};
+        nanosleep(&ts, NULL);
+        exec_ok(l, "COMMIT");
+        uint64_t committed = now_ms();
+        pthread_join(th, NULL); /* this writer asks for nothing meanwhile */
+        assert_int_equal(q.rc, SQLITE_OK);
+        uint64_t waited = q.done_ms - committed;
+        if (waited >= 30) {
+            fprintf(stderr, "round %d: the queued writer went %llu ms after the commit\n", round,
+                    (unsigned long long)waited);
+        }
+        assert_true(waited < 30);
+    }
+    assert_int_equal(query_int(l, "SELECT count(*) FROM t"), 10);
+    assert_int_equal(count_on(c.path[1], "SELECT count(*) FROM t"), 10);
+    sqlite3_close(l);
+    assert_files_identical(&c);
+    cluster_stop(&c);
+}
+
 struct queued_arg {
     const char *path;
     int rc;
@@ -1150,6 +1253,9 @@ int main(void)
         cmocka_unit_test_teardown(test_vfs_transaction_over_max_size_fails_cleanly, teardown_dir),
         cmocka_unit_test_teardown(test_vfs_four_writer_threads_all_succeed, teardown_dir),
         cmocka_unit_test_teardown(test_vfs_queued_writer_rechecks_gate_when_granted, teardown_dir),
+        cmocka_unit_test_teardown(test_vfs_back_to_back_writer_cannot_starve_a_queued_one,
+                                  teardown_dir),
+        cmocka_unit_test_teardown(test_vfs_offer_not_taken_lapses, teardown_dir),
         cmocka_unit_test_teardown(test_vfs_queued_writer_wait_is_bounded_by_busy_timeout,
                                   teardown_dir),
         cmocka_unit_test_teardown(test_vfs_follower_wal_checkpoints_and_restarts, teardown_dir),
