@@ -8,7 +8,8 @@
  * Workloads (each: a warm-up, then N measured runs; the table shows median and min-max):
  *   1. commit: single-row INSERT OR REPLACE (16-byte key, 32-byte value), 1 and 4 writers, on
  *      plain SQLite WAL synchronous=FULL and NORMAL, walraft 1 node and 3 nodes (with the default
- *      raft_leader_sync=eager, and again with lazy)
+ *      raft_leader_sync=eager, and again with lazy); 1 and 4 writers back to back in each round,
+ *      and their ratio per round
  *   2. bulk: 1,000-row transactions of 200-byte rows, MB/s of table data
  *   3. follower apply lag at 70 % of the 3-node 1-writer rate
  *   4. failover: kill -9 of the leader under write load, time to the first write on the new one
@@ -875,40 +876,56 @@ static void store(const char *kind, const char *w, const char *m, const double *
 }
 
 /* Workloads 1-3: every setup runs at once (idle ones only heartbeat) and their runs are
- * interleaved, round-robin, so that a drifting shared disk hits every setup alike. */
+ * interleaved, round-robin, so that a drifting shared disk hits every setup alike. The 1-writer and
+ * 4-writer runs of a round go back to back on each setup, and the ratio of the two is kept per
+ * round ("4 writers / 1 writer"): the drift between two rounds does not enter it. */
 static void run_setups(int port)
 {
-    const char *wls[3] = {"c1", "c4", "bulk"};
+    static const char *groups[2][2] = {{"c1", "c4"}, {"bulk", NULL}};
     for (int k = 0; k < N_KINDS; k++) {
         setup_start((enum setup_kind)k, port + 10 * k);
     }
-    for (int w = 0; w < 3; w++) {
-        static double v[N_KINDS][5][64];
-        double errs[N_KINDS] = {0};
+    static double v[2][N_KINDS][5][64], ratio[N_KINDS][64];
+    for (int g = 0; g < 2; g++) {
+        double errs[2][N_KINDS] = {{0}};
+        int nw = groups[g][1] != NULL ? 2 : 1;
         for (int r = -1; r < runs; r++) {
             for (int k = 0; k < N_KINDS; k++) {
-                double x[6];
-                if (setup_run((enum setup_kind)k, wls[w], r < 0 ? secs / 2 : secs, 0, x) != 0) {
-                    bench_die("a setup stopped answering");
-                }
-                fprintf(stderr, "  %s %s run %d: %.0f tx/s p50 %.3f p99 %.3f p99.9 %.3f ms\n",
-                        kind_names[k], wls[w], r, x[0], x[2], x[3], x[4]);
-                if (r >= 0) {
-                    for (int m = 0; m < 5; m++) {
-                        v[k][m][r] = x[m];
+                for (int w = 0; w < nw; w++) {
+                    double x[6];
+                    if (setup_run((enum setup_kind)k, groups[g][w], r < 0 ? secs / 2 : secs, 0,
+                                  x) != 0) {
+                        bench_die("a setup stopped answering");
                     }
-                    errs[k] += x[5];
+                    fprintf(stderr, "  %s %s run %d: %.0f tx/s p50 %.3f p99 %.3f p99.9 %.3f ms\n",
+                            kind_names[k], groups[g][w], r, x[0], x[2], x[3], x[4]);
+                    if (r >= 0) {
+                        for (int m = 0; m < 5; m++) {
+                            v[w][k][m][r] = x[m];
+                        }
+                        errs[w][k] += x[5];
+                    }
+                }
+                if (r >= 0 && nw == 2) {
+                    ratio[k][r] = v[0][k][0][r] > 0 ? v[1][k][0][r] / v[0][k][0][r] : 0;
                 }
             }
         }
         const char *ms[5] = {"tps", "mbps", "p50", "p99", "p999"};
-        for (int k = 0; k < N_KINDS; k++) {
-            for (int m = 0; m < 5; m++) {
-                store(kind_names[k], wls[w], ms[m], v[k][m], runs);
+        for (int w = 0; w < nw; w++) {
+            for (int k = 0; k < N_KINDS; k++) {
+                for (int m = 0; m < 5; m++) {
+                    store(kind_names[k], groups[g][w], ms[m], v[w][k][m], runs);
+                }
+                char key[96];
+                snprintf(key, sizeof key, "%s.%s.errs", kind_names[k], groups[g][w]);
+                put(key)->s = (struct bench_stat){errs[w][k], 0, 0, 1};
             }
-            char key[96];
-            snprintf(key, sizeof key, "%s.%s.errs", kind_names[k], wls[w]);
-            put(key)->s = (struct bench_stat){errs[k], 0, 0, 1};
+        }
+        if (nw == 2) {
+            for (int k = 0; k < N_KINDS; k++) {
+                store(kind_names[k], "c4", "ratio", ratio[k], runs);
+            }
         }
     }
     /* Workload 3 on the 3-node setup. */
@@ -1248,6 +1265,13 @@ static void print_table(double fd_append, double fd_over, double rtt50, double r
                 snprintf(base, sizeof base, "full.%s.%s", wls[w], figs[f].m);
                 row(wl_titles[w], setup_titles[k], figs[f].fig, figs[f].unit, get(key),
                     figs[f].scale, get(base), figs[f].prec);
+            }
+            if (w == 1) {
+                /* Against plain FULL's own ratio in the last column. */
+                snprintf(key, sizeof key, "%s.c4.ratio", kind_names[k]);
+                row(wl_titles[w], setup_titles[k],
+                    "4 writers / 1 writer (transactions/s, per round)", "×", get(key), 1,
+                    get("full.c4.ratio"), 2);
             }
             snprintf(key, sizeof key, "%s.%s.errs", kind_names[k], wls[w]);
             struct result *e = get(key);
