@@ -2520,6 +2520,28 @@ int io_node_start(const struct io_node_config *cfg, enum io_node_start_mode mode
         rc = IO_NODE_EIO;
         goto err_after_log;
     }
+    /* A state machine older than the floor recorded for it: replay from its own index while the
+     * log still holds the entries after it (io_fsm.state_index). */
+    if (mode == IO_NODE_RESTART && n->fsm.state_index != NULL) {
+        uint64_t held = n->fsm.state_index(n->fsm.ctx);
+        if (held < n->meta.applied_floor) {
+            if (held < snap_index) {
+                set_err(err, err_len,
+                        "the state machine holds the entries up to %" PRIu64 " only, but this "
+                        "node recorded %" PRIu64 " as applied and durable, and its log now starts "
+                        "after %" PRIu64 ": the entries in between are gone here. Remove %s and "
+                        "add the node to the cluster again",
+                        held, n->meta.applied_floor, snap_index, n->dir);
+                rc = IO_NODE_EFSM;
+                goto err_after_log;
+            }
+            io_logf(IO_LOG_WARN, n->name,
+                    "the state machine holds the entries up to %" PRIu64 ", older than the "
+                    "applied floor %" PRIu64 ": replaying the log from %" PRIu64,
+                    held, n->meta.applied_floor, held + 1);
+            n->meta.applied_floor = held; /* in memory: the next floor reported is stored */
+        }
+    }
 
     if (mode == IO_NODE_BOOTSTRAP) {
         uint64_t cid = 0;

@@ -109,6 +109,15 @@ struct io_fsm {
      * needs it, when io_node_wait_applied waits, or after APPLY_LAZY_MS; by then apply_batch
      * usually finds them applied. Without it every committed entry wakes the apply thread. */
     bool proposer_applies;
+
+    /* May be NULL. At a restart, before anything is applied: the index of the last entry in the
+     * state the state machine holds (what it will build on). The runtime replays from its applied
+     * floor + 1, which it recorded when the state machine reported it durable; a state machine
+     * that came back older than that (its durable state was lost or replaced) would miss the
+     * entries in between. With this callback the runtime replays from the state's index instead
+     * while its log still holds the entries after it, and refuses to start (IO_NODE_EFSM, with a
+     * message) once they are compacted away. NULL: the floor is trusted. */
+    uint64_t (*state_index)(void *ctx);
 };
 
 struct io_node_config {

@@ -176,6 +176,16 @@ static void apply_op(const char *p, size_t len)
     res_set(&st, opid, r);
 }
 
+/* io_fsm.state_index: the state loaded at start. */
+static uint64_t fsm_state_index(void *ctx)
+{
+    (void)ctx;
+    pthread_mutex_lock(&mu);
+    uint64_t applied = st.applied;
+    pthread_mutex_unlock(&mu);
+    return applied;
+}
+
 static int fsm_apply(void *ctx, uint64_t index, const void *buf, size_t len)
 {
     (void)ctx;
@@ -762,7 +772,8 @@ int main(int argc, char **argv)
                 .snapshot_close = fsm_snapshot_close,
                 .install_begin = fsm_install_begin,
                 .install_chunk = fsm_install_chunk,
-                .install_end = fsm_install_end},
+                .install_end = fsm_install_end,
+                .state_index = fsm_state_index},
     };
     const char *v;
     if ((v = arg_value(argc, argv, "--election-ms")) != NULL) {

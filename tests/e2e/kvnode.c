@@ -105,6 +105,16 @@ static void kv_clear(void)
     }
 }
 
+/* io_fsm.state_index: the state loaded at start. */
+static uint64_t fsm_state_index(void *ctx)
+{
+    (void)ctx;
+    pthread_mutex_lock(&kv.mu);
+    uint64_t applied = kv.applied;
+    pthread_mutex_unlock(&kv.mu);
+    return applied;
+}
+
 static int fsm_apply(void *ctx, uint64_t index, const void *buf, size_t len)
 {
     (void)ctx;
@@ -401,7 +411,8 @@ int main(int argc, char **argv)
                 .snapshot_close = fsm_snapshot_close,
                 .install_begin = fsm_install_begin,
                 .install_chunk = fsm_install_chunk,
-                .install_end = fsm_install_end},
+                .install_end = fsm_install_end,
+                .state_index = fsm_state_index},
     };
     const char *v;
     if ((v = arg_value(argc, argv, "--election-ms")) != NULL) {

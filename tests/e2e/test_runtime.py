@@ -342,6 +342,75 @@ def test_node_back_from_downtime_follows_a_leader_added_meanwhile():
         c.cleanup(ok)
 
 
+def test_state_machine_back_older_than_its_floor():
+    """n3's state machine comes back older than the floor the node recorded for it (its state
+    file replaced by an older copy). The node replays its log from the state's own index while
+    the log on disk still holds those entries (io_fsm.state_index); once they are gone (the node
+    caught up by snapshot since) it refuses to start and says why, instead of building on a state
+    with a gap."""
+    c = Cluster(KVNODE)
+    ok = False
+    try:
+        nodes, ports = start3(c, "--trailing", "5")
+        n1, n2, n3 = nodes
+        state = os.path.join(c.root, "n3", "kv.state")
+
+        def puts(lo, hi):
+            for i in range(lo, hi):
+                check(n1.cmd("put s%d %d" % (i, i)).startswith("ok"), "put s%d" % i)
+
+        def saved():
+            r = n3.cmd("checkpoint")
+            check(r.startswith("ok"), "checkpoint on n3: " + r)
+            with open(state, "rb") as f:
+                return f.read()
+
+        def restore(data):
+            with open(state, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+
+        puts(0, 20)
+        same_history(nodes, "the first puts")
+        old = saved()
+        puts(20, 60)
+        same_history(nodes, "more puts")
+        saved()
+        n3.kill()
+        restore(old)
+        n3 = c.node("n3", ports[2], "--trailing", "5")
+        nodes = [n1, n2, n3]
+        same_history(nodes, "n3 came back with an older state")  # differs without state_index
+        check(n3.cmd("get s30") == "val 30", "n3 replayed what its older state lacked")
+
+        old = saved()
+        n3.quit()
+        puts(60, 300)
+        for n in (n1, n2):
+            check(n.cmd("barrier").startswith("ok"), "barrier")
+            check(n.cmd("checkpoint").startswith("ok"), "checkpoint")
+        wait_for("n1 to compact", lambda: status(n1)["first_index"] > 100, 10)
+        n3 = c.node("n3", ports[2], "--trailing", "5")
+        nodes = [n1, n2, n3]
+        same_history(nodes, "n3 caught up by snapshot")
+        check(status(n3)["stats"]["snapshots_installed"] >= 1, "n3 installed a snapshot")
+        n3.kill()
+        restore(old)
+        try:
+            c.node("n3", ports[2], "--trailing", "5")
+            raise Failure("n3 started on a state older than its log's base")
+        except Failure as e:
+            msg = str(e)
+            check("err 107" in msg and "the entries in between are gone" in msg,
+                  "n3's refusal says why: " + msg)
+        for n in (n1, n2):
+            n.quit()
+        ok = True
+    finally:
+        c.cleanup(ok)
+
+
 def test_membership_and_transfer_over_the_network():
     c = Cluster(KVNODE)
     ok = False
@@ -397,6 +466,8 @@ if __name__ == "__main__":
          test_killed_leader_is_replaced_within_heartbeats),
         ("a node down across a compaction catches up by snapshot",
          test_node_down_across_compaction_catches_up_by_snapshot),
+        ("a state machine back older than its floor is replayed, or refused once compacted",
+         test_state_machine_back_older_than_its_floor),
         ("membership and leader transfer over the network",
          test_membership_and_transfer_over_the_network),
     ]
