@@ -251,8 +251,9 @@ static int blocked_by_node_only(struct vfs_shared *sh, struct waiter *w)
  * after the head became head: the writer that just committed is running with a warm page cache,
  * while the head would need a thread wake-up and a new read transaction, and the pager of every
  * connection but the committer's discards its cache after a commit. A hand-over on every commit
- * makes 4 writers commit less than 1. Past the window the head goes next, so no writer waits
- * more than the window and one transaction per writer ahead of it. */
+ * makes 4 writers commit less than 1. Past the window the head goes next: the head waits at
+ * most the window and the transaction in progress, and each writer ahead of a queued one adds
+ * at most as much. */
 static int may_barge(struct vfs_shared *sh)
 {
     return sh->queue_head == NULL || vfs_now_us() - sh->head_since_us < BARGE_WINDOW_US;
