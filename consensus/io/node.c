@@ -137,6 +137,7 @@ struct apply_item {
     /* A_SNAP_END: what to tell the core */
     uint64_t from, term, last_term;
     struct raft_config config;
+    uint64_t due_us; /* a lazy item: when the apply thread takes it at the latest */
     struct apply_item *next;
 };
 
@@ -782,12 +783,19 @@ static void *disk_main(void *arg)
 /* ---------------------------------------------------------------------------------------------
  * Apply thread. */
 
-/* How long a lazily queued entry (io_fsm.proposer_applies) may wait for the apply thread. */
+/* How long a lazily queued entry may wait for the apply thread: on the leader an entry whose
+ * proposer applies it (io_fsm.proposer_applies), elsewhere every entry. A follower batches its
+ * applies: the entries of a steady stream of commits share one wake-up and one apply every
+ * FOLLOWER_APPLY_US, and the thread stays off the CPU that the commit path (the follower's
+ * append, fsync and acknowledgement) needs. io_node_wait_applied takes them at once. */
 #define APPLY_LAZY_MS 20
+#define FOLLOWER_APPLY_US 2000
 
-/* Queues `it`; a lazy item does not wake the apply thread (see io_fsm.proposer_applies). */
-static void apply_push(struct io_node *n, struct apply_item *it, bool lazy)
+/* Queues `it`; a lazy item does not wake the apply thread before `lazy_us` from now, unless
+ * something waits for it (io_node_wait_applied) or a non-lazy item comes. */
+static void apply_push(struct io_node *n, struct apply_item *it, bool lazy, uint64_t lazy_us)
 {
+    it->due_us = lazy ? io_now_us() + lazy_us : 0;
     pthread_mutex_lock(&n->apply_mu);
     it->next = NULL;
     /* The thread waits without a timeout only on an empty queue: a lazy item landing there wakes
@@ -931,9 +939,12 @@ static void *apply_main(void *arg)
         while (n->apply_head == NULL && !n->apply_stop) {
             pthread_cond_wait(&n->apply_cv, &n->apply_mu);
         }
-        if (n->apply_head != NULL && !n->apply_urgent && !n->apply_stop) {
-            /* Only lazy entries: their proposers normally apply them meanwhile. */
-            struct timespec deadline = io_deadline_ms(APPLY_LAZY_MS);
+        if (n->apply_head != NULL && !n->apply_urgent && !n->apply_stop &&
+            n->apply_head->due_us > io_now_us()) {
+            /* Only lazy entries, the oldest not due yet: on the leader their proposers normally
+             * apply them meanwhile; on a follower more join them (apply_push). A backlog (the
+             * oldest entry due) is taken at once. */
+            struct timespec deadline = io_timespec_us(n->apply_head->due_us);
             while (!n->apply_urgent && !n->apply_stop &&
                    pthread_cond_timedwait(&n->apply_cv, &n->apply_mu, &deadline) != ETIMEDOUT) {
             }
@@ -1494,7 +1505,7 @@ static void on_snap_chunk(struct io_node *n, uint64_t from, const uint8_t *buf, 
         atomic_store(&n->install_done, 0);
         io_logf(IO_LOG_INFO, n->name, "receiving snapshot %" PRIu64 " (%" PRIu64 " bytes)", index,
                 total);
-        apply_push(n, it, false);
+        apply_push(n, it, false, 0);
     } else if (!r->active || r->index != index || r->from != from || offset != r->expected_offset) {
         send_snap_ack(n, from, index, offset, false);
         return;
@@ -1509,7 +1520,7 @@ static void on_snap_chunk(struct io_node *n, uint64_t from, const uint8_t *buf, 
         }
         it->kind = A_SNAP_CHUNK;
         it->index = index;
-        apply_push(n, it, false);
+        apply_push(n, it, false, 0);
     }
     r->expected_offset = offset + data_len;
     if (last) {
@@ -1524,7 +1535,7 @@ static void on_snap_chunk(struct io_node *n, uint64_t from, const uint8_t *buf, 
         end->last_term = last_term;
         end->config = cfg;
         r->active = false;
-        apply_push(n, end, false);
+        apply_push(n, end, false, 0);
     }
 }
 
@@ -2010,7 +2021,12 @@ static void handle(struct io_node *n, struct raft_update *u)
         it->index = e->index;
         it->type = e->type;
         it->buf = raft_buf_ref(e->buf);
-        apply_push(n, it, n->fsm.proposer_applies && proposer_waits(n, u, e));
+        if (raft_state(n->raft) != RAFT_LEADER) {
+            apply_push(n, it, true, FOLLOWER_APPLY_US);
+        } else {
+            apply_push(n, it, n->fsm.proposer_applies && proposer_waits(n, u, e),
+                       (uint64_t)APPLY_LAZY_MS * 1000);
+        }
         n->commits++;
     }
     /* 7. Snapshots to stream. */
