@@ -788,18 +788,21 @@ static void *disk_main(void *arg)
  * applies: the entries of a steady stream of commits share one wake-up and one apply every
  * FOLLOWER_APPLY_US, and the thread stays off the CPU that the commit path (the follower's
  * append, fsync and acknowledgement) needs. io_node_wait_applied takes them at once. */
-#define APPLY_LAZY_MS 20
+#define APPLY_LAZY_US 20000
 #define FOLLOWER_APPLY_US 2000
 
-/* Queues `it`; a lazy item does not wake the apply thread before `lazy_us` from now, unless
- * something waits for it (io_node_wait_applied) or a non-lazy item comes. */
-static void apply_push(struct io_node *n, struct apply_item *it, bool lazy, uint64_t lazy_us)
+/* Queues `it`. An item with lazy_us > 0 is lazy: it does not wake the apply thread before
+ * lazy_us from now, unless something waits for it (io_node_wait_applied) or a non-lazy item
+ * comes. */
+static void apply_push(struct io_node *n, struct apply_item *it, uint64_t lazy_us)
 {
+    bool lazy = lazy_us > 0;
     it->due_us = lazy ? io_now_us() + lazy_us : 0;
     pthread_mutex_lock(&n->apply_mu);
     it->next = NULL;
     /* The thread waits without a timeout only on an empty queue: a lazy item landing there wakes
-     * it once, to start its APPLY_LAZY_MS wait; later lazy items add nothing to wake for. */
+     * it once, to start its wait until the item is due; later lazy items add nothing to wake
+     * for. */
     bool wake = lazy ? n->apply_head == NULL : !n->apply_urgent;
     if (n->apply_tail != NULL) {
         n->apply_tail->next = it;
@@ -1505,7 +1508,7 @@ static void on_snap_chunk(struct io_node *n, uint64_t from, const uint8_t *buf, 
         atomic_store(&n->install_done, 0);
         io_logf(IO_LOG_INFO, n->name, "receiving snapshot %" PRIu64 " (%" PRIu64 " bytes)", index,
                 total);
-        apply_push(n, it, false, 0);
+        apply_push(n, it, 0);
     } else if (!r->active || r->index != index || r->from != from || offset != r->expected_offset) {
         send_snap_ack(n, from, index, offset, false);
         return;
@@ -1520,7 +1523,7 @@ static void on_snap_chunk(struct io_node *n, uint64_t from, const uint8_t *buf, 
         }
         it->kind = A_SNAP_CHUNK;
         it->index = index;
-        apply_push(n, it, false, 0);
+        apply_push(n, it, 0);
     }
     r->expected_offset = offset + data_len;
     if (last) {
@@ -1535,7 +1538,7 @@ static void on_snap_chunk(struct io_node *n, uint64_t from, const uint8_t *buf, 
         end->last_term = last_term;
         end->config = cfg;
         r->active = false;
-        apply_push(n, end, false, 0);
+        apply_push(n, end, 0);
     }
 }
 
@@ -2021,12 +2024,10 @@ static void handle(struct io_node *n, struct raft_update *u)
         it->index = e->index;
         it->type = e->type;
         it->buf = raft_buf_ref(e->buf);
-        if (raft_state(n->raft) != RAFT_LEADER) {
-            apply_push(n, it, true, FOLLOWER_APPLY_US);
-        } else {
-            apply_push(n, it, n->fsm.proposer_applies && proposer_waits(n, u, e),
-                       (uint64_t)APPLY_LAZY_MS * 1000);
-        }
+        apply_push(n, it,
+                   raft_state(n->raft) != RAFT_LEADER                     ? FOLLOWER_APPLY_US
+                   : n->fsm.proposer_applies && proposer_waits(n, u, e) ? APPLY_LAZY_US
+                                                                          : 0);
         n->commits++;
     }
     /* 7. Snapshots to stream. */

@@ -106,8 +106,9 @@ struct io_fsm {
     /* The proposer applies its own entries (the VFS's writer completes its transaction once the
      * proposal commits). Then a committed entry whose proposer is waiting for it is queued for the
      * apply thread without waking it: the thread takes such entries with the next entry that
-     * needs it, when io_node_wait_applied waits, or after APPLY_LAZY_MS; by then apply_batch
-     * usually finds them applied. Without it every committed entry wakes the apply thread. */
+     * needs it, when io_node_wait_applied waits, or after 20 ms (APPLY_LAZY_US); by then
+     * apply_batch usually finds them applied. Without it every committed entry wakes the apply
+     * thread. */
     bool proposer_applies;
 
     /* May be NULL. At a restart, before anything is applied: the index of the last entry in the
