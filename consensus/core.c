@@ -195,6 +195,7 @@ static int finish(struct raft *r, const struct snap *s, int rc, struct raft_upda
     out->leader = r->leader;
     out->state_changed = r->state != s->state || r->leader != s->leader || r->term != s->term;
     out->config_changed = u->config_changed;
+    out->commit_untold = commit_untold(r);
     if (rc == 0 && u->oom) {
         rc = RAFT_ENOMEM;
     }
@@ -541,6 +542,9 @@ int raft_step(struct raft *r, const struct raft_event *ev, struct raft_update *o
         break;
     case RAFT_EVENT_PEER_DOWN:
         election_peer_down(r, ev->peer_down.id);
+        break;
+    case RAFT_EVENT_TELL_COMMIT:
+        tell_commit(r);
         break;
     default:
         rc = RAFT_EBADARG;

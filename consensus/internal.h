@@ -57,6 +57,7 @@ struct progress {
     uint64_t last_progress_ms; /* last time match advanced (or replicate began) */
     uint64_t snapshot_index;   /* snapshot state: the snapshot being sent */
     uint64_t acked_ctx;        /* highest heartbeat round acknowledged */
+    uint64_t commit_told;      /* highest commit index a message to the peer carried for it */
     struct inflight fl[INFLIGHT_CAP];
     uint32_t fl_head;
     uint32_t fl_n;
@@ -217,6 +218,8 @@ unsigned quorum_size(const struct raft *r);
 void send_append(struct raft *r, struct progress *p, bool force);
 void broadcast_append(struct raft *r);
 void broadcast_heartbeat(struct raft *r);
+void tell_commit(struct raft *r);
+bool commit_untold(const struct raft *r);
 void recv_append(struct raft *r, const struct raft_message *m);
 void recv_append_result(struct raft *r, const struct raft_message *m);
 void recv_heartbeat(struct raft *r, const struct raft_message *m);

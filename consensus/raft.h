@@ -293,7 +293,8 @@ enum raft_event_type {
     RAFT_EVENT_SNAPSHOT_SENT = 4,      /* a snapshot stream to a peer finished or failed */
     RAFT_EVENT_SNAPSHOT_INSTALLED = 5, /* this node installed a snapshot it received */
     RAFT_EVENT_APPLIED_FLOOR = 6,      /* entries up to index are durably in the state machine */
-    RAFT_EVENT_PEER_DOWN = 7           /* a hint that server `id` has stopped (see below) */
+    RAFT_EVENT_PEER_DOWN = 7,          /* a hint that server `id` has stopped (see below) */
+    RAFT_EVENT_TELL_COMMIT = 8         /* leader: tell peers the commit index (commit_untold) */
 };
 
 struct raft_event {
@@ -407,6 +408,13 @@ struct raft_update {
     uint32_t n_proposals;
     const struct raft_read *reads;
     uint32_t n_reads;
+
+    /* A leader: some peer holds entries up to an index now committed but no message to it has
+     * said so yet. The next AppendEntries to it will; where none may follow soon (no further
+     * proposal), step RAFT_EVENT_TELL_COMMIT a moment later, which sends the commit index to each
+     * such peer (a heartbeat to it alone, no new round). Without it a follower -- a read
+     * replica -- learns of its last commits only with the next entries or the next heartbeat. */
+    bool commit_untold;
 
     /* Role, leader or configuration changed during the call (informational). */
     bool state_changed;

@@ -64,6 +64,13 @@ static uint64_t retransmit_ms(const struct raft *r, uint64_t bytes)
     return (uint64_t)r->o.heartbeat_ms + bytes / RETRANSMIT_BYTES_PER_MS;
 }
 
+static void told(struct progress *p, uint64_t commit)
+{
+    if (commit > p->commit_told) {
+        p->commit_told = commit;
+    }
+}
+
 /* Sends one AppendEntries starting at p->next, or in replicate mode as many as the in-flight
  * window allows. `force` sends a probe even if one is outstanding. */
 void send_append(struct raft *r, struct progress *p, bool force)
@@ -118,6 +125,7 @@ void send_append(struct raft *r, struct progress *p, bool force)
         m->append_entries.prev_term = log_term(&r->log, prev);
         m->append_entries.commit = r->commit;
         m->append_entries.n_entries = (uint32_t)n;
+        told(p, r->commit < prev + n ? r->commit : prev + n); /* what a follower takes of it */
         m->append_entries.entries = es;
         if (p->state == RAFT_PROBE) {
             p->probe_sent = true;
@@ -155,6 +163,49 @@ void broadcast_heartbeat(struct raft *r)
         /* Never tell a follower to commit beyond what it is known to hold. */
         m->heartbeat.commit = r->commit < p->match ? r->commit : p->match;
         m->heartbeat.ctx = r->hb_round;
+        told(p, m->heartbeat.commit);
+    }
+}
+
+/* What a peer may be told is committed: what it holds and matches ours (a heartbeat's rule). */
+static uint64_t tellable(const struct raft *r, const struct progress *p)
+{
+    return r->commit < p->match ? r->commit : p->match;
+}
+
+bool commit_untold(const struct raft *r)
+{
+    if (r->state != RAFT_LEADER) {
+        return false;
+    }
+    for (size_t i = 0; i < r->n_prs; i++) {
+        if (tellable(r, &r->prs[i]) > r->prs[i].commit_told) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* RAFT_EVENT_TELL_COMMIT: a heartbeat to each peer that holds committed entries it has not been
+ * told of. Context 0 belongs to no round: its answers confirm no read and extend no lease. */
+void tell_commit(struct raft *r)
+{
+    if (r->state != RAFT_LEADER) {
+        return;
+    }
+    for (size_t i = 0; i < r->n_prs; i++) {
+        struct progress *p = &r->prs[i];
+        uint64_t c = tellable(r, p);
+        if (c <= p->commit_told) {
+            continue;
+        }
+        struct raft_message *m = out_msg(r, RAFT_MSG_HEARTBEAT, p->id);
+        if (m == NULL) {
+            return;
+        }
+        m->heartbeat.commit = c;
+        m->heartbeat.ctx = 0;
+        told(p, c);
     }
 }
 

@@ -16,7 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { EV_MSG = 1, EV_SNAP, EV_DISK, EV_TICK, EV_PEER_DOWN };
+enum { EV_MSG = 1, EV_SNAP, EV_DISK, EV_TICK, EV_PEER_DOWN, EV_TELL };
 
 struct cl_disk_op {
     uint64_t truncate_from;
@@ -632,6 +632,12 @@ static void handle(struct cluster *c, struct cl_node *n, const struct raft_updat
         }
         send_msg(c, n, m);
     }
+    /* A commit no message carried yet: told 1 ms later, as the runtime does (TELL_COMMIT_MS). */
+    if (u->commit_untold && !n->tell_due) {
+        struct cl_ev ev = {.at = c->now + 1, .kind = EV_TELL, .node = n->id, .life = n->life};
+        heap_push(c, &ev);
+        n->tell_due = true;
+    }
     /* Commit index monotonic and consistent. */
     note_commit(c, n, u->commit_index);
     /* 6. Apply. */
@@ -773,6 +779,7 @@ void cl_crash(struct cluster *c, uint64_t id)
     n->r = NULL;
     n->up = false;
     n->life++;
+    n->tell_due = false; /* its EV_TELL belongs to the old life */
     disk_drop_all(n);
     /* The state machine keeps what was checkpointed. */
     n->sm_n = n->floor;
@@ -989,6 +996,13 @@ static void process(struct cluster *c, struct cl_ev *ev)
     case EV_PEER_DOWN:
         if (n->up && n->life == ev->life) {
             cl_peer_down(c, ev->node, ev->down);
+        }
+        break;
+    case EV_TELL:
+        if (n->up && n->life == ev->life) {
+            n->tell_due = false;
+            struct raft_event e = {.type = RAFT_EVENT_TELL_COMMIT, .now_ms = c->now};
+            step(c, n, &e);
         }
         break;
     case EV_TICK:

@@ -47,6 +47,7 @@ struct cl_node {
     uint64_t floor;       /* durable applied floor */
     uint64_t commit_seen; /* highest commit index in this life */
     uint64_t restart_at;  /* when down: restart time (0: stays down) */
+    bool tell_due;        /* an EV_TELL is queued for this life */
 };
 
 struct cl_options {

@@ -144,6 +144,48 @@ static bool marker_done(struct cluster *c, void *arg)
     return true;
 }
 
+/* After healing: a follower that holds an entry learns that it committed within two message
+ * latencies and the leader's 1 ms (raft_update.commit_untold), not at the next heartbeat. Checked
+ * where that bound is shorter than a heartbeat; no proposal follows the one it makes. */
+static void check_commit_told(struct cluster *c)
+{
+    uint64_t l = cl_leader(c), ck = 0;
+    uint32_t bound = 2 * c->o.lat_max_ms + 2;
+    if (c->failed || l == 0 || bound >= c->o.heartbeat_ms || cl_propose(c, l, 8, &ck) != 0) {
+        return;
+    }
+    uint64_t term = raft_term(cl_raft(c, l)), deadline = c->now + 2000;
+    struct cl_proposal *p = cl_proposal_get(c, ck);
+    while (!c->failed && p->state != RAFT_PROPOSAL_COMMITTED && c->now < deadline) {
+        cl_run_until(c, c->now + 1);
+        p = cl_proposal_get(c, ck);
+    }
+    if (c->failed || p->state != RAFT_PROPOSAL_COMMITTED || cl_leader(c) != l ||
+        raft_term(cl_raft(c, l)) != term) {
+        return; /* not this check's business: liveness is checked above */
+    }
+    bool holds[CL_MAX + 1] = {false};
+    for (uint64_t id = 1; id <= CL_MAX; id++) {
+        struct raft *r = cl_raft(c, id);
+        holds[id] = id != l && r != NULL && cl_role_in(c, l, id) >= 0 &&
+                    raft_term(r) == term && raft_persisted_index(r) >= p->index;
+    }
+    uint64_t at = c->now;
+    cl_run_until(c, at + bound);
+    if (c->failed || cl_leader(c) != l || raft_term(cl_raft(c, l)) != term) {
+        return;
+    }
+    for (uint64_t id = 1; id <= CL_MAX; id++) {
+        struct raft *r = cl_raft(c, id);
+        if (holds[id] && r != NULL && raft_commit_index(r) < p->index) {
+            cl_fail(c, "n%llu held entry %llu when it committed at %llu ms but was not told within "
+                       "%u ms (its commit index: %llu)",
+                    (unsigned long long)id, (unsigned long long)p->index,
+                    (unsigned long long)at, bound, (unsigned long long)raft_commit_index(r));
+        }
+    }
+}
+
 static unsigned first_commit_crash_in;
 
 /* Buggify: a leader sometimes crashes the moment it first advances its commit index in a term,
@@ -338,6 +380,7 @@ static int run_seed(uint64_t seed, bool trace, struct totals *tot)
         cl_fail(&c, "liveness: no progress within 15 s of healing (leader n%llu)",
                 (unsigned long long)cl_leader(&c));
     }
+    check_commit_told(&c);
     cl_check_final(&c);
     tot->steps += c.steps;
     tot->checks += c.checks;

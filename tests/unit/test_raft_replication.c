@@ -93,6 +93,52 @@ static void test_raft_leader_applies_what_followers_made_durable(void **state)
     raft_destroy(r);
 }
 
+/* A commit no message has carried to a follower is flagged (raft_update.commit_untold), and
+ * RAFT_EVENT_TELL_COMMIT sends it: a heartbeat of context 0 to that follower only, saying no
+ * more than it holds. An AppendEntries that carries it clears the flag: no extra message. */
+static void test_raft_leader_tells_untold_commits(void **state)
+{
+    (void)state;
+    struct raft *r = drv_node(1, 3, 1, NULL, 0);
+    uint64_t now = 0;
+    struct raft_update u;
+    assert_int_equal(drv_elect(r, 3, &now), RAFT_LEADER);
+    uint64_t t = raft_term(r);
+    drv_persisted(r, now, 2, t, &u);
+    assert_false(u.commit_untold); /* nothing committed yet */
+    /* n2 acknowledges the no-op: committed, and nobody was told. */
+    struct raft_message m = drv_append_ok(2, 1, t, 2);
+    drv_recv(r, now, &m, &u);
+    assert_int_equal(raft_commit_index(r), 2);
+    assert_true(u.commit_untold);
+    struct raft_event ev = {.type = RAFT_EVENT_TELL_COMMIT, .now_ms = now};
+    assert_int_equal(raft_step(r, &ev, &u), 0);
+    assert_int_equal(u.n_messages, 1); /* n3 holds nothing acknowledged: told nothing */
+    const struct raft_message *hb = drv_find(&u, RAFT_MSG_HEARTBEAT, 2);
+    assert_non_null(hb);
+    assert_int_equal(hb->heartbeat.commit, 2);
+    assert_int_equal(hb->heartbeat.ctx, 0);
+    assert_false(u.commit_untold);
+    assert_int_equal(raft_step(r, &ev, &u), 0);
+    assert_int_equal(u.n_messages, 0); /* told once */
+    /* n3 catches up: told at the next step; a proposal's AppendEntries then carries the commit
+     * to both, and leaves nothing untold. */
+    m = drv_append_ok(3, 1, t, 2);
+    drv_recv(r, now, &m, &u);
+    assert_true(u.commit_untold);
+    struct raft_buf *b = raft_buf_copy("12345678", 8);
+    assert_non_null(b);
+    assert_int_equal(raft_propose(r, now, RAFT_NORMAL, b, 7, &u), 0);
+    raft_buf_unref(b);
+    const struct raft_message *ae = drv_find(&u, RAFT_MSG_APPEND_ENTRIES, 3);
+    assert_non_null(ae);
+    assert_int_equal(ae->append_entries.commit, 2);
+    assert_false(u.commit_untold);
+    assert_int_equal(raft_step(r, &ev, &u), 0);
+    assert_int_equal(u.n_messages, 0);
+    raft_destroy(r);
+}
+
 /* A big entry out to a follower is not sent again at every heartbeat while it may still be on
  * its way: the retransmission waits for the time its bytes take (16 KiB/ms assumed). */
 static void test_raft_big_entry_is_not_resent_while_in_flight(void **state)
@@ -298,6 +344,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_raft_figure8_no_commit_by_counting_old_term),
+        cmocka_unit_test(test_raft_leader_tells_untold_commits),
         cmocka_unit_test(test_raft_leader_counts_itself_only_when_persisted),
         cmocka_unit_test(test_raft_leader_applies_what_followers_made_durable),
         cmocka_unit_test(test_raft_big_entry_is_not_resent_while_in_flight),
