@@ -18,6 +18,9 @@ struct io_loop {
     pthread_mutex_t big; /* held by the loop thread except while it waits for events */
     atomic_int runners;  /* 1 while a thread is in io_loop_run_until: the loop thread steps aside */
     atomic_bool parked;  /* the loop thread waits on park_cv, not on events */
+    /* When the loop thread's wait for events ends by itself, io_now_ms; UINT64_MAX: never; 0
+     * while it does not wait for events. */
+    _Atomic uint64_t sleep_until_ms;
     _Atomic pthread_t runner_tid; /* the thread in io_loop_run_until, while `running` */
     atomic_bool running;
     pthread_cond_t park_cv;
@@ -39,6 +42,10 @@ struct io_loop {
  * wait for it or for the loop thread's next look. */
 #define LOOP_PARK_MS 1
 #define LOOP_PARK_MAX_MS 16
+
+/* How late a timer started by a thread in io_loop_run_until may fire before that thread, leaving,
+ * wakes the loop thread for it. */
+#define LOOP_LATE_MS 1
 
 struct timespec io_deadline_ms(int64_t ms)
 {
@@ -154,8 +161,10 @@ static void run(void *arg)
         }
         struct pollfd pfd = {.fd = uv_backend_fd(&l->loop), .events = POLLIN};
         int timeout = uv_backend_timeout(&l->loop);
+        atomic_store(&l->sleep_until_ms, timeout < 0 ? UINT64_MAX : io_now_ms() + (uint64_t)timeout);
         pthread_mutex_unlock(&l->big);
         (void)poll(&pfd, 1, timeout); /* EINTR: run once more */
+        atomic_store(&l->sleep_until_ms, 0);
         pthread_mutex_lock(&l->big);
     }
     pthread_mutex_unlock(&l->big);
@@ -343,11 +352,11 @@ int io_loop_run_until(struct io_loop *l, bool (*done)(void *arg), void *arg, int
     }
     atomic_store(&l->runner_tid, pthread_self());
     atomic_store(&l->running, true);
-    int rc;
+    int rc, timeout = -1;
     for (;;) {
         /* Holding big, as the loop thread would. */
         uv_run(&l->loop, UV_RUN_NOWAIT);
-        int timeout = uv_backend_timeout(&l->loop);
+        timeout = uv_backend_timeout(&l->loop);
         pthread_mutex_unlock(&l->big);
         if (done(arg)) {
             rc = 1;
@@ -374,6 +383,15 @@ int io_loop_run_until(struct io_loop *l, bool (*done)(void *arg), void *arg, int
     }
     atomic_store(&l->running, false);
     atomic_store(&l->runners, 0);
+    /* A timer started meanwhile (say, to tell followers of a commit) is due before the loop
+     * thread, which computed its wait for events earlier, would look again: wake it, or the
+     * timer fires that late (a heartbeat tick later, say). A parked loop thread is not woken:
+     * it looks again within its park, short unless runs keep it parked (a steady stream of
+     * commits, whose next proposal soon runs the loop). */
+    uint64_t until = atomic_load(&l->sleep_until_ms);
+    if (timeout >= 0 && until != 0 && until > io_now_ms() + (uint64_t)timeout + LOOP_LATE_MS) {
+        kick(l);
+    }
     return rc;
 }
 
