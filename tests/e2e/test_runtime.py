@@ -70,6 +70,35 @@ def test_three_nodes_replicate_and_agree():
         c.cleanup(ok)
 
 
+def test_follower_learns_a_quiet_commit_without_waiting_for_a_heartbeat():
+    """With heartbeats 1 s apart, a put that no other follows is visible on both followers within
+    tens of milliseconds: the leader tells them of the commit itself (RAFT_EVENT_TELL_COMMIT),
+    where they would otherwise learn it with the next heartbeat, on average half a second later."""
+    c = Cluster(KVNODE)
+    ok = False
+    try:
+        nodes, _ = start3(c, "--heartbeat-ms", "1000", "--election-ms", "5000")
+        n1 = nodes[0]
+        check(n1.cmd("put warm 0").startswith("ok"), "put")
+        same_history(nodes, "the first put")
+        worst = 0.0
+        for i in range(10):
+            time.sleep(0.05)
+            check(n1.cmd("put q%d v%d" % (i, i)).startswith("ok"), "put q%d" % i)
+            t0 = time.monotonic()
+            for n in nodes[1:]:
+                wait_for("q%d on %s" % (i, n.name),
+                         lambda n=n: n.cmd("get q%d" % i) == "val v%d" % i, 5, 0.002)
+            worst = max(worst, time.monotonic() - t0)
+        check(worst < 0.25, "a quiet commit reached the followers only after %.0f ms" % (worst * 1e3))
+        print("    slowest of 10 quiet commits visible on both followers: %.1f ms" % (worst * 1e3))
+        for n in nodes:
+            n.quit()
+        ok = True
+    finally:
+        c.cleanup(ok)
+
+
 def test_ten_thousand_proposals_from_threads_commit_in_one_order():
     c = Cluster(KVNODE)
     ok = False
@@ -468,6 +497,8 @@ if __name__ == "__main__":
          test_node_down_across_compaction_catches_up_by_snapshot),
         ("a state machine back older than its floor is replayed, or refused once compacted",
          test_state_machine_back_older_than_its_floor),
+        ("a follower learns a quiet commit without waiting for a heartbeat",
+         test_follower_learns_a_quiet_commit_without_waiting_for_a_heartbeat),
         ("membership and leader transfer over the network",
          test_membership_and_transfer_over_the_network),
     ]

@@ -302,6 +302,57 @@ static void test_io_loop_runner_times_out_and_hands_back(void **state)
     assert_int_equal(freed, 1);
 }
 
+/* A timer a runner started fires on time after the runner left, although the loop thread was
+ * waiting for events with a timeout it computed before (10 s here): the leaving runner wakes it. */
+static void keepalive_fire(uv_timer_t *t)
+{
+    (void)t;
+}
+
+static void keepalive_stop(uv_loop_t *loop, void *arg)
+{
+    (void)loop;
+    uv_close((uv_handle_t *)arg, NULL);
+}
+
+static bool always(void *arg)
+{
+    (void)arg;
+    return true;
+}
+
+static void test_io_loop_timer_started_by_a_runner_fires_after_it_left(void **state)
+{
+    (void)state;
+    struct io_loop *l;
+    assert_int_equal(io_loop_start(&l), 0);
+    uv_timer_t keep;
+    io_loop_enter(l);
+    uv_timer_init(io_loop_uv(l), &keep);
+    uv_timer_start(&keep, keepalive_fire, 10000, 0);
+    io_loop_leave_and_wake(l); /* the loop thread now waits for events for up to 10 s */
+    for (int round = 0; round < 5; round++) {
+        usleep(20 * 1000);
+        int freed = 0;
+        struct run_req *r = calloc(1, sizeof *r);
+        assert_non_null(r);
+        r->loop = l;
+        r->freed = &freed; /* if the wait times out, the loop side frees it when it fires */
+        io_call_init(&r->call, NULL, run_req_free);
+        io_loop_enter(l);
+        uv_update_time(io_loop_uv(l)); /* as a timer's starter off the loop thread must */
+        run_arm(r, 5);
+        uint64_t t0 = io_now_ms();
+        assert_int_equal(io_loop_run_until(l, always, NULL, -1), 1); /* leaves at once */
+        assert_int_equal(io_call_await(&r->call, 2000), 42);
+        assert_true(io_now_ms() - t0 < 500);
+        assert_false(pthread_equal(r->fired_on, pthread_self())); /* the loop thread ran it */
+        io_call_fini(&r->call);
+        free(r);
+    }
+    io_loop_stop(l, keepalive_stop, &keep);
+}
+
 /* Two waiters at once: one runs the loop, the other waits as io_call_await does; both finish. */
 struct two_arg {
     struct io_loop *loop;
@@ -354,6 +405,7 @@ int main(void)
         cmocka_unit_test(test_io_loop_runner_woken_by_a_completion_elsewhere),
         cmocka_unit_test(test_io_loop_runner_times_out_and_hands_back),
         cmocka_unit_test(test_io_loop_two_runners_take_turns),
+        cmocka_unit_test(test_io_loop_timer_started_by_a_runner_fires_after_it_left),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
