@@ -650,6 +650,9 @@ static int node_main(int argc, char **argv)
 
 /* --- one setup (a process of its own: its own peak RSS, no state left from another) ---------- */
 
+/* Workload 3 again at this rate, 2 s per run: commits far apart. */
+#define QUIET_RATE 50
+
 /* Workload 3, one run on a 3-node setup: paced writes at `rate`/s; the follower reports when
  * each row became visible. Prints "R achieved_tx/s p50_ms p99_ms unseen". */
 static void lag_run(const char *uri, struct bench_child *follower, double rate, double run_secs)
@@ -948,6 +951,24 @@ static void run_setups(int port)
         store("raft3", "lag", "p99", p99, runs);
         store("raft3", "lag", "tps", tps, runs);
         put("raft3.lag.rate")->s = (struct bench_stat){rate, 0, 0, 1};
+    }
+    /* The same at a quiet leader's rate, where no next entry follows a commit soon: a follower
+     * learns of it from the leader's commit heartbeat (RAFT_EVENT_TELL_COMMIT). */
+    {
+        double p50[64], p99[64];
+        int n = 0;
+        for (; n < runs; n++) {
+            double x[6];
+            if (setup_run(RAFT3, "lag", QUIET_RATE, 2, x) != 0) {
+                break;
+            }
+            fprintf(stderr, "  quiet lag run %d: lag p50 %.3f p99 %.3f ms\n", n, x[1], x[2]);
+            p50[n] = x[1], p99[n] = x[2];
+        }
+        if (n > 0) {
+            store("raft3", "qlag", "p50", p50, n);
+            store("raft3", "qlag", "p99", p99, n);
+        }
     }
     for (int k = 0; k < N_KINDS; k++) {
         char line[512], sub[4200], name[64], key[96];
@@ -1301,6 +1322,10 @@ static void print_table(double fd_append, double fd_over, double rtt50, double r
         NULL, 3);
     row("3. follower apply lag", setup_titles[3], "achieved rate", "tx/s", get("raft3.lag.tps"), 1,
         NULL, 0);
+    snprintf(fig, sizeof fig, "apply lag p50 at %d tx/s (a quiet leader)", QUIET_RATE);
+    row("3. follower apply lag", setup_titles[3], fig, "ms", get("raft3.qlag.p50"), 1, NULL, 3);
+    snprintf(fig, sizeof fig, "apply lag p99 at %d tx/s", QUIET_RATE);
+    row("3. follower apply lag", setup_titles[3], fig, "ms", get("raft3.qlag.p99"), 1, NULL, 3);
     row("4. failover (kill -9 leader)", setup_titles[3],
         "kill → first write on the new leader (default timeouts)", "s", get("failover"), 1, NULL,
         3);
