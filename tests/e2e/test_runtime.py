@@ -77,7 +77,7 @@ def test_follower_learns_a_quiet_commit_without_waiting_for_a_heartbeat():
     c = Cluster(KVNODE)
     ok = False
     try:
-        nodes, _ = start3(c, "--heartbeat-ms", "1000", "--election-ms", "5000")
+        nodes, _ = start3(c, "--heartbeat-ms", "1000", "--election-ms", "2500")
         n1 = nodes[0]
         check(n1.cmd("put warm 0").startswith("ok"), "put")
         same_history(nodes, "the first put")

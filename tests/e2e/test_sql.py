@@ -10,6 +10,7 @@ Election timeout 500 ms, heartbeat 50 ms. Every process is killed by pid at the 
 import hashlib
 import json
 import os
+import random
 import signal
 import sqlite3
 import struct
@@ -621,6 +622,123 @@ def test_node_joining_after_compaction_gets_a_snapshot_while_writes_go_on(c):
           "raft_checksum agrees between n1 and n4")
     print("    %d rows written while n4 joined" % written)
     stop_and_compare(c, nodes + [n4])
+
+
+
+@scenario
+def test_bank_transfers_under_kills_pauses_and_transfers_lose_and_double_nothing(c):
+    """Transfers between 10 accounts (one INSERT each; a trigger moves the money) while a node
+    is killed with SIGKILL and restarted, stopped with SIGSTOP, or handed the leadership, one
+    fault at a time, for CHAOS_SECS (40) seconds. A transfer that fails is sent again with the
+    same id until it commits or its id is refused as taken, the id showing that an earlier
+    attempt committed: each transfer that was sent counts once. At the end every node holds every
+    transfer, the totals, and balances that are the sum of its transfers, and the databases are
+    byte-identical. WALRAFT_SEED replays a run's schedule of faults."""
+    seed = int(os.environ.get("WALRAFT_SEED", str(int(time.time()) % 100000)))
+    rng = random.Random(seed)
+    secs = float(os.environ.get("CHAOS_SECS", "40"))
+    print("    seed %d (WALRAFT_SEED replays it), %.0f s of faults" % (seed, secs))
+    nodes = {n.name: n for n in start3(c)}
+    first = nodes["n1"]
+    q(first, "CREATE TABLE acct(id INTEGER PRIMARY KEY, bal INTEGER NOT NULL)")
+    q(first, "CREATE TABLE xfer(id INTEGER PRIMARY KEY, a INTEGER, b INTEGER, amt INTEGER)")
+    q(first, "CREATE TRIGGER move AFTER INSERT ON xfer BEGIN "
+             "UPDATE acct SET bal = bal - NEW.amt WHERE id = NEW.a; "
+             "UPDATE acct SET bal = bal + NEW.amt WHERE id = NEW.b; END")
+    q(first, "WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < 10) "
+             "INSERT INTO acct(id, bal) SELECT i, 1000 FROM s")
+    dead = {}     # name -> when it restarts
+    stopped = {}  # name -> when it continues
+    faults = {"kill": 0, "stop": 0, "transfer": 0}
+    errors = {}
+    leader = [first]
+
+    def up(name):
+        return name not in dead and name not in stopped
+
+    def find_leader():
+        for name in sorted(nodes):
+            if up(name) and nodes[name].cmd("SELECT raft_role()") == 'ok [["leader"]]':
+                return nodes[name]
+        return None
+
+    def tick(now):
+        for name, at in list(dead.items()):
+            if now >= at:
+                del dead[name]
+                nodes[name] = c.start(name)
+        for name, at in list(stopped.items()):
+            if now >= at:
+                del stopped[name]
+                nodes[name].kill(signal.SIGCONT)
+        if dead or stopped or now < tick.next_fault or now >= end:
+            return
+        tick.next_fault = now + rng.uniform(1.5, 3.0)
+        cur = leader[0] if leader[0] is not None and up(leader[0].name) else find_leader()
+        names = sorted(nodes)
+        victim = cur.name if cur is not None and rng.random() < 0.5 else rng.choice(names)
+        kind = rng.random()
+        if kind < 0.35:
+            faults["kill"] += 1
+            nodes[victim].kill()
+            dead[victim] = now + rng.uniform(0.5, 2.0)
+        elif kind < 0.65:
+            faults["stop"] += 1
+            nodes[victim].kill(signal.SIGSTOP)
+            stopped[victim] = now + rng.uniform(0.3, 1.5)
+        elif kind < 0.85 and cur is not None:
+            target = rng.choice([n for n in names if n != cur.name])
+            r = cur.cmd("SELECT raft_transfer('%s')" % target)
+            faults["transfer"] += r.startswith("ok")
+        leader[0] = None
+
+    tick.next_fault = time.monotonic() + 1.0
+    end = time.monotonic() + secs
+    committed = []
+    k = 0
+    while time.monotonic() < end:
+        k += 1
+        a, b = rng.sample(range(1, 11), 2)
+        sql = "INSERT INTO xfer(id, a, b, amt) VALUES (%d, %d, %d, %d)" % (k, a, b,
+                                                                           rng.randint(1, 50))
+        deadline = time.monotonic() + 60
+        while True:
+            check(time.monotonic() < deadline, "transfer %d did not commit within 60 s" % k)
+            tick(time.monotonic())
+            if leader[0] is None or not up(leader[0].name):
+                leader[0] = find_leader()
+                if leader[0] is None:
+                    time.sleep(0.05)
+                    continue
+            r = leader[0].cmd(sql, timeout=60)
+            if r.startswith("ok") or "UNIQUE constraint failed" in r:
+                committed.append(k)  # now, or by an attempt whose outcome was unknown
+                break
+            kind = r.split(" ", 2)[1] if r.startswith("err ") else r
+            errors[kind] = errors.get(kind, 0) + 1
+            leader[0] = None
+            time.sleep(0.02)
+    while dead or stopped:
+        tick(time.monotonic() + 3600)
+    live = [nodes[name] for name in sorted(nodes)]
+    wait_for("a leader after the faults", lambda: leader_among(live), 30)
+    for n in live:
+        wait_for("%s to apply everything" % n.name,
+                 lambda n=n: n.cmd("SELECT raft_barrier(10000)").startswith("ok"), 60, 0.2)
+    for n in live:
+        ids = {row[0] for row in q(n, "SELECT id FROM xfer")}
+        missing = [i for i in committed if i not in ids]
+        check(not missing, "%s lacks committed transfers %s" % (n.name, missing[:5]))
+        check(ids <= set(range(1, k + 1)), "%s holds transfers never sent" % n.name)
+        check(q1(n, "SELECT sum(bal) FROM acct") == 10000, "%s: the total moved" % n.name)
+        bad = q(n, "SELECT acct.id, bal, 1000 - coalesce((SELECT sum(amt) FROM xfer WHERE a = "
+                   "acct.id), 0) + coalesce((SELECT sum(amt) FROM xfer WHERE b = acct.id), 0) "
+                   "AS want FROM acct WHERE bal != want")
+        check(not bad, "%s: balances that are not the sum of its transfers: %s" % (n.name, bad))
+    print("    %d transfers, each committed once; faults %s; failed attempts (sent again) %s"
+          % (len(committed), faults, errors))
+    check(faults["kill"] + faults["stop"] > 0 or secs < 5, "no fault was injected")
+    stop_and_compare(c, live)
 
 
 if __name__ == "__main__":
