@@ -23,3 +23,11 @@ $(POWERCUT_SHIM): tests/e2e/powercut_shim.c
 	$(CC) $(WARN) -D_GNU_SOURCE -O2 -fPIC -shared -o $@ $< -ldl -lpthread
 
 TEST_DEPS += $(POWERCUT_SHIM)
+
+# A soak of the bank scenario of test_sql.py on SQL nodes (SIGKILL, SIGSTOP and leader transfers
+# under a stream of transfers) for DURATION seconds; here any error code besides the expected
+# ones (not the leader, outcome unknown, a killed node) fails it too. SEED replays the choices.
+.PHONY: chaos-sql
+chaos-sql: $(BUILD)/walraft.so $(POWERCUT_SHIM)
+	CHAOS_SECS=$(DURATION) WALRAFT_STRICT=1 ONLY=bank $(if $(SEED),WALRAFT_SEED=$(SEED)) \
+		BUILD=$(abspath $(BUILD)) /usr/bin/python3 tests/e2e/test_sql.py
