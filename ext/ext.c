@@ -14,6 +14,7 @@ SQLITE_EXTENSION_INIT1
 #include <stdio.h>
 #include <string.h>
 
+#include "consensus/io/logging.h"
 #include "ext/internal.h"
 #include "ext/walraft.h"
 
@@ -44,6 +45,9 @@ static void maybe_restart(sqlite3 *db)
     int rc = ext_node_start(path, &cfg, EXT_RESTART, NULL, NULL, NULL, 0, why, sizeof why);
     if (rc != SQLITE_OK && rc != SQLITE_MISUSE) {
         sqlite3_log(rc, "walraft: the node of %s did not restart: %s", path, why);
+        /* Also where the node's own lines go (stderr): an application rarely sets SQLite's
+         * log, and a node that stops at once would otherwise leave no reason anywhere. */
+        io_logf(IO_LOG_ERROR, NULL, "the node of %s did not restart: %s", path, why);
     }
 }
 
