@@ -149,6 +149,12 @@ void broadcast_append(struct raft *r)
     }
 }
 
+/* What a peer may be told is committed: what it holds and matches ours (a heartbeat's rule). */
+static uint64_t tellable(const struct raft *r, const struct progress *p)
+{
+    return r->commit < p->match ? r->commit : p->match;
+}
+
 void broadcast_heartbeat(struct raft *r)
 {
     r->hb_round++;
@@ -161,16 +167,10 @@ void broadcast_heartbeat(struct raft *r)
             return;
         }
         /* Never tell a follower to commit beyond what it is known to hold. */
-        m->heartbeat.commit = r->commit < p->match ? r->commit : p->match;
+        m->heartbeat.commit = tellable(r, p);
         m->heartbeat.ctx = r->hb_round;
         told(p, m->heartbeat.commit);
     }
-}
-
-/* What a peer may be told is committed: what it holds and matches ours (a heartbeat's rule). */
-static uint64_t tellable(const struct raft *r, const struct progress *p)
-{
-    return r->commit < p->match ? r->commit : p->match;
 }
 
 bool commit_untold(const struct raft *r)

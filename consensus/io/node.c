@@ -270,6 +270,16 @@ struct io_node {
 };
 
 static void handle(struct io_node *n, struct raft_update *u);
+
+/* Steps the core with `ev` and carries out its update (loop side, or under io_loop_enter). */
+static void step_event(struct io_node *n, const struct raft_event *ev)
+{
+    struct raft_update u;
+    if (raft_step(n->raft, ev, &u) == 0) {
+        handle(n, &u);
+    }
+}
+
 static void publish(struct io_node *n);
 
 /* ---------------------------------------------------------------------------------------------
@@ -435,12 +445,9 @@ static void step_persisted(struct io_node *n, uint64_t index, uint64_t term)
 {
     if (!n->stopping) {
         struct raft_event ev = {.type = RAFT_EVENT_PERSISTED, .now_ms = io_now_ms()};
-        struct raft_update u;
         ev.persisted.index = index;
         ev.persisted.term = term;
-        if (raft_step(n->raft, &ev, &u) == 0) {
-            handle(n, &u);
-        }
+        step_event(n, &ev);
     }
 }
 
@@ -1314,13 +1321,10 @@ static void snap_send_end(struct snap_send *s, bool ok)
     }
     if (!n->stopping && to != 0) { /* to == 0: a replaced stream, nothing to report */
         struct raft_event ev = {.type = RAFT_EVENT_SNAPSHOT_SENT, .now_ms = io_now_ms()};
-        struct raft_update u;
         ev.snapshot_sent.to = to;
         ev.snapshot_sent.index = index;
         ev.snapshot_sent.ok = ok;
-        if (raft_step(n->raft, &ev, &u) == 0) {
-            handle(n, &u);
-        }
+        step_event(n, &ev);
     }
 }
 
@@ -1419,13 +1423,10 @@ static void snap_send_start(struct io_node *n, const struct raft_snapshot_send *
             free(s);
         }
         struct raft_event ev = {.type = RAFT_EVENT_SNAPSHOT_SENT, .now_ms = io_now_ms()};
-        struct raft_update u;
         ev.snapshot_sent.to = req->to;
         ev.snapshot_sent.index = req->index;
         ev.snapshot_sent.ok = false;
-        if (raft_step(n->raft, &ev, &u) == 0) {
-            handle(n, &u);
-        }
+        step_event(n, &ev);
         return;
     }
     s->node = n;
@@ -1592,10 +1593,7 @@ static void installed_on_loop(struct io_work *w)
         ev.snapshot_installed.index = it->index;
         ev.snapshot_installed.last_term = it->last_term;
         ev.snapshot_installed.config = it->config;
-        struct raft_update u;
-        if (raft_step(n->raft, &ev, &u) == 0) {
-            handle(n, &u);
-        }
+        step_event(n, &ev);
         sync_peers(n);
         io_logf(IO_LOG_INFO, n->name, "installed snapshot %" PRIu64, it->index);
         send_snap_ack(n, it->from, it->index, n->recv.expected_offset, true);
@@ -1972,10 +1970,7 @@ static void on_tell(uv_timer_t *t)
 {
     struct io_node *n = t->data;
     struct raft_event ev = {.type = RAFT_EVENT_TELL_COMMIT, .now_ms = io_now_ms()};
-    struct raft_update u;
-    if (raft_step(n->raft, &ev, &u) == 0) {
-        handle(n, &u);
-    }
+    step_event(n, &ev);
 }
 
 static void handle(struct io_node *n, struct raft_update *u)
@@ -2034,8 +2029,8 @@ static void handle(struct io_node *n, struct raft_update *u)
         disk_wake(n);
     }
     /* 6. Committed entries. */
-    uint64_t follower_delay =
-        u->n_committed > 0 && raft_state(n->raft) != RAFT_LEADER ? follower_apply_delay(n) : 0;
+    bool leading = raft_state(n->raft) == RAFT_LEADER;
+    uint64_t follower_delay = u->n_committed > 0 && !leading ? follower_apply_delay(n) : 0;
     for (uint32_t i = 0; i < u->n_committed; i++) {
         const struct raft_entry *e = &u->committed[i];
         if (e->type == RAFT_CONFIG && e->buf != NULL) {
@@ -2055,7 +2050,7 @@ static void handle(struct io_node *n, struct raft_update *u)
         it->type = e->type;
         it->buf = raft_buf_ref(e->buf);
         apply_push(n, it,
-                   raft_state(n->raft) != RAFT_LEADER                     ? follower_delay
+                   !leading                                               ? follower_delay
                    : n->fsm.proposer_applies && proposer_waits(n, u, e) ? APPLY_LAZY_US
                                                                           : 0);
         n->commits++;
@@ -2178,10 +2173,7 @@ static void on_tick(uv_timer_t *t)
     struct io_node *n = t->data;
     uint64_t now = io_now_ms();
     struct raft_event ev = {.type = RAFT_EVENT_TICK, .now_ms = now};
-    struct raft_update u;
-    if (raft_step(n->raft, &ev, &u) == 0) {
-        handle(n, &u);
-    }
+    step_event(n, &ev);
     atomic_store(&n->lazy_ok, lazy_allowed(n, now));
     for (struct pending *p = n->pending, *next; p != NULL; p = next) {
         next = p->next;
@@ -2220,7 +2212,6 @@ static void on_message(struct io_transport *t, uint64_t from, uint16_t type, con
     switch (type) {
     case IO_MSG_RAFT: {
         struct raft_event ev = {.type = RAFT_EVENT_RECEIVE, .now_ms = io_now_ms()};
-        struct raft_update u;
         int rc = io_msg_decode(buf, len, n->cfg.entry_bytes_max, &ev.message);
         if (rc != 0) {
             io_logf(IO_LOG_WARN, n->name, "malformed message from %016" PRIx64 ": %s", from,
@@ -2231,9 +2222,7 @@ static void on_message(struct io_transport *t, uint64_t from, uint16_t type, con
             io_msg_release(&ev.message);
             return;
         }
-        if (raft_step(n->raft, &ev, &u) == 0) {
-            handle(n, &u);
-        }
+        step_event(n, &ev);
         io_msg_release(&ev.message);
         break;
     }
@@ -2266,10 +2255,7 @@ static void on_closed(struct io_transport *t, uint64_t id)
     io_logf(IO_LOG_INFO, n->name, "the leader %016" PRIx64 " closed its connection", id);
     struct raft_event ev = {.type = RAFT_EVENT_PEER_DOWN, .now_ms = io_now_ms()};
     ev.peer_down.id = id;
-    struct raft_update u;
-    if (raft_step(n->raft, &ev, &u) == 0) {
-        handle(n, &u);
-    }
+    step_event(n, &ev);
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -3412,11 +3398,8 @@ static void floor_on_loop(struct io_work *w)
         n->meta.applied_floor = f->index;
         if (io_meta_store(&n->meta_file, &n->meta) == 0) {
             struct raft_event ev = {.type = RAFT_EVENT_APPLIED_FLOOR, .now_ms = io_now_ms()};
-            struct raft_update u;
             ev.applied_floor.index = f->index;
-            if (raft_step(n->raft, &ev, &u) == 0) {
-                handle(n, &u);
-            }
+            step_event(n, &ev);
         }
     }
     free(f);
