@@ -13,10 +13,11 @@
  * Sending. vfs_db_snapshot_open pins a consistent image while writes go on: under the node lock
  * (no writer, no apply) it reads the wal-index header (mxFrame M, database size) and starts a
  * read transaction on a connection of its own, whose snapshot is therefore exactly M. That read
- * lock keeps every frame up to M in place (no WAL restart) and keeps checkpoints from copying
- * newer frames into the database file, so page P is the newest frame of P at or below M, or else
- * page P of the database file. The node lock is released at once; reads then run on the caller's
- * thread, concurrently with applies and local writers.
+ * lock keeps checkpoints from copying newer frames into the database file and, unless the log is
+ * copied to its end (then the reader holds READ(0) and the log may restart), keeps every frame up
+ * to M in place. So page P is the newest frame of P at or below M, or else page P of the database
+ * file; a fully copied log is not read at all. The node lock is released at once; reads then run
+ * on the caller's thread, concurrently with applies and local writers.
  *
  * Installing. The follower spools the stream into a temporary file beside the database, then,
  * under the node lock, appends every page as ONE WAL transaction whose commit size is the
@@ -103,7 +104,11 @@ int vfs_db_snapshot_open(struct vfs_db *db, struct vfs_snapshot **out, uint64_t 
     }
     vfs_node_lock(db);
     struct wal_index_hdr h;
-    rc = wal_index_hdr_read(&db->shm, &h) == WAL_OK ? SQLITE_OK : SQLITE_PROTOCOL;
+    uint32_t backfill = 0;
+    if (wal_index_hdr_read(&db->shm, &h) != WAL_OK ||
+        wal_ckpt_backfill(&db->shm, &backfill) != WAL_OK) {
+        rc = SQLITE_PROTOCOL;
+    }
     if (rc == SQLITE_OK) {
         /* Nothing changes the database while the node lock is held: the read transaction
          * starts at exactly this header. */
@@ -114,7 +119,11 @@ int vfs_db_snapshot_open(struct vfs_db *db, struct vfs_snapshot **out, uint64_t 
     if (rc != SQLITE_OK) {
         goto err;
     }
-    s->mx_frame = h.mx_frame;
+    /* A log copied to its end pins nothing: SQLite's reader then reads the database file alone
+     * (READ(0)), and writers may restart the log and fill frames 1, 2, ... of the next
+     * generation while the image is read. The file holds exactly the image (no checkpoint can
+     * copy past a reader), so it is read alone too. */
+    s->mx_frame = backfill < h.mx_frame ? h.mx_frame : 0;
     if (h.mx_frame > 0) {
         s->page_size = wal_index_page_size(&h);
         s->n_pages = h.n_page;

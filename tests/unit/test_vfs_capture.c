@@ -1179,6 +1179,81 @@ static void test_vfs_step_down_dooms_open_write_transaction(void **state)
     cluster_stop(&c);
 }
 
+/* Reads a whole snapshot stream into memory (*len: its length). */
+static uint8_t *snapshot_bytes(struct vfs_snapshot *s, size_t *len)
+{
+    size_t cap = 1 << 16, n = 0, k;
+    uint8_t *buf = malloc(cap);
+    assert_non_null(buf);
+    do {
+        if (cap - n < 4096) {
+            cap *= 2;
+            buf = realloc(buf, cap);
+            assert_non_null(buf);
+        }
+        assert_int_equal(vfs_snapshot_read(s, buf + n, cap - n, &k), SQLITE_OK);
+        n += k;
+    } while (k > 0);
+    *len = n;
+    return buf;
+}
+
+/* A snapshot pinned on a fully checkpointed WAL (SQLite's reader then reads the database file
+ * alone, holding no mark on the log) must not pick up the frames of the next generation when
+ * writers restart the log and change pages while it is being sent. Installed on a follower, a
+ * mixed image gives a database whose header counts pages it lacks. */
+static void test_vfs_snapshot_of_checkpointed_wal_survives_a_log_restart(void **state)
+{
+    (void)state;
+    struct vfs_db_config cfg = {.checkpoint_frames = 100000}; /* the node restarts nothing */
+    struct cluster c;
+    cluster_start(&c, 2, &cfg, &cfg);
+    c.node[0].n_followers = 0; /* the follower gets the image only */
+    sqlite3 *l = open_conn(c.path[0]);
+    exec_ok(l, "CREATE TABLE t(a INTEGER PRIMARY KEY, b BLOB)");
+    for (int i = 0; i < 40; i++) {
+        exec_ok(l, "INSERT INTO t(b) VALUES(randomblob(500))");
+    }
+    uint64_t floor = 0;
+    assert_int_equal(vfs_db_checkpoint(c.node[0].db, &floor), SQLITE_OK);
+
+    struct vfs_snapshot *before, *pinned;
+    uint64_t size = 0;
+    assert_int_equal(vfs_db_snapshot_open(c.node[0].db, &before, &size), SQLITE_OK);
+    size_t want_len;
+    uint8_t *want = snapshot_bytes(before, &want_len);
+    vfs_snapshot_close(before);
+    assert_int_equal(want_len, size);
+    assert_int_equal(vfs_db_snapshot_open(c.node[0].db, &pinned, &size), SQLITE_OK);
+
+    /* The log restarts at frame 1; the new frames change page 1 (the database grows) and
+     * rewrite leaves of the table. */
+    exec_ok(l, "UPDATE t SET b = randomblob(500)");
+    exec_ok(l, "INSERT INTO t(b) SELECT randomblob(500) FROM t");
+    size_t got_len;
+    uint8_t *got = snapshot_bytes(pinned, &got_len);
+    vfs_snapshot_close(pinned);
+    assert_int_equal(got_len, want_len);
+    assert_memory_equal(got, want, want_len);
+
+    /* Installed on the follower, the image is the leader's database as it was. */
+    assert_int_equal(vfs_db_install_begin(c.node[1].db, 41), SQLITE_OK);
+    assert_int_equal(vfs_db_install_chunk(c.node[1].db, got, got_len), SQLITE_OK);
+    assert_int_equal(vfs_db_install_end(c.node[1].db, 41, 1), SQLITE_OK);
+    assert_int_equal(count_on(c.path[1], "SELECT count(*) FROM t"), 40);
+    sqlite3 *f = open_conn(c.path[1]);
+    sqlite3_stmt *st;
+    assert_int_equal(sqlite3_prepare_v2(f, "PRAGMA integrity_check", -1, &st, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    assert_string_equal((const char *)sqlite3_column_text(st, 0), "ok");
+    sqlite3_finalize(st);
+    sqlite3_close(f);
+    free(got);
+    free(want);
+    sqlite3_close(l);
+    cluster_stop(&c);
+}
+
 static void test_vfs_attach_takes_the_write_lock_once(void **state)
 {
     (void)state;
@@ -1268,6 +1343,8 @@ int main(void)
                                   teardown_dir),
         cmocka_unit_test_teardown(test_vfs_step_down_dooms_open_write_transaction, teardown_dir),
         cmocka_unit_test_teardown(test_vfs_attach_takes_the_write_lock_once, teardown_dir),
+        cmocka_unit_test_teardown(test_vfs_snapshot_of_checkpointed_wal_survives_a_log_restart,
+                                  teardown_dir),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     teardown_dir(NULL);
