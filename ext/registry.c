@@ -4,6 +4,7 @@
  * vfs_db_apply, and the VFS asks the node whether a local write may start and proposes each
  * local transaction through it.
  */
+#include "consensus/io/logging.h"
 #include "ext/internal.h"
 
 #include <stdio.h>
@@ -250,6 +251,8 @@ static int fsm_install_end(void *ctx, uint64_t index, bool ok)
         vfs_db_last_error(n->db, why, sizeof why);
         sqlite3_log(rc, "walraft: cannot install snapshot %llu into %s: %s",
                     (unsigned long long)index, n->path, why);
+        io_logf(IO_LOG_WARN, NULL, "cannot install snapshot %llu into %s: %s",
+                (unsigned long long)index, n->path, why);
         return rc;
     }
     if (ok) {

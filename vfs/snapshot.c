@@ -372,6 +372,16 @@ static void install_written(void *ctx, const void *buf, size_t n)
     }
 }
 
+/* Whether page 1 of an image of np pages gives a database size above np, while its size field is
+ * valid (SQLite trusts it when the "version-valid-for" number at offset 92 equals the change
+ * counter at 24). SQLite refuses to open such a database ("malformed"); installed, it would stop
+ * the node at its next start. */
+static int image_overcounts(const uint8_t *page1, uint32_t np)
+{
+    uint32_t counted = wal_get_be32(page1 + 28);
+    return wal_get_be32(page1 + 92) == wal_get_be32(page1 + 24) && counted > np;
+}
+
 int vfs_db_install_end(struct vfs_db *db, uint64_t index, int ok)
 {
     struct vfs_install *in = db->install;
@@ -392,6 +402,11 @@ int vfs_db_install_end(struct vfs_db *db, uint64_t index, int ok)
         in->bytes != IMAGE_HEADER_BYTES + (uint64_t)np * ps) {
         munmap(map, (size_t)in->bytes);
         return install_fail(db, SQLITE_CORRUPT, "malformed image (header or length)");
+    }
+    if (np > 0 && image_overcounts(map + IMAGE_HEADER_BYTES, np)) {
+        munmap(map, (size_t)in->bytes);
+        return install_fail(db, SQLITE_CORRUPT,
+                            "its database header counts more pages than the image holds");
     }
     struct wal_page *pages = malloc((np > 0 ? np : 1) * sizeof *pages);
     if (pages == NULL) {

@@ -23,8 +23,31 @@ import sys
 import threading
 
 
+SQLITE_CONFIG_LOG = 16
+_log_hook = None
+
+
+def log_sqlite_errors():
+    """SQLite's own error log (sqlite3_log: the source line of a corruption check, a recovery,
+    the VFS's refusals) goes to stderr, which is the node's log. Set before the library is
+    initialised: SQLite 3.40 takes the option at no other time."""
+    global _log_hook
+    lib = ctypes.CDLL("libsqlite3.so.0")
+    proto = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int, ctypes.c_char_p)
+
+    def hook(_arg, code, msg):
+        sys.stderr.write("sqlite log (%d): %s\n" % (code, msg.decode("utf-8", "replace")))
+        sys.stderr.flush()
+
+    _log_hook = proto(hook)
+    lib.sqlite3_shutdown()
+    if lib.sqlite3_config(SQLITE_CONFIG_LOG, _log_hook, None) != 0:
+        sys.stderr.write("sqlnode: SQLite's error log is not available\n")
+
+
 def main():
     ext, uri = sys.argv[1], sys.argv[2]
+    log_sqlite_errors()
     boot = sqlite3.connect(":memory:")
     boot.enable_load_extension(True)
     boot.load_extension(ext)

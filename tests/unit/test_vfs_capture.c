@@ -1247,6 +1247,20 @@ static void test_vfs_snapshot_of_checkpointed_wal_survives_a_log_restart(void **
     assert_int_equal(sqlite3_step(st), SQLITE_ROW);
     assert_string_equal((const char *)sqlite3_column_text(st, 0), "ok");
     sqlite3_finalize(st);
+
+    /* An image whose header counts more pages than it holds (what the mixed image above was) is
+     * refused, and the follower keeps its database. */
+    uint32_t np = (uint32_t)((got_len - 16) / 4096);
+    uint8_t *count = got + 16 + 28;
+    count[0] = (uint8_t)((np + 2) >> 24);
+    count[1] = (uint8_t)((np + 2) >> 16);
+    count[2] = (uint8_t)((np + 2) >> 8);
+    count[3] = (uint8_t)(np + 2);
+    assert_int_equal(vfs_db_install_begin(c.node[1].db, 42), SQLITE_OK);
+    assert_int_equal(vfs_db_install_chunk(c.node[1].db, got, got_len), SQLITE_OK);
+    assert_int_equal(vfs_db_install_end(c.node[1].db, 42, 1), SQLITE_CORRUPT);
+    assert_int_equal(vfs_db_applied(c.node[1].db), 41);
+    assert_int_equal(query_int(f, "SELECT count(*) FROM t"), 40);
     sqlite3_close(f);
     free(got);
     free(want);
