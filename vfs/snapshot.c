@@ -5,10 +5,18 @@
  * consumes:
  *     offset  size  field
  *          0     4  magic "WRSI" (0x49535257)
- *          4     4  format version, 1
+ *          4     4  format version, 2
  *          8     4  page size in bytes
  *         12     4  number of pages n
- *         16     -  pages 1..n, page_size bytes each, in order
+ *         16     8  the log index the image holds exactly (the sender's applied index)
+ *         24     -  pages 1..n, page_size bytes each, in order
+ *
+ * The image holds exactly the entries up to its own index, which may be past the index Raft labels
+ * the snapshot with (the applied floor: see send_snapshot in consensus/replication.c). The
+ * receiver records the image's index as applied, so the entries between the two, already in the
+ * image, are not written again: written over the newer image one by one, they would show readers
+ * (and a restart, if the node is killed meanwhile) a mix of states, such as a header counting
+ * pages the database does not have yet.
  *
  * Sending. vfs_db_snapshot_open pins a consistent image while writes go on: under the node lock
  * (no writer, no apply) it reads the wal-index header (mxFrame M, database size) and starts a
@@ -40,8 +48,8 @@
 #include <xxhash.h>
 
 #define IMAGE_MAGIC 0x49535257u
-#define IMAGE_VERSION 1u
-#define IMAGE_HEADER_BYTES 16u
+#define IMAGE_VERSION 2u
+#define IMAGE_HEADER_BYTES 24u
 
 struct vfs_snapshot {
     struct vfs_db *db;
@@ -49,6 +57,7 @@ struct vfs_snapshot {
     uint32_t mx_frame;   /* the image: frames up to here ... */
     uint32_t page_size;  /* ... of this size ... */
     uint32_t n_pages;    /* ... and this many pages */
+    uint64_t index;      /* the entries it holds: up to this one */
     uint8_t header[IMAGE_HEADER_BYTES];
     uint64_t offset;     /* bytes of the stream produced so far */
     uint8_t *page;       /* one page, the one being produced */
@@ -109,9 +118,12 @@ int vfs_db_snapshot_open(struct vfs_db *db, struct vfs_snapshot **out, uint64_t 
         wal_ckpt_backfill(&db->shm, &backfill) != WAL_OK) {
         rc = SQLITE_PROTOCOL;
     }
+    pthread_mutex_lock(&vfs_mu);
+    s->index = db->applied;
+    pthread_mutex_unlock(&vfs_mu);
     if (rc == SQLITE_OK) {
         /* Nothing changes the database while the node lock is held: the read transaction
-         * starts at exactly this header. */
+         * starts at exactly this header, which holds exactly the entries up to applied. */
         rc = sqlite3_exec(s->conn, "BEGIN; SELECT count(*) FROM sqlite_schema;", NULL, NULL,
                           NULL);
     }
@@ -142,6 +154,7 @@ int vfs_db_snapshot_open(struct vfs_db *db, struct vfs_snapshot **out, uint64_t 
     wal_put_le32(s->header + 4, IMAGE_VERSION);
     wal_put_le32(s->header + 8, s->page_size);
     wal_put_le32(s->header + 12, s->n_pages);
+    wal_put_le64(s->header + 16, s->index);
     if (size != NULL) {
         *size = IMAGE_HEADER_BYTES + (uint64_t)s->n_pages * s->page_size;
     }
@@ -239,6 +252,9 @@ int vfs_db_checksum(struct vfs_db *db, uint64_t *hash, uint32_t *n_pages)
         return SQLITE_NOMEM;
     }
     XXH64_reset(st, 0);
+    /* The content only: replicas holding the same entries may count trailing entries that
+     * change nothing (a new leader's first) differently. */
+    memset(s->header + 16, 0, 8);
     uint8_t buf[65536];
     size_t n;
     do {
@@ -403,6 +419,12 @@ int vfs_db_install_end(struct vfs_db *db, uint64_t index, int ok)
         munmap(map, (size_t)in->bytes);
         return install_fail(db, SQLITE_CORRUPT, "malformed image (header or length)");
     }
+    uint64_t held = wal_get_le64(map + 16);
+    if (held < index) {
+        /* The entries between would be taken as applied and never written. */
+        munmap(map, (size_t)in->bytes);
+        return install_fail(db, SQLITE_CORRUPT, "the image holds fewer entries than its label");
+    }
     if (np > 0 && image_overcounts(map + IMAGE_HEADER_BYTES, np)) {
         munmap(map, (size_t)in->bytes);
         return install_fail(db, SQLITE_CORRUPT,
@@ -424,7 +446,7 @@ int vfs_db_install_end(struct vfs_db *db, uint64_t index, int ok)
     vfs_node_lock(db);
     db->wal_written = install_written;
     db->wal_written_ctx = &im;
-    int rc = np > 0 ? vfs_db_append_locked(db, &t, index) : SQLITE_OK;
+    int rc = np > 0 ? vfs_db_append_locked(db, &t, held) : SQLITE_OK;
     db->wal_written = NULL;
     db->wal_written_ctx = NULL;
     if (rc == SQLITE_OK && np > 0) {
@@ -438,7 +460,7 @@ int vfs_db_install_end(struct vfs_db *db, uint64_t index, int ok)
     }
     if (rc == SQLITE_OK) {
         pthread_mutex_lock(&vfs_mu);
-        db->applied = index;
+        db->applied = held;
         pthread_mutex_unlock(&vfs_mu);
     }
     vfs_node_unlock(db);

@@ -145,8 +145,9 @@ void vfs_db_last_error(struct vfs_db *db, char *buf, size_t n);
 /* --- snapshots (snapshot.c): the database itself is the image (DESIGN §5) --------------------
  *
  * vfs_db_snapshot_open pins a consistent image of the database as applied now, while applies and
- * local writers go on; vfs_snapshot_read produces its byte stream (a 16-byte header: magic,
- * version, page size, page count; then every page in order), *n = 0 at the end;
+ * local writers go on; vfs_snapshot_read produces its byte stream (a 24-byte header: magic,
+ * version, page size, page count, the index of the last entry it holds; then every page in
+ * order), *n = 0 at the end;
  * vfs_snapshot_close releases it. Any thread; one thread per snapshot. *size receives the
  * stream's length. */
 struct vfs_snapshot;
@@ -156,8 +157,11 @@ void vfs_snapshot_close(struct vfs_snapshot *s);
 
 /* Installs an image received from the leader as log index `index`: begin, the stream's bytes in
  * order (spooled to a file beside the database), then end: with ok, every page is appended as ONE
- * WAL transaction (readers see the old state or the new one), checkpointed, and `index` becomes
- * the applied index; without, the spool is dropped. From the thread that applies entries. */
+ * WAL transaction (readers see the old state or the new one), checkpointed, and the index the
+ * image holds (`index` or later: entries up to it are then skipped when applied) becomes the
+ * applied index; without, the spool is dropped. An image holding less than `index`, or whose
+ * header counts more pages than it holds, is refused (SQLITE_CORRUPT). From the thread that
+ * applies entries. */
 int vfs_db_install_begin(struct vfs_db *db, uint64_t index);
 int vfs_db_install_chunk(struct vfs_db *db, const void *buf, size_t len);
 int vfs_db_install_end(struct vfs_db *db, uint64_t index, int ok);

@@ -1201,8 +1201,9 @@ static uint8_t *snapshot_bytes(struct vfs_snapshot *s, size_t *len)
 /* A snapshot pinned on a fully checkpointed WAL (SQLite's reader then reads the database file
  * alone, holding no mark on the log) must not pick up the frames of the next generation when
  * writers restart the log and change pages while it is being sent. Installed on a follower, a
- * mixed image gives a database whose header counts pages it lacks. */
-static void test_vfs_snapshot_of_checkpointed_wal_survives_a_log_restart(void **state)
+ * mixed image gives a database whose header counts pages it lacks. The receiver takes the
+ * image's own index as applied, whatever the label. */
+static void test_vfs_snapshot_survives_log_restart_and_skips_entries_it_holds(void **state)
 {
     (void)state;
     struct vfs_db_config cfg = {.checkpoint_frames = 100000}; /* the node restarts nothing */
@@ -1227,19 +1228,26 @@ static void test_vfs_snapshot_of_checkpointed_wal_survives_a_log_restart(void **
     assert_int_equal(vfs_db_snapshot_open(c.node[0].db, &pinned, &size), SQLITE_OK);
 
     /* The log restarts at frame 1; the new frames change page 1 (the database grows) and
-     * rewrite leaves of the table. */
+     * rewrite leaves of the table. Entries 42 and 43, kept to be applied later. */
+    c.node[0].record = 1;
     exec_ok(l, "UPDATE t SET b = randomblob(500)");
     exec_ok(l, "INSERT INTO t(b) SELECT randomblob(500) FROM t");
+    assert_int_equal(c.node[0].n_rec, 2);
     size_t got_len;
     uint8_t *got = snapshot_bytes(pinned, &got_len);
     vfs_snapshot_close(pinned);
     assert_int_equal(got_len, want_len);
     assert_memory_equal(got, want, want_len);
 
-    /* Installed on the follower, the image is the leader's database as it was. */
-    assert_int_equal(vfs_db_install_begin(c.node[1].db, 41), SQLITE_OK);
+    /* Installed on the follower under an earlier label (Raft labels images with the applied
+     * floor), the image is the leader's database as it was, and its own index (41, the
+     * leader's applied index when pinned) becomes the follower's applied index: entries up to
+     * it are not written again. */
+    assert_int_equal(vfs_db_applied(c.node[0].db), 43);
+    assert_int_equal(vfs_db_install_begin(c.node[1].db, 30), SQLITE_OK);
     assert_int_equal(vfs_db_install_chunk(c.node[1].db, got, got_len), SQLITE_OK);
-    assert_int_equal(vfs_db_install_end(c.node[1].db, 41, 1), SQLITE_OK);
+    assert_int_equal(vfs_db_install_end(c.node[1].db, 30, 1), SQLITE_OK);
+    assert_int_equal(vfs_db_applied(c.node[1].db), 41);
     assert_int_equal(count_on(c.path[1], "SELECT count(*) FROM t"), 40);
     sqlite3 *f = open_conn(c.path[1]);
     sqlite3_stmt *st;
@@ -1247,20 +1255,36 @@ static void test_vfs_snapshot_of_checkpointed_wal_survives_a_log_restart(void **
     assert_int_equal(sqlite3_step(st), SQLITE_ROW);
     assert_string_equal((const char *)sqlite3_column_text(st, 0), "ok");
     sqlite3_finalize(st);
+    for (int i = 0; i < 2; i++) {
+        struct rec_entry *e = &c.node[0].rec[i];
+        assert_int_equal(vfs_db_apply(c.node[1].db, e->payload, e->len, e->index), SQLITE_OK);
+    }
+    assert_int_equal(query_int(f, "SELECT count(*) FROM t"), 80);
+    assert_files_identical(&c);
 
-    /* An image whose header counts more pages than it holds (what the mixed image above was) is
-     * refused, and the follower keeps its database. */
-    uint32_t np = (uint32_t)((got_len - 16) / 4096);
-    uint8_t *count = got + 16 + 28;
+    /* Refused, the follower keeping its database: an image holding fewer entries than its
+     * label (those between would never be applied) ... */
+    uint8_t held[8];
+    memcpy(held, got + 16, 8);
+    memset(got + 16, 0, 8);
+    got[16] = 10;
+    assert_int_equal(vfs_db_install_begin(c.node[1].db, 41), SQLITE_OK);
+    assert_int_equal(vfs_db_install_chunk(c.node[1].db, got, got_len), SQLITE_OK);
+    assert_int_equal(vfs_db_install_end(c.node[1].db, 41, 1), SQLITE_CORRUPT);
+    memcpy(got + 16, held, 8);
+    /* ... and one whose header counts more pages than it holds (what the mixed image above
+     * was). */
+    uint32_t np = (uint32_t)((got_len - 24) / 4096);
+    uint8_t *count = got + 24 + 28;
     count[0] = (uint8_t)((np + 2) >> 24);
     count[1] = (uint8_t)((np + 2) >> 16);
     count[2] = (uint8_t)((np + 2) >> 8);
     count[3] = (uint8_t)(np + 2);
-    assert_int_equal(vfs_db_install_begin(c.node[1].db, 42), SQLITE_OK);
+    assert_int_equal(vfs_db_install_begin(c.node[1].db, 41), SQLITE_OK);
     assert_int_equal(vfs_db_install_chunk(c.node[1].db, got, got_len), SQLITE_OK);
-    assert_int_equal(vfs_db_install_end(c.node[1].db, 42, 1), SQLITE_CORRUPT);
-    assert_int_equal(vfs_db_applied(c.node[1].db), 41);
-    assert_int_equal(query_int(f, "SELECT count(*) FROM t"), 40);
+    assert_int_equal(vfs_db_install_end(c.node[1].db, 41, 1), SQLITE_CORRUPT);
+    assert_int_equal(vfs_db_applied(c.node[1].db), 43);
+    assert_int_equal(query_int(f, "SELECT count(*) FROM t"), 80);
     sqlite3_close(f);
     free(got);
     free(want);
@@ -1357,7 +1381,7 @@ int main(void)
                                   teardown_dir),
         cmocka_unit_test_teardown(test_vfs_step_down_dooms_open_write_transaction, teardown_dir),
         cmocka_unit_test_teardown(test_vfs_attach_takes_the_write_lock_once, teardown_dir),
-        cmocka_unit_test_teardown(test_vfs_snapshot_of_checkpointed_wal_survives_a_log_restart,
+        cmocka_unit_test_teardown(test_vfs_snapshot_survives_log_restart_and_skips_entries_it_holds,
                                   teardown_dir),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
