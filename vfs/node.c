@@ -7,6 +7,24 @@
  * ends it (struct gen_entry), for the current generation of the WAL only. A checkpoint advances
  * nBackfill only after fsync'ing the database file, so every entry whose end frame is at most
  * nBackfill is in the database file; when the log restarts at frame 1 every earlier entry was.
+ *
+ * The state mark. The floor is a durable lower bound; after a kill the WAL usually holds more
+ * (its writes are in the kernel's cache). Entries past the floor written again over that newer
+ * state would show a mix of states until the last of them is written again (SQLite calls such a
+ * database malformed, and a node killed meanwhile could not open it). So each commit also
+ * overwrites a 32-byte record in "<db>-applied", unsynced like the WAL:
+ *     offset  size  field (little endian)
+ *          0     4  magic "WRAM" (0x4d415257)
+ *          4     4  flags: 1 = the database file alone holds the entries (written at detach)
+ *          8     4  WAL salt 1, as in the wal-index header
+ *         12     4  WAL salt 2
+ *         16     4  mxFrame: the frame that ends the entry
+ *         20     4  0
+ *         24     8  the entry's index
+ *         32     8  xxh64 of bytes 0..31 (so the record is 40 bytes)
+ * On attach, a record whose salts and mxFrame match the recovered wal-index names exactly the
+ * entry the WAL ends with: entries up to it are applied, not written again. A record that does
+ * not match (lost, torn, from another generation) is ignored: the floor stands.
  */
 #include "vfs/internal.h"
 
@@ -18,6 +36,9 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <xxhash.h>
+
+#include "wal/bytes.h"
 
 #define DEFAULT_MAX_TXN_BYTES (1ull << 30)
 #define DEFAULT_CHECKPOINT_FRAMES 1000u
@@ -78,6 +99,49 @@ static void gens_backfilled(struct vfs_db *db, uint32_t n_backfill)
     }
 }
 
+#define MARK_MAGIC 0x4d415257u
+#define MARK_BYTES 40u
+#define MARK_FILE_HOLDS 1u
+
+/* Records that the WAL as the index header h describes ends with entry `index`. */
+static void mark_write(struct vfs_db *db, const struct wal_index_hdr *h, uint64_t index,
+                       uint32_t flags)
+{
+    if (db->mark_fd < 0) {
+        return;
+    }
+    uint8_t rec[MARK_BYTES] = {0};
+    wal_put_le32(rec, MARK_MAGIC);
+    wal_put_le32(rec + 4, flags);
+    wal_put_le32(rec + 8, wal_index_salt(h, 0));
+    wal_put_le32(rec + 12, wal_index_salt(h, 1));
+    wal_put_le32(rec + 16, h->mx_frame);
+    wal_put_le64(rec + 24, index);
+    wal_put_le64(rec + 32, XXH64(rec, 32, 0));
+    (void)!pwrite(db->mark_fd, rec, sizeof rec, 0); /* a lost record only costs a longer replay */
+}
+
+/* The entry the WAL described by h ends with, if the mark names it; 0 otherwise. */
+static uint64_t mark_read(struct vfs_db *db, const struct wal_index_hdr *h)
+{
+    uint8_t rec[MARK_BYTES];
+    if (db->mark_fd < 0 || pread(db->mark_fd, rec, sizeof rec, 0) != (ssize_t)sizeof rec ||
+        wal_get_le32(rec) != MARK_MAGIC || wal_get_le64(rec + 32) != XXH64(rec, 32, 0)) {
+        return 0;
+    }
+    uint32_t flags = wal_get_le32(rec + 4);
+    if (h->mx_frame == 0) {
+        /* No WAL (the last connection to close checkpointed and deleted it): the database file
+         * holds the entry only if the node saw it copied completely when it detached. */
+        return (flags & MARK_FILE_HOLDS) != 0 ? wal_get_le64(rec + 24) : 0;
+    }
+    if (wal_get_le32(rec + 8) != wal_index_salt(h, 0) ||
+        wal_get_le32(rec + 12) != wal_index_salt(h, 1) || wal_get_le32(rec + 16) != h->mx_frame) {
+        return 0;
+    }
+    return wal_get_le64(rec + 24);
+}
+
 void vfs_db_note_commit(struct vfs_db *db, uint64_t index, uint32_t first_frame)
 {
     struct wal_index_hdr h;
@@ -89,6 +153,7 @@ void vfs_db_note_commit(struct vfs_db *db, uint64_t index, uint32_t first_frame)
     }
     if (wal_index_hdr_read(&db->shm, &h) == WAL_OK) {
         gens_push(db, h.mx_frame, index);
+        mark_write(db, &h, index, 0);
     }
 }
 
@@ -156,6 +221,10 @@ static void close_handles(struct vfs_db *db)
     if (db->wal_fd >= 0) {
         close(db->wal_fd);
         db->wal_fd = -1;
+    }
+    if (db->mark_fd >= 0) {
+        close(db->mark_fd);
+        db->mark_fd = -1;
     }
     if (db->walf != NULL) {
         if (db->walf->pMethods != NULL) {
@@ -233,6 +302,7 @@ int vfs_db_attach(const char *path, const struct vfs_node_ops *ops, const struct
         cfg && cfg->checkpoint_frames ? cfg->checkpoint_frames : DEFAULT_CHECKPOINT_FRAMES;
     db->applied = db->floor = applied_floor;
     db->wal_fd = -1;
+    db->mark_fd = -1;
     db->shm.ctx = db;
     db->shm.map = shm_map;
 
@@ -278,6 +348,11 @@ int vfs_db_attach(const char *path, const struct vfs_node_ops *ops, const struct
      * POSIX locks; closing one on the database file would drop SQLite's). name_wal is a plain
      * path up to its first NUL. */
     db->wal_fd = open(db->name_wal, O_RDONLY | O_CLOEXEC);
+    char *mark = sqlite3_mprintf("%s-applied", full);
+    if (mark != NULL) {
+        db->mark_fd = open(mark, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+        sqlite3_free(mark);
+    }
     /* SHARED on the database file: nobody can take EXCLUSIVE, which a closing connection needs to
      * checkpoint and delete the WAL, and a journal mode change needs. */
     rc = db->dbf->pMethods->xLock(db->dbf, SQLITE_LOCK_SHARED);
@@ -307,8 +382,14 @@ int vfs_db_attach(const char *path, const struct vfs_node_ops *ops, const struct
         rc = SQLITE_PROTOCOL;
         goto err_after_lock;
     }
+    /* Entries past the floor that the WAL (or the file) already holds are applied, not
+     * written again over it. */
+    uint64_t held = mark_read(db, &h);
+    if (held > db->applied) {
+        db->applied = held;
+    }
     if (h.mx_frame > 0) {
-        gens_push(db, h.mx_frame, applied_floor);
+        gens_push(db, h.mx_frame, db->applied);
     }
 
     pthread_mutex_lock(&vfs_mu);
@@ -401,6 +482,8 @@ static void node_release(struct vfs_db *db)
     pthread_mutex_unlock(&vfs_mu);
 }
 
+static int checkpoint_run(struct vfs_db *db, int beside);
+
 int vfs_db_detach(struct vfs_db *db)
 {
     if (db == NULL) {
@@ -408,6 +491,16 @@ int vfs_db_detach(struct vfs_db *db)
     }
     struct vfs_shared *sh = db->sh;
     node_acquire(db);
+    /* Copy the log to its end if no reader is in the way: the last connection to close may
+     * then delete the WAL, and the mark says the database file holds everything. */
+    struct wal_index_hdr h;
+    uint32_t backfill = 0;
+    if (checkpoint_run(db, 0) == SQLITE_OK && wal_index_hdr_read(&db->shm, &h) == WAL_OK &&
+        wal_ckpt_backfill(&db->shm, &backfill) == WAL_OK && backfill == h.mx_frame) {
+        pthread_mutex_lock(&vfs_mu);
+        mark_write(db, &h, db->applied, MARK_FILE_HOLDS);
+        pthread_mutex_unlock(&vfs_mu);
+    }
     pthread_mutex_lock(&vfs_mu);
     while (db->gate_calls > 0 || (sh->holder != NULL)) {
         pthread_cond_wait(&sh->cond, &vfs_mu);
@@ -416,6 +509,7 @@ int vfs_db_detach(struct vfs_db *db)
     sh->node_active = 0;
     vfs_wake(sh);
     pthread_mutex_unlock(&vfs_mu);
+
 
     db->dbf->pMethods->xShmLock(db->dbf, 0, 2, SQLITE_SHM_UNLOCK | SQLITE_SHM_EXCLUSIVE);
     db->dbf->pMethods->xShmUnmap(db->dbf, 0);
@@ -558,6 +652,9 @@ static int append_locked(struct vfs_db *db, const struct wal_txn *t_in, uint64_t
         db->applied = index;
     }
     sh->commits++;
+    if (wal_index_hdr_read(&db->shm, &h) == WAL_OK) {
+        mark_write(db, &h, db->applied, 0);
+    }
     pthread_mutex_unlock(&vfs_mu);
     return SQLITE_OK;
 }
