@@ -12,7 +12,7 @@
  * (its writes are in the kernel's cache). Entries past the floor written again over that newer
  * state would show a mix of states until the last of them is written again (SQLite calls such a
  * database malformed, and a node killed meanwhile could not open it). So each commit also
- * overwrites a 32-byte record in "<db>-applied", unsynced like the WAL:
+ * overwrites a 56-byte record in "<db>-applied", unsynced like the WAL:
  *     offset  size  field (little endian)
  *          0     4  magic "WRAM" (0x4d415257)
  *          4     4  flags: 1 = the database file alone holds the entries (written at detach)
@@ -21,10 +21,14 @@
  *         16     4  mxFrame: the frame that ends the entry
  *         20     4  0
  *         24     8  the entry's index
- *         32     8  xxh64 of bytes 0..31 (so the record is 40 bytes)
+ *         32     8  with flag 1: the database file's size in bytes, else 0
+ *         40     8  with flag 1: xxh64 of the file's first 100 bytes (SQLite's header), else 0
+ *         48     8  xxh64 of bytes 0..47
  * On attach, a record whose salts and mxFrame match the recovered wal-index names exactly the
- * entry the WAL ends with: entries up to it are applied, not written again. A record that does
- * not match (lost, torn, from another generation) is ignored: the floor stands.
+ * entry the WAL ends with: entries up to it are applied, not written again. With no WAL left,
+ * a record with flag 1 whose file size and header hash match the file names the entry the file
+ * holds. A record that does not match (lost, torn, another generation, another database at the
+ * same path) is ignored: the floor stands.
  */
 #include "vfs/internal.h"
 
@@ -100,8 +104,22 @@ static void gens_backfilled(struct vfs_db *db, uint32_t n_backfill)
 }
 
 #define MARK_MAGIC 0x4d415257u
-#define MARK_BYTES 40u
+#define MARK_BYTES 56u
 #define MARK_FILE_HOLDS 1u
+
+/* The database file's size and a hash of its header, which a mark with MARK_FILE_HOLDS names. */
+static int file_identity(struct vfs_db *db, uint64_t *size, uint64_t *hash)
+{
+    sqlite3_int64 sz = 0;
+    uint8_t hdr[100];
+    if (db->dbf->pMethods->xFileSize(db->dbf, &sz) != SQLITE_OK || sz < (sqlite3_int64)sizeof hdr ||
+        db->dbf->pMethods->xRead(db->dbf, hdr, sizeof hdr, 0) != SQLITE_OK) {
+        return 0;
+    }
+    *size = (uint64_t)sz;
+    *hash = XXH64(hdr, sizeof hdr, 0);
+    return 1;
+}
 
 /* Records that the WAL as the index header h describes ends with entry `index`. */
 static void mark_write(struct vfs_db *db, const struct wal_index_hdr *h, uint64_t index,
@@ -117,7 +135,14 @@ static void mark_write(struct vfs_db *db, const struct wal_index_hdr *h, uint64_
     wal_put_le32(rec + 12, wal_index_salt(h, 1));
     wal_put_le32(rec + 16, h->mx_frame);
     wal_put_le64(rec + 24, index);
-    wal_put_le64(rec + 32, XXH64(rec, 32, 0));
+    uint64_t size = 0, hash = 0;
+    if ((flags & MARK_FILE_HOLDS) != 0 && !file_identity(db, &size, &hash)) {
+        flags &= ~MARK_FILE_HOLDS;
+        wal_put_le32(rec + 4, flags);
+    }
+    wal_put_le64(rec + 32, size);
+    wal_put_le64(rec + 40, hash);
+    wal_put_le64(rec + 48, XXH64(rec, 48, 0));
     (void)!pwrite(db->mark_fd, rec, sizeof rec, 0); /* a lost record only costs a longer replay */
 }
 
@@ -126,14 +151,19 @@ static uint64_t mark_read(struct vfs_db *db, const struct wal_index_hdr *h)
 {
     uint8_t rec[MARK_BYTES];
     if (db->mark_fd < 0 || pread(db->mark_fd, rec, sizeof rec, 0) != (ssize_t)sizeof rec ||
-        wal_get_le32(rec) != MARK_MAGIC || wal_get_le64(rec + 32) != XXH64(rec, 32, 0)) {
+        wal_get_le32(rec) != MARK_MAGIC || wal_get_le64(rec + 48) != XXH64(rec, 48, 0)) {
         return 0;
     }
     uint32_t flags = wal_get_le32(rec + 4);
     if (h->mx_frame == 0) {
         /* No WAL (the last connection to close checkpointed and deleted it): the database file
-         * holds the entry only if the node saw it copied completely when it detached. */
-        return (flags & MARK_FILE_HOLDS) != 0 ? wal_get_le64(rec + 24) : 0;
+         * holds the entry only if the node saw it copied completely when it detached, and the
+         * file is still the one it saw. */
+        uint64_t size, hash;
+        return (flags & MARK_FILE_HOLDS) != 0 && file_identity(db, &size, &hash) &&
+                       size == wal_get_le64(rec + 32) && hash == wal_get_le64(rec + 40)
+                   ? wal_get_le64(rec + 24)
+                   : 0;
     }
     if (wal_get_le32(rec + 8) != wal_index_salt(h, 0) ||
         wal_get_le32(rec + 12) != wal_index_salt(h, 1) || wal_get_le32(rec + 16) != h->mx_frame) {

@@ -1377,6 +1377,17 @@ static void test_vfs_restart_skips_entries_the_wal_holds(void **state)
     assert_int_equal(vfs_db_attach(c.path[1], &ops, &fcfg, 0, &c.node[1].db), SQLITE_OK);
     assert_int_equal(vfs_db_applied(c.node[1].db), 10);
     assert_int_equal(count_on(c.path[1], "SELECT count(*) FROM t"), 27);
+
+    /* Another database at the same path (the files removed but the mark) is not taken for the
+     * one the mark names. */
+    assert_int_equal(vfs_db_detach(c.node[1].db), SQLITE_OK);
+    snprintf(cmd, sizeof cmd, "rm -f %s %s-wal %s-shm", c.path[1], c.path[1], c.path[1]);
+    assert_int_equal(run_child(NULL, argv), 0);
+    sqlite3 *fresh = open_conn(c.path[1]);
+    exec_ok(fresh, "PRAGMA journal_mode=WAL; CREATE TABLE u(x); INSERT INTO u VALUES(1)");
+    sqlite3_close(fresh);
+    assert_int_equal(vfs_db_attach(c.path[1], &ops, &fcfg, 0, &c.node[1].db), SQLITE_OK);
+    assert_int_equal(vfs_db_applied(c.node[1].db), 0);
     sqlite3_close(l);
     cluster_stop(&c);
 }
