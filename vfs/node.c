@@ -290,6 +290,15 @@ static int open_conn(struct vfs_db *db, const char *path)
         return rc;
     }
     sqlite3_busy_timeout(db->conn, ATTACH_WAIT_MS);
+    /* A node killed while it wrote entries again over a newer state (see "The state mark" above:
+     * a mark that did not match) left a database whose header may count more pages than its last
+     * commit holds. SQLite refuses to open such a file unless the schema is writable; the node
+     * must open it, to write the rest of the entries, which makes it whole again. This
+     * connection never runs SQL of its users. */
+    rc = sqlite3_exec(db->conn, "PRAGMA writable_schema=ON", NULL, NULL, NULL);
+    if (rc != SQLITE_OK) {
+        return rc;
+    }
     sqlite3_stmt *st;
     rc = sqlite3_prepare_v2(db->conn, "PRAGMA journal_mode=WAL", -1, &st, NULL);
     if (rc != SQLITE_OK) {
