@@ -110,7 +110,7 @@ struct vfs_db {
     uint64_t floor;
     uint64_t ckpt_index; /* the last entry whose checkpoint step has run (node.c) */
     int wal_fd;                /* the WAL, read-only, for its writeback (node.c), or -1 */
-    int mark_fd;               /* the state mark "<db>-applied" (node.c), or -1 */
+    uint8_t *mark;             /* the state mark "<db>-applied", mapped (node.c), or NULL */
     uint32_t wal_written_back; /* mxFrame at the last wal_writeback_step (apply thread only) */
     struct gen_entry *gens; /* entries in the current WAL generation, by end frame */
     size_t n_gens;

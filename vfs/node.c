@@ -12,7 +12,9 @@
  * (its writes are in the kernel's cache). Entries past the floor written again over that newer
  * state would show a mix of states until the last of them is written again (SQLite calls such a
  * database malformed, and a node killed meanwhile could not open it). So each commit also
- * overwrites a 56-byte record in "<db>-applied", unsynced like the WAL:
+ * overwrites a 56-byte record at the start of "<db>-applied", through a shared mapping (no system
+ * call on the commit path; the kernel keeps and writes back the page after a kill), unsynced
+ * like the WAL:
  *     offset  size  field (little endian)
  *          0     4  magic "WRAM" (0x4d415257)
  *          4     4  flags: 1 = the database file alone holds the entries (written at detach)
@@ -38,6 +40,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 #include <xxhash.h>
@@ -106,6 +110,25 @@ static void gens_backfilled(struct vfs_db *db, uint32_t n_backfill)
 #define MARK_MAGIC 0x4d415257u
 #define MARK_BYTES 56u
 #define MARK_FILE_HOLDS 1u
+#define MARK_MAP_BYTES 4096u
+
+/* Maps the mark file (created, or grown to one page, as needed); NULL if that fails: the node
+ * then runs without a mark, as if every record were lost. */
+static uint8_t *mark_map(const char *path)
+{
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        return NULL;
+    }
+    struct stat st;
+    void *p = MAP_FAILED;
+    if (fstat(fd, &st) == 0 && (st.st_size >= (off_t)MARK_MAP_BYTES ||
+                                ftruncate(fd, (off_t)MARK_MAP_BYTES) == 0)) {
+        p = mmap(NULL, MARK_MAP_BYTES, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    }
+    close(fd);
+    return p == MAP_FAILED ? NULL : p;
+}
 
 /* The database file's size and a hash of its header, which a mark with MARK_FILE_HOLDS names. */
 static int file_identity(struct vfs_db *db, uint64_t *size, uint64_t *hash)
@@ -125,7 +148,7 @@ static int file_identity(struct vfs_db *db, uint64_t *size, uint64_t *hash)
 static void mark_write(struct vfs_db *db, const struct wal_index_hdr *h, uint64_t index,
                        uint32_t flags)
 {
-    if (db->mark_fd < 0) {
+    if (db->mark == NULL) {
         return;
     }
     uint8_t rec[MARK_BYTES] = {0};
@@ -143,15 +166,19 @@ static void mark_write(struct vfs_db *db, const struct wal_index_hdr *h, uint64_
     wal_put_le64(rec + 32, size);
     wal_put_le64(rec + 40, hash);
     wal_put_le64(rec + 48, XXH64(rec, 48, 0));
-    (void)!pwrite(db->mark_fd, rec, sizeof rec, 0); /* a lost record only costs a longer replay */
+    /* A copy torn by a kill fails its hash and is ignored. */
+    memcpy(db->mark, rec, sizeof rec);
 }
 
 /* The entry the WAL described by h ends with, if the mark names it; 0 otherwise. */
 static uint64_t mark_read(struct vfs_db *db, const struct wal_index_hdr *h)
 {
     uint8_t rec[MARK_BYTES];
-    if (db->mark_fd < 0 || pread(db->mark_fd, rec, sizeof rec, 0) != (ssize_t)sizeof rec ||
-        wal_get_le32(rec) != MARK_MAGIC || wal_get_le64(rec + 48) != XXH64(rec, 48, 0)) {
+    if (db->mark == NULL) {
+        return 0;
+    }
+    memcpy(rec, db->mark, sizeof rec);
+    if (wal_get_le32(rec) != MARK_MAGIC || wal_get_le64(rec + 48) != XXH64(rec, 48, 0)) {
         return 0;
     }
     uint32_t flags = wal_get_le32(rec + 4);
@@ -252,9 +279,9 @@ static void close_handles(struct vfs_db *db)
         close(db->wal_fd);
         db->wal_fd = -1;
     }
-    if (db->mark_fd >= 0) {
-        close(db->mark_fd);
-        db->mark_fd = -1;
+    if (db->mark != NULL) {
+        munmap(db->mark, MARK_MAP_BYTES);
+        db->mark = NULL;
     }
     if (db->walf != NULL) {
         if (db->walf->pMethods != NULL) {
@@ -341,7 +368,6 @@ int vfs_db_attach(const char *path, const struct vfs_node_ops *ops, const struct
         cfg && cfg->checkpoint_frames ? cfg->checkpoint_frames : DEFAULT_CHECKPOINT_FRAMES;
     db->applied = db->floor = applied_floor;
     db->wal_fd = -1;
-    db->mark_fd = -1;
     db->shm.ctx = db;
     db->shm.map = shm_map;
 
@@ -389,7 +415,7 @@ int vfs_db_attach(const char *path, const struct vfs_node_ops *ops, const struct
     db->wal_fd = open(db->name_wal, O_RDONLY | O_CLOEXEC);
     char *mark = sqlite3_mprintf("%s-applied", full);
     if (mark != NULL) {
-        db->mark_fd = open(mark, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+        db->mark = mark_map(mark);
         sqlite3_free(mark);
     }
     /* SHARED on the database file: nobody can take EXCLUSIVE, which a closing connection needs to
