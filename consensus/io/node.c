@@ -1510,6 +1510,16 @@ static void on_snap_chunk(struct io_node *n, uint64_t from, const uint8_t *buf, 
     const uint8_t *data = buf + CHUNK_HEADER_BYTES + cfg_len;
     size_t data_len = len - CHUNK_HEADER_BYTES - cfg_len;
     struct snap_recv *r = &n->recv;
+    if (offset == 0 && index < n->meta.snapshot_index) {
+        /* Older than the snapshot this node holds (a stale stream, or one from another leader,
+         * arriving after a newer install): installed, it would take the state back past entries
+         * the log no longer has. The leader finds the node's position by probing instead. */
+        io_logf(IO_LOG_INFO, n->name,
+                "refusing snapshot %" PRIu64 ": this node holds snapshot %" PRIu64, index,
+                n->meta.snapshot_index);
+        send_snap_ack(n, from, index, 0, false);
+        return;
+    }
     if (offset == 0) {
         struct apply_item *it = calloc(1, sizeof *it);
         if (it == NULL) {
