@@ -151,6 +151,10 @@ static void mark_write(struct vfs_db *db, const struct wal_index_hdr *h, uint64_
     if (db->mark == NULL) {
         return;
     }
+    uint64_t size = 0, hash = 0;
+    if ((flags & MARK_FILE_HOLDS) != 0 && !file_identity(db, &size, &hash)) {
+        flags &= ~MARK_FILE_HOLDS;
+    }
     uint8_t rec[MARK_BYTES] = {0};
     wal_put_le32(rec, MARK_MAGIC);
     wal_put_le32(rec + 4, flags);
@@ -158,11 +162,6 @@ static void mark_write(struct vfs_db *db, const struct wal_index_hdr *h, uint64_
     wal_put_le32(rec + 12, wal_index_salt(h, 1));
     wal_put_le32(rec + 16, h->mx_frame);
     wal_put_le64(rec + 24, index);
-    uint64_t size = 0, hash = 0;
-    if ((flags & MARK_FILE_HOLDS) != 0 && !file_identity(db, &size, &hash)) {
-        flags &= ~MARK_FILE_HOLDS;
-        wal_put_le32(rec + 4, flags);
-    }
     wal_put_le64(rec + 32, size);
     wal_put_le64(rec + 40, hash);
     wal_put_le64(rec + 48, XXH64(rec, 48, 0));
@@ -547,7 +546,7 @@ static void node_release(struct vfs_db *db)
     pthread_mutex_unlock(&vfs_mu);
 }
 
-static int checkpoint_run(struct vfs_db *db, int beside);
+static int checkpoint_locked(struct vfs_db *db);
 
 int vfs_db_detach(struct vfs_db *db)
 {
@@ -560,7 +559,7 @@ int vfs_db_detach(struct vfs_db *db)
      * then delete the WAL, and the mark says the database file holds everything. */
     struct wal_index_hdr h;
     uint32_t backfill = 0;
-    if (checkpoint_run(db, 0) == SQLITE_OK && wal_index_hdr_read(&db->shm, &h) == WAL_OK &&
+    if (checkpoint_locked(db) == SQLITE_OK && wal_index_hdr_read(&db->shm, &h) == WAL_OK &&
         wal_ckpt_backfill(&db->shm, &backfill) == WAL_OK && backfill == h.mx_frame) {
         pthread_mutex_lock(&vfs_mu);
         mark_write(db, &h, db->applied, MARK_FILE_HOLDS);
@@ -574,7 +573,6 @@ int vfs_db_detach(struct vfs_db *db)
     sh->node_active = 0;
     vfs_wake(sh);
     pthread_mutex_unlock(&vfs_mu);
-
 
     db->dbf->pMethods->xShmLock(db->dbf, 0, 2, SQLITE_SHM_UNLOCK | SQLITE_SHM_EXCLUSIVE);
     db->dbf->pMethods->xShmUnmap(db->dbf, 0);

@@ -1179,6 +1179,16 @@ static void test_vfs_step_down_dooms_open_write_transaction(void **state)
     cluster_stop(&c);
 }
 
+/* PRAGMA integrity_check on db answers "ok". */
+static void assert_integrity_ok(sqlite3 *db)
+{
+    sqlite3_stmt *st;
+    assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA integrity_check", -1, &st, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    assert_string_equal((const char *)sqlite3_column_text(st, 0), "ok");
+    sqlite3_finalize(st);
+}
+
 /* Reads a whole snapshot stream into memory (*len: its length). */
 static uint8_t *snapshot_bytes(struct vfs_snapshot *s, size_t *len)
 {
@@ -1250,11 +1260,7 @@ static void test_vfs_snapshot_survives_log_restart_and_skips_entries_it_holds(vo
     assert_int_equal(vfs_db_applied(c.node[1].db), 41);
     assert_int_equal(count_on(c.path[1], "SELECT count(*) FROM t"), 40);
     sqlite3 *f = open_conn(c.path[1]);
-    sqlite3_stmt *st;
-    assert_int_equal(sqlite3_prepare_v2(f, "PRAGMA integrity_check", -1, &st, NULL), SQLITE_OK);
-    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-    assert_string_equal((const char *)sqlite3_column_text(st, 0), "ok");
-    sqlite3_finalize(st);
+    assert_integrity_ok(f);
     for (int i = 0; i < 2; i++) {
         struct rec_entry *e = &c.node[0].rec[i];
         assert_int_equal(vfs_db_apply(c.node[1].db, e->payload, e->len, e->index), SQLITE_OK);
@@ -1456,11 +1462,7 @@ static void test_vfs_node_opens_a_database_killed_mid_replay(void **state)
     }
     assert_int_equal(count_on(again, "SELECT count(*) FROM t"), 24);
     sqlite3 *r = open_conn(again);
-    sqlite3_stmt *st;
-    assert_int_equal(sqlite3_prepare_v2(r, "PRAGMA integrity_check", -1, &st, NULL), SQLITE_OK);
-    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-    assert_string_equal((const char *)sqlite3_column_text(st, 0), "ok");
-    sqlite3_finalize(st);
+    assert_integrity_ok(r);
     sqlite3_close(r);
     assert_int_equal(vfs_db_detach(db), SQLITE_OK);
     sqlite3_close(l);
