@@ -32,7 +32,9 @@
  * image's page count (readers see the old state or the new one, never a mix), syncs the WAL
  * (the node drops its log before the image once the install returns), checkpoints, and records
  * the image's log index as applied. Memory stays bounded: the pages are mapped from the
- * spool file, not copied.
+ * spool file, not copied. An image that holds no more than the database already does (a stream
+ * overtaken by a newer one, or by entries applied meanwhile) is not installed: the database never
+ * goes back to an older state.
  */
 #include "vfs/internal.h"
 #include "wal/bytes.h"
@@ -430,8 +432,35 @@ int vfs_db_install_end(struct vfs_db *db, uint64_t index, int ok)
         return install_fail(db, SQLITE_CORRUPT,
                             "its database header counts more pages than the image holds");
     }
+    vfs_node_lock(db);
+    pthread_mutex_lock(&vfs_mu);
+    uint64_t applied = db->applied;
+    pthread_mutex_unlock(&vfs_mu);
+    if (held <= applied) {
+        /* This database already holds every entry of the image, and maybe more (a stream that
+         * was overtaken by a newer one, or by entries applied from the log): installed, the
+         * image would take it back to an older state, past entries the log may no longer hold.
+         * Keep it, and make it durable as an install would (the node then records `index` as
+         * its log's base). */
+        munmap(map, (size_t)in->bytes);
+        int rc = db->walf->pMethods->xSync(db->walf, SQLITE_SYNC_NORMAL);
+        if (rc == SQLITE_OK) {
+            rc = vfs_db_checkpoint_locked(db);
+        }
+        vfs_node_unlock(db);
+        if (rc != SQLITE_OK) {
+            return install_fail(db, rc, "cannot make the database durable");
+        }
+        sqlite3_log(SQLITE_NOTICE, "walraft: snapshot %llu not installed: it holds entries up to "
+                    "%llu, this database up to %llu",
+                    (unsigned long long)index, (unsigned long long)held,
+                    (unsigned long long)applied);
+        install_drop(db);
+        return SQLITE_OK;
+    }
     struct wal_page *pages = malloc((np > 0 ? np : 1) * sizeof *pages);
     if (pages == NULL) {
+        vfs_node_unlock(db);
         munmap(map, (size_t)in->bytes);
         return install_fail(db, SQLITE_NOMEM, "out of memory");
     }
@@ -443,7 +472,6 @@ int vfs_db_install_end(struct vfs_db *db, uint64_t index, int ok)
     struct install_map im = {.base = (uintptr_t)map,
                              .len = (size_t)in->bytes,
                              .page = (size_t)sysconf(_SC_PAGESIZE)};
-    vfs_node_lock(db);
     db->wal_written = install_written;
     db->wal_written_ctx = &im;
     int rc = np > 0 ? vfs_db_append_locked(db, &t, held) : SQLITE_OK;

@@ -160,8 +160,9 @@ void vfs_snapshot_close(struct vfs_snapshot *s);
  * WAL transaction (readers see the old state or the new one), checkpointed, and the index the
  * image holds (`index` or later: entries up to it are then skipped when applied) becomes the
  * applied index; without, the spool is dropped. An image holding less than `index`, or whose
- * header counts more pages than it holds, is refused (SQLITE_CORRUPT). From the thread that
- * applies entries. */
+ * header counts more pages than it holds, is refused (SQLITE_CORRUPT). An image holding no more
+ * than the database already does is not installed: the database keeps its state, made durable
+ * (WAL synced, checkpointed), and end returns SQLITE_OK. From the thread that applies entries. */
 int vfs_db_install_begin(struct vfs_db *db, uint64_t index);
 int vfs_db_install_chunk(struct vfs_db *db, const void *buf, size_t len);
 int vfs_db_install_end(struct vfs_db *db, uint64_t index, int ok);

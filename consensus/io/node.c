@@ -1587,16 +1587,24 @@ static void installed_on_loop(struct io_work *w)
     if (it->kind == A_SNAP_END && p->ok) {
         n->snapshots_installed++;
         /* The state holds the snapshot durably: record it as the log's base, then tell the core,
-         * which resets the log (handle() queues the reset) and the applied floor. */
-        if (snap_record_store(n, it->index, it->last_term, &it->config) != 0) {
-            io_logf(IO_LOG_ERROR, n->name, "cannot record the installed snapshot");
+         * which resets the log (handle() queues the reset) and the applied floor. A stream
+         * accepted before a newer install had been recorded (both were queued to the state
+         * machine, which kept its newer state) must not take the record or the floor back: the
+         * core ignores it as below its log's base and acknowledges what the log holds. */
+        bool newer = it->index > n->meta.snapshot_index;
+        if (newer) {
+            if (snap_record_store(n, it->index, it->last_term, &it->config) != 0) {
+                io_logf(IO_LOG_ERROR, n->name, "cannot record the installed snapshot");
+            }
+            n->meta.snapshot_index = it->index;
+            n->meta.snapshot_term = it->last_term;
+            n->committed_config = it->config;
+            n->committed_config_index = it->index;
         }
-        n->meta.applied_floor = it->index;
-        n->meta.snapshot_index = it->index;
-        n->meta.snapshot_term = it->last_term;
+        if (n->meta.applied_floor < it->index) {
+            n->meta.applied_floor = it->index;
+        }
         io_meta_store(&n->meta_file, &n->meta);
-        n->committed_config = it->config;
-        n->committed_config_index = it->index;
         struct raft_event ev = {.type = RAFT_EVENT_SNAPSHOT_INSTALLED, .now_ms = io_now_ms()};
         ev.snapshot_installed.from = it->from;
         ev.snapshot_installed.term = it->term;
@@ -1605,7 +1613,13 @@ static void installed_on_loop(struct io_work *w)
         ev.snapshot_installed.config = it->config;
         step_event(n, &ev);
         sync_peers(n);
-        io_logf(IO_LOG_INFO, n->name, "installed snapshot %" PRIu64, it->index);
+        if (newer) {
+            io_logf(IO_LOG_INFO, n->name, "installed snapshot %" PRIu64, it->index);
+        } else {
+            io_logf(IO_LOG_INFO, n->name,
+                    "snapshot %" PRIu64 " ended after snapshot %" PRIu64 ": kept the newer state",
+                    it->index, n->meta.snapshot_index);
+        }
         send_snap_ack(n, it->from, it->index, n->recv.expected_offset, true);
     } else if (!p->ok) {
         io_logf(IO_LOG_WARN, n->name, "installing snapshot %" PRIu64 " failed", it->index);

@@ -87,7 +87,10 @@ struct io_fsm {
      * ok=true to make the image the state (atomically) and durable before returning, or ok=false
      * to abandon it. After a successful end the node records the image as its log's base and its
      * applied floor, and drops the log before it: a state machine that came back after a crash
-     * with an older state would never see the entries in between again. */
+     * with an older state would never see the entries in between again. An image holding no more
+     * than the state already does (a stream overtaken by a newer one, or by entries applied
+     * meanwhile) must not be installed: end keeps the state, makes it durable, and succeeds; the
+     * node never takes its log's base back. */
     int (*install_begin)(void *ctx, uint64_t index);
     int (*install_chunk)(void *ctx, const void *buf, size_t len);
     int (*install_end)(void *ctx, uint64_t index, bool ok);

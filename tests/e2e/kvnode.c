@@ -5,10 +5,11 @@
  *
  *   kvnode --dir D [--name N --listen ADDR (--bootstrap | --join ADDR [--replica])]
  *          [--election-ms MS] [--heartbeat-ms MS] [--trailing N] [--lazy-sync]
- *          [--snapshot-read-ms MS] [--refuse-snapshots]
+ *          [--snapshot-read-ms MS] [--refuse-snapshots] [--install-ms MS]
  *
  * --snapshot-read-ms makes every read of a snapshot being sent take that long (a slow disk);
- * --refuse-snapshots makes this node refuse every snapshot sent to it (a full disk).
+ * --refuse-snapshots makes this node refuse every snapshot sent to it (a full disk);
+ * --install-ms makes installing a received snapshot take that long (a large image).
  *
  * Commands:
  *   put K V            propose K=V; "ok INDEX" or "err CODE MESSAGE"
@@ -202,6 +203,7 @@ static int fsm_snapshot_open(void *ctx, void **handle, uint64_t *size)
 
 static unsigned snapshot_read_ms; /* --snapshot-read-ms */
 static bool refuse_snapshots;     /* --refuse-snapshots */
+static unsigned install_ms;       /* --install-ms */
 
 static int fsm_snapshot_read(void *ctx, void *handle, void *buf, size_t cap, size_t *n)
 {
@@ -255,15 +257,29 @@ static int fsm_install_chunk(void *ctx, const void *buf, size_t len)
 static int save_state(uint64_t *applied_out);
 
 /* io_fsm's contract: the installed image must be durable when this returns (the node then records
- * it as its log's base and drops the log before it). */
+ * it as its log's base and drops the log before it); an image holding no more than the state
+ * does is not installed (the state never goes back), but the state is made durable. */
 static int fsm_install_end(void *ctx, uint64_t index, bool ok)
 {
     (void)ctx;
     (void)index;
     int rc = 0;
+    if (ok && install_ms > 0) {
+        struct timespec ts = {.tv_sec = install_ms / 1000,
+                              .tv_nsec = (long)(install_ms % 1000) * 1000000L};
+        nanosleep(&ts, NULL);
+    }
     if (ok) {
+        uint64_t image = 0;
         pthread_mutex_lock(&kv.mu);
-        rc = kv_load(kv.inst, kv.inst_len);
+        if (kv.inst == NULL || sscanf(kv.inst, "%" SCNu64, &image) != 1) {
+            rc = -1;
+        } else if (image > kv.applied) {
+            rc = kv_load(kv.inst, kv.inst_len);
+        } else {
+            fprintf(stderr, "kvnode: snapshot %" PRIu64 " not installed: it holds %" PRIu64
+                            ", the state %" PRIu64 "\n", index, image, kv.applied);
+        }
         pthread_mutex_unlock(&kv.mu);
         uint64_t held;
         if (rc == 0) {
@@ -392,7 +408,7 @@ int main(int argc, char **argv)
     if (dir == NULL) {
         fprintf(stderr, "usage: kvnode --dir D [--name N --listen ADDR (--bootstrap | --join ADDR "
                         "[--replica])] [--election-ms MS] [--heartbeat-ms MS] [--trailing N] [--lazy-sync] "
-                        "[--snapshot-read-ms MS] [--refuse-snapshots]\n");
+                        "[--snapshot-read-ms MS] [--refuse-snapshots] [--install-ms MS]\n");
         return 2;
     }
     signal(SIGPIPE, SIG_IGN);
@@ -428,6 +444,9 @@ int main(int argc, char **argv)
         snapshot_read_ms = (unsigned)atoi(v);
     }
     refuse_snapshots = has_flag(argc, argv, "--refuse-snapshots");
+    if ((v = arg_value(argc, argv, "--install-ms")) != NULL) {
+        install_ms = (unsigned)atoi(v);
+    }
     if (has_flag(argc, argv, "--lazy-sync")) {
         cfg.leader_sync = IO_LEADER_SYNC_LAZY; /* io_node_config.leader_sync */
     }

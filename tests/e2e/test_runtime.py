@@ -289,6 +289,66 @@ def test_node_down_across_compaction_catches_up_by_snapshot():
         c.cleanup(ok)
 
 
+def test_snapshot_overtaken_by_a_newer_one_changes_nothing():
+    """A follower can receive a snapshot stream older than one it is installing: here n3 is
+    installing n1's snapshot (slowly) when leadership moves to n2, whose applied floor, the index
+    it labels snapshots with, is lower; n2 still sees n3's log from before the install and streams
+    its own. The node must not take its log's base or its state back: with the older record the
+    log no longer follows it and the node cannot restart."""
+    c = Cluster(KVNODE)
+    ok = False
+    try:
+        nodes, ports = start3(c, "--trailing", "5")
+        n1, n2, n3 = nodes
+        for i in range(20):
+            check(n1.cmd("put o%d %d" % (i, i)).startswith("ok"), "put")
+        same_history(nodes, "before n3 stops")
+        n3.quit()
+        for i in range(20, 150):
+            check(n1.cmd("put o%d %d" % (i, i)).startswith("ok"), "put while n3 is down")
+        n2.cmd("barrier")
+        r = n2.cmd("checkpoint")
+        check(r.startswith("ok"), "checkpoint on n2: " + r)
+        low = int(r.split()[1])
+        for i in range(150, 300):
+            check(n1.cmd("put o%d %d" % (i, i)).startswith("ok"), "put while n3 is down")
+        n1.cmd("barrier")
+        r = n1.cmd("checkpoint")
+        check(r.startswith("ok"), "checkpoint on n1: " + r)
+        high = int(r.split()[1])
+        wait_for("n1 and n2 to compact",
+                 lambda: status(n1)["first_index"] > 30 and status(n2)["first_index"] > 30, 10)
+        n3 = c.node("n3", ports[2], "--trailing", "5", "--install-ms", "1500")
+
+        def n3_log():
+            with open(n3.log_path, "rb") as f:
+                return f.read().decode(errors="replace")
+        wait_for("n3 to receive n1's snapshot",
+                 lambda: ("receiving snapshot %d" % high) in n3_log(), 10)
+        check(n1.cmd("transfer n2").startswith("ok"), "transfer to n2")
+        wait_for("n3 to install both snapshots",
+                 lambda: ("ended after snapshot %d" % high) in n3_log()
+                 or ("refusing snapshot %d" % low) in n3_log(), 15)
+        log = n3_log()
+        check(("receiving snapshot %d" % low) in log or ("refusing snapshot %d" % low) in log,
+              "n2 streamed its snapshot %d to n3: %s" % (low, n3.log_path))
+        nodes = [n1, n2, n3]
+        same_history(nodes, "after both snapshots")
+        st = status(n3)
+        check(st["first_index"] >= high, "n3's log starts after %d: %s" % (high, st["first_index"]))
+        n3.kill()
+        n3 = c.node("n3", ports[2], "--trailing", "5")
+        nodes = [n1, n2, n3]
+        same_history(nodes, "after n3 restarted")
+        for i in (0, 149, 299):
+            check(n3.cmd("get o%d" % i) == "val %d" % i, "n3 has o%d" % i)
+        for n in nodes:
+            n.quit()
+        ok = True
+    finally:
+        c.cleanup(ok)
+
+
 def test_snapshot_refused_while_a_chunk_is_read_ends_cleanly():
     """The leader reads a snapshot ahead of the network on libuv's work pool, chunk by chunk. A
     receiver that refuses the stream while the next chunk is being read ends the stream early:
@@ -489,6 +549,8 @@ if __name__ == "__main__":
          test_kill_lazy_leader_mid_stream_loses_nothing_acknowledged),
         ("a snapshot refused while a chunk is read ends cleanly",
          test_snapshot_refused_while_a_chunk_is_read_ends_cleanly),
+        ("a snapshot overtaken by a newer one changes nothing",
+         test_snapshot_overtaken_by_a_newer_one_changes_nothing),
         ("a node back from downtime follows a leader added meanwhile",
          test_node_back_from_downtime_follows_a_leader_added_meanwhile),
         ("a killed leader is replaced within heartbeats, a stopped one after the timeout",

@@ -1298,6 +1298,55 @@ static void test_vfs_snapshot_survives_log_restart_and_skips_entries_it_holds(vo
     cluster_stop(&c);
 }
 
+/* A snapshot stream can arrive after the database has moved past it: overtaken by a newer
+ * stream, or by entries applied from the log while it travelled. Installed, it would take the
+ * follower back to an older state, past entries its log may no longer hold. It is not installed:
+ * the follower keeps its state and its applied index, and still reports success (the node then
+ * takes the label as its log's base, which its state contains). */
+static void test_vfs_older_snapshot_leaves_a_newer_database(void **state)
+{
+    (void)state;
+    struct cluster c;
+    cluster_start(&c, 2, NULL, NULL);
+    sqlite3 *l = open_conn(c.path[0]);
+    exec_ok(l, "CREATE TABLE t(a INTEGER PRIMARY KEY, b BLOB)");
+    for (int i = 0; i < 10; i++) {
+        exec_ok(l, "INSERT INTO t(b) VALUES(randomblob(300))");
+    }
+    struct vfs_snapshot *s;
+    uint64_t size = 0;
+    assert_int_equal(vfs_db_snapshot_open(c.node[0].db, &s, &size), SQLITE_OK);
+    size_t len;
+    uint8_t *image = snapshot_bytes(s, &len);
+    vfs_snapshot_close(s);
+    assert_int_equal(len, size);
+    exec_ok(l, "UPDATE t SET b = randomblob(300) WHERE a <= 5");
+    for (int i = 0; i < 10; i++) {
+        exec_ok(l, "INSERT INTO t(b) VALUES(randomblob(300))");
+    }
+    assert_int_equal(vfs_db_applied(c.node[1].db), 22);
+
+    /* The image holds entries up to 11; labelled 9 or 11, it is older than the follower. */
+    for (uint64_t label = 9; label <= 11; label += 2) {
+        assert_int_equal(vfs_db_install_begin(c.node[1].db, label), SQLITE_OK);
+        assert_int_equal(vfs_db_install_chunk(c.node[1].db, image, len), SQLITE_OK);
+        assert_int_equal(vfs_db_install_end(c.node[1].db, label, 1), SQLITE_OK);
+        assert_int_equal(vfs_db_applied(c.node[1].db), 22);
+        assert_int_equal(count_on(c.path[1], "SELECT count(*) FROM t"), 20);
+    }
+    sqlite3 *f = open_conn(c.path[1]);
+    assert_integrity_ok(f);
+    sqlite3_close(f);
+    /* Replication goes on from there. */
+    exec_ok(l, "INSERT INTO t(b) VALUES(randomblob(300))");
+    assert_int_equal(vfs_db_applied(c.node[1].db), 23);
+    assert_int_equal(count_on(c.path[1], "SELECT count(*) FROM t"), 21);
+    assert_files_identical(&c);
+    free(image);
+    sqlite3_close(l);
+    cluster_stop(&c);
+}
+
 /* Copies node i's files as a kill would leave them (database, WAL, no -shm) to DIR/copy.db, with
  * the state mark taken from `mark_from`. Returns the copy's path. */
 static const char *copy_as_killed(struct cluster *c, int i, const char *mark_from)
@@ -1562,6 +1611,7 @@ int main(void)
         cmocka_unit_test_teardown(test_vfs_node_opens_a_database_killed_mid_replay, teardown_dir),
         cmocka_unit_test_teardown(test_vfs_snapshot_survives_log_restart_and_skips_entries_it_holds,
                                   teardown_dir),
+        cmocka_unit_test_teardown(test_vfs_older_snapshot_leaves_a_newer_database, teardown_dir),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     teardown_dir(NULL);
