@@ -1043,7 +1043,9 @@ static void *apply_main(void *arg)
             installing = false;
             if (rc == 0) {
                 pthread_mutex_lock(&n->apply_mu);
-                n->applied = it->index;
+                if (n->applied < it->index) { /* an older image leaves the state as it was */
+                    n->applied = it->index;
+                }
                 n->apply_failed = false;
                 pthread_cond_broadcast(&n->applied_cv);
                 pthread_mutex_unlock(&n->apply_mu);
