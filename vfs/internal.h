@@ -121,7 +121,15 @@ struct vfs_db {
      * installing a snapshot drops the mapped image behind the writes from its RSS. */
     void (*wal_written)(void *ctx, const void *buf, size_t n);
     void *wal_written_ctx;
+    /* The apply path's WAL writes, gathered into one write per VFS_WAL_GATHER_BYTES of
+     * consecutive frames (node.c): a page and its frame header are two writes otherwise. The
+     * unix VFS writes at most 128 KiB - 1 in one call (seekAndWriteFd), hence 64 KiB. */
+    uint8_t *wbuf;
+    size_t wbuf_len;
+    uint64_t wbuf_off;
 };
+
+#define VFS_WAL_GATHER_BYTES (64 * 1024)
 
 extern pthread_mutex_t vfs_mu;
 extern sqlite3_vfs *vfs_orig;
@@ -170,5 +178,15 @@ void vfs_node_lock(struct vfs_db *db);
 void vfs_node_unlock(struct vfs_db *db);
 int vfs_db_append_locked(struct vfs_db *db, const struct wal_txn *t, uint64_t index);
 int vfs_db_checkpoint_locked(struct vfs_db *db);
+
+/* node.c, for snapshot.c, node lock held: an image written straight into the database file of a
+ * database that holds no entry yet. begin: SQLITE_OK once every reader is locked out, the marker
+ * "<db>-installing" is durable and the WAL is empty; SQLITE_BUSY when this database cannot take
+ * it (it holds entries, its WAL is not fully copied, a reader is in the way): use the WAL. The
+ * caller then writes and syncs the file. end (after a successful begin): with ok, the index
+ * restarts on the file of n_page pages holding entries up to `index`; without, the file is
+ * emptied again; the marker goes and the readers are let in. */
+int vfs_db_file_install_begin(struct vfs_db *db);
+int vfs_db_file_install_end(struct vfs_db *db, uint32_t n_page, uint64_t index, int ok);
 
 #endif

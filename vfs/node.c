@@ -35,6 +35,7 @@
 #include "vfs/internal.h"
 
 #include <assert.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -227,11 +228,37 @@ static int shm_map(void *ctx, uint32_t region, int extend, volatile void **out)
     return 0;
 }
 
+/* The apply path's writes to the WAL (wal_append_txn's io): consecutive frames are gathered and
+ * written VFS_WAL_GATHER_BYTES at a time, and the rest at wal_flush, before the transaction is
+ * published. */
+static int wal_flush(void *ctx)
+{
+    struct vfs_db *db = ctx;
+    size_t n = db->wbuf_len;
+    db->wbuf_len = 0;
+    return n > 0 && db->walf->pMethods->xWrite(db->walf, db->wbuf, (int)n,
+                                               (sqlite3_int64)db->wbuf_off) != SQLITE_OK;
+}
+
 static int wal_write(void *ctx, const void *buf, size_t n, uint64_t off)
 {
     struct vfs_db *db = ctx;
-    if (db->walf->pMethods->xWrite(db->walf, buf, (int)n, (sqlite3_int64)off) != SQLITE_OK) {
-        return 1;
+    if (db->wbuf_len > 0 && (off != db->wbuf_off + db->wbuf_len ||
+                             db->wbuf_len + n > VFS_WAL_GATHER_BYTES)) {
+        if (wal_flush(db) != 0) {
+            return 1;
+        }
+    }
+    if (db->wbuf == NULL || n > VFS_WAL_GATHER_BYTES) {
+        if (db->walf->pMethods->xWrite(db->walf, buf, (int)n, (sqlite3_int64)off) != SQLITE_OK) {
+            return 1;
+        }
+    } else {
+        if (db->wbuf_len == 0) {
+            db->wbuf_off = off;
+        }
+        memcpy(db->wbuf + db->wbuf_len, buf, n);
+        db->wbuf_len += n;
     }
     if (db->wal_written != NULL) {
         db->wal_written(db->wal_written_ctx, buf, n);
@@ -242,6 +269,9 @@ static int wal_write(void *ctx, const void *buf, size_t n, uint64_t off)
 static int wal_read(void *ctx, void *buf, size_t n, uint64_t off)
 {
     struct vfs_db *db = ctx;
+    if (wal_flush(db) != 0) {
+        return 1;
+    }
     return db->walf->pMethods->xRead(db->walf, buf, (int)n, (sqlite3_int64)off) != SQLITE_OK;
 }
 
@@ -307,6 +337,8 @@ static void close_handles(struct vfs_db *db)
 
 /* Opens the node's own connection: it puts the database in WAL mode and makes sure the wal-index
  * is valid (SQLite runs recovery if needed) before the node takes the WRITE lock for good. */
+static int file_install_undo(struct vfs_db *db);
+
 static int open_conn(struct vfs_db *db, const char *path)
 {
     vfs_opening_node = 1;
@@ -367,6 +399,7 @@ int vfs_db_attach(const char *path, const struct vfs_node_ops *ops, const struct
         cfg && cfg->checkpoint_frames ? cfg->checkpoint_frames : DEFAULT_CHECKPOINT_FRAMES;
     db->applied = db->floor = applied_floor;
     db->wal_fd = -1;
+    db->wbuf = malloc(VFS_WAL_GATHER_BYTES); /* NULL: the writes go out one by one */
     db->shm.ctx = db;
     db->shm.map = shm_map;
 
@@ -441,6 +474,10 @@ int vfs_db_attach(const char *path, const struct vfs_node_ops *ops, const struct
     if (rc != SQLITE_OK) {
         goto err_after_shared;
     }
+    rc = file_install_undo(db);
+    if (rc != SQLITE_OK) {
+        goto err_after_lock;
+    }
     struct wal_index_hdr h;
     if (wal_index_hdr_read(&db->shm, &h) != WAL_OK) {
         rc = SQLITE_PROTOCOL;
@@ -477,6 +514,9 @@ err_after_shared:
     vfs_shared_put(db->sh);
     pthread_mutex_unlock(&vfs_mu);
 err_after_alloc:
+    if (db != NULL) {
+        free(db->wbuf);
+    }
     free(db);
     free(full);
     return rc;
@@ -582,6 +622,7 @@ int vfs_db_detach(struct vfs_db *db)
     vfs_shared_put(sh);
     pthread_mutex_unlock(&vfs_mu);
     free(db->gens);
+    free(db->wbuf);
     free(db);
     return SQLITE_OK;
 }
@@ -692,7 +733,7 @@ static int append_locked(struct vfs_db *db, const struct wal_txn *t_in, uint64_t
         t.restart = 1;
     }
     sqlite3_randomness(sizeof t.salt, t.salt);
-    struct wal_io io = {.ctx = db, .write = wal_write, .read = wal_read};
+    struct wal_io io = {.ctx = db, .write = wal_write, .read = wal_read, .flush = wal_flush};
     struct wal_append_result res;
     rc = wal_append_txn(&db->shm, &io, &t, &res);
     if (locked_readers) {
@@ -1128,4 +1169,187 @@ int vfs_db_append_locked(struct vfs_db *db, const struct wal_txn *t, uint64_t in
 int vfs_db_checkpoint_locked(struct vfs_db *db)
 {
     return checkpoint_locked(db);
+}
+
+/* --- a snapshot installed straight into the database file -------------------------------------
+ *
+ * A database that holds no entry yet (a node that has just joined) takes a snapshot's image
+ * straight into its database file: through the WAL every page is written twice (the frames, then
+ * the checkpoint's copy) and both files are synced. No reader runs meanwhile: the node holds
+ * every read lock, READ(0..4), for the whole copy, and readers wait for it as they wait for a WAL
+ * restart; with a reader in the way the WAL path is taken instead. The WAL is emptied first, so
+ * that no recovery can ever write old frames over the new file. "<db>-installing" exists while
+ * the file is being written: found at attach, the copy was cut short, and the database, which
+ * held no entry before it, is emptied again (file_install_undo). */
+
+static int readers_lock_all(struct vfs_db *db)
+{
+    return db->dbf->pMethods->xShmLock(db->dbf, 3, (int)WAL_NREADER,
+                                       SQLITE_SHM_LOCK | SQLITE_SHM_EXCLUSIVE);
+}
+
+static void readers_unlock_all(struct vfs_db *db)
+{
+    db->dbf->pMethods->xShmLock(db->dbf, 3, (int)WAL_NREADER,
+                                SQLITE_SHM_UNLOCK | SQLITE_SHM_EXCLUSIVE);
+}
+
+/* fsync of the directory that holds `path`: a file created or removed there stays so. */
+static int sync_dir_of(const char *path)
+{
+    char *dir = sqlite3_mprintf("%s", path);
+    if (dir == NULL) {
+        return SQLITE_NOMEM;
+    }
+    char *slash = strrchr(dir, '/');
+    if (slash == dir) {
+        slash[1] = '\0';
+    } else if (slash != NULL) {
+        *slash = '\0';
+    } else {
+        dir[0] = '.', dir[1] = '\0';
+    }
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int rc = fd >= 0 && fsync(fd) == 0 ? SQLITE_OK : SQLITE_IOERR_DIR_FSYNC;
+    if (fd >= 0) {
+        close(fd);
+    }
+    sqlite3_free(dir);
+    return rc;
+}
+
+/* Creates (ok) or removes the marker "<db>-installing", durably. */
+static int installing_mark(struct vfs_db *db, int present)
+{
+    char *path = sqlite3_mprintf("%s-installing", db->sh->path);
+    if (path == NULL) {
+        return SQLITE_NOMEM;
+    }
+    int rc = SQLITE_OK;
+    if (present) {
+        int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        rc = fd >= 0 && fsync(fd) == 0 ? SQLITE_OK : SQLITE_IOERR_WRITE;
+        if (fd >= 0) {
+            close(fd);
+        }
+    } else if (unlink(path) != 0 && errno != ENOENT) {
+        rc = SQLITE_IOERR_DELETE;
+    }
+    if (rc == SQLITE_OK) {
+        rc = sync_dir_of(path);
+    }
+    sqlite3_free(path);
+    return rc;
+}
+
+static int installing_marked(struct vfs_db *db)
+{
+    char *path = sqlite3_mprintf("%s-installing", db->sh->path);
+    int there = path != NULL && access(path, F_OK) == 0;
+    sqlite3_free(path);
+    return there;
+}
+
+/* Readers locked out: restarts the index on an empty WAL, the database file `n_page` pages. */
+static int index_restart_empty(struct vfs_db *db, uint32_t n_page, struct wal_index_hdr *h)
+{
+    uint32_t salt2;
+    sqlite3_randomness(sizeof salt2, &salt2);
+    if (wal_index_hdr_read(&db->shm, h) != WAL_OK || wal_index_restart(&db->shm, h, salt2) != WAL_OK) {
+        return SQLITE_PROTOCOL;
+    }
+    h->n_page = n_page;
+    return wal_index_hdr_publish(&db->shm, h) == WAL_OK ? SQLITE_OK : SQLITE_PROTOCOL;
+}
+
+int vfs_db_file_install_begin(struct vfs_db *db)
+{
+    struct wal_index_hdr h;
+    uint32_t backfill = 0;
+    pthread_mutex_lock(&vfs_mu);
+    uint64_t applied = db->applied;
+    pthread_mutex_unlock(&vfs_mu);
+    if (applied != 0 || wal_index_hdr_read(&db->shm, &h) != WAL_OK ||
+        wal_ckpt_backfill(&db->shm, &backfill) != WAL_OK || backfill != h.mx_frame ||
+        readers_lock_all(db) != SQLITE_OK) {
+        return SQLITE_BUSY;
+    }
+    int rc = installing_mark(db, 1);
+    if (rc != SQLITE_OK) {
+        readers_unlock_all(db);
+        return rc;
+    }
+    /* Every frame is in the database file (backfill == mxFrame): the WAL can go. */
+    rc = db->walf->pMethods->xTruncate(db->walf, 0);
+    if (rc == SQLITE_OK) {
+        rc = db->walf->pMethods->xSync(db->walf, SQLITE_SYNC_NORMAL);
+    }
+    if (rc != SQLITE_OK) {
+        (void)index_restart_empty(db, h.n_page, &h);
+        (void)installing_mark(db, 0);
+        readers_unlock_all(db);
+    }
+    return rc;
+}
+
+int vfs_db_file_install_end(struct vfs_db *db, uint32_t n_page, uint64_t index, int ok)
+{
+    int rc = SQLITE_OK;
+    if (!ok) {
+        /* The file holds part of the image: empty it again (it held no entry before). */
+        n_page = 0;
+        rc = db->dbf->pMethods->xTruncate(db->dbf, 0);
+        if (rc == SQLITE_OK) {
+            rc = db->dbf->pMethods->xSync(db->dbf, SQLITE_SYNC_NORMAL);
+        }
+    }
+    struct wal_index_hdr h;
+    int irc = index_restart_empty(db, n_page, &h);
+    if (rc == SQLITE_OK && irc == SQLITE_OK) {
+        rc = installing_mark(db, 0);
+    }
+    readers_unlock_all(db);
+    pthread_mutex_lock(&vfs_mu);
+    gens_restart(db);
+    if (ok && rc == SQLITE_OK && irc == SQLITE_OK) {
+        db->applied = index;
+        if (db->floor < index) {
+            db->floor = index;
+        }
+        mark_write(db, &h, index, MARK_FILE_HOLDS);
+    }
+    db->sh->commits++; /* the header changed: queued writers need a fresh snapshot */
+    pthread_mutex_unlock(&vfs_mu);
+    return rc != SQLITE_OK ? rc : irc;
+}
+
+/* At attach, with the node's locks: a copy into the database file that was cut short leaves the
+ * marker; the database held no entry before it and is emptied again. */
+static int file_install_undo(struct vfs_db *db)
+{
+    if (!installing_marked(db)) {
+        return SQLITE_OK;
+    }
+    uint64_t deadline = vfs_now_ms() + ATTACH_WAIT_MS;
+    int rc;
+    while ((rc = readers_lock_all(db)) == SQLITE_BUSY && vfs_now_ms() < deadline) {
+        sleep_ms(2);
+    }
+    if (rc != SQLITE_OK) {
+        return rc;
+    }
+    rc = db->walf->pMethods->xTruncate(db->walf, 0);
+    if (rc == SQLITE_OK) {
+        rc = db->walf->pMethods->xSync(db->walf, SQLITE_SYNC_NORMAL);
+    }
+    if (rc == SQLITE_OK) {
+        rc = vfs_db_file_install_end(db, 0, 0, 0); /* unlocks the readers */
+    } else {
+        readers_unlock_all(db);
+    }
+    if (rc == SQLITE_OK) {
+        sqlite3_log(SQLITE_NOTICE, "walraft: %s: a snapshot install was cut short: the database, "
+                    "which held no entry, is empty again", db->sh->path);
+    }
+    return rc;
 }

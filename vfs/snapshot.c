@@ -34,7 +34,10 @@
  * the image's log index as applied. Memory stays bounded: the pages are mapped from the
  * spool file, not copied. An image that holds no more than the database already does (a stream
  * overtaken by a newer one, or by entries applied meanwhile) is not installed: the database never
- * goes back to an older state.
+ * goes back to an older state. A database that holds no entry yet (a node that has just joined)
+ * takes the image straight into its database file instead, with every reader locked out for the
+ * copy (node.c, vfs_db_file_install_begin): half the writes and one sync instead of three; with
+ * a reader in the way it takes the WAL path.
  */
 #include "vfs/internal.h"
 #include "wal/bytes.h"
@@ -390,6 +393,29 @@ static void install_written(void *ctx, const void *buf, size_t n)
     }
 }
 
+/* Writes the image's pages into the database file (page 1 first: a copy cut short leaves a file
+ * SQLite still opens, which the node then empties), truncates it to them and syncs it. */
+static int write_image_file(struct vfs_db *db, const uint8_t *pages, uint32_t ps, uint32_t np,
+                            struct install_map *im)
+{
+    sqlite3_file *f = db->dbf;
+    int rc = f->pMethods->xWrite(f, pages, (int)ps, 0);
+    uint32_t step = VFS_WAL_GATHER_BYTES / ps > 0 ? VFS_WAL_GATHER_BYTES / ps : 1;
+    for (uint32_t i = 1; i < np && rc == SQLITE_OK; i += step) {
+        uint32_t k = np - i < step ? np - i : step;
+        const uint8_t *p = pages + (size_t)i * ps;
+        rc = f->pMethods->xWrite(f, p, (int)((size_t)k * ps), (sqlite3_int64)i * ps);
+        install_written(im, p, (size_t)k * ps);
+    }
+    if (rc == SQLITE_OK) {
+        rc = f->pMethods->xTruncate(f, (sqlite3_int64)np * ps);
+    }
+    if (rc == SQLITE_OK) {
+        rc = f->pMethods->xSync(f, SQLITE_SYNC_NORMAL);
+    }
+    return rc;
+}
+
 /* Whether page 1 of an image of np pages gives a database size above np, while its size field is
  * valid (SQLite trusts it when the "version-valid-for" number at offset 92 equals the change
  * counter at 24). SQLite refuses to open such a database ("malformed"); installed, it would stop
@@ -458,6 +484,27 @@ int vfs_db_install_end(struct vfs_db *db, uint64_t index, int ok)
         install_drop(db);
         return SQLITE_OK;
     }
+    struct install_map im = {.base = (uintptr_t)map,
+                             .len = (size_t)in->bytes,
+                             .page = (size_t)sysconf(_SC_PAGESIZE)};
+    if (applied == 0 && np > 0) {
+        /* A database that holds nothing yet takes the image straight into its file. */
+        int rc = vfs_db_file_install_begin(db);
+        if (rc == SQLITE_OK) {
+            rc = write_image_file(db, map + IMAGE_HEADER_BYTES, ps, np, &im);
+            int erc = vfs_db_file_install_end(db, np, held, rc == SQLITE_OK);
+            rc = rc != SQLITE_OK ? rc : erc;
+        }
+        if (rc != SQLITE_BUSY) {
+            vfs_node_unlock(db);
+            munmap(map, (size_t)in->bytes);
+            if (rc != SQLITE_OK) {
+                return install_fail(db, rc, "cannot write the image into the database file");
+            }
+            install_drop(db);
+            return SQLITE_OK;
+        }
+    }
     struct wal_page *pages = malloc((np > 0 ? np : 1) * sizeof *pages);
     if (pages == NULL) {
         vfs_node_unlock(db);
@@ -469,9 +516,6 @@ int vfs_db_install_end(struct vfs_db *db, uint64_t index, int ok)
         pages[i].data = map + IMAGE_HEADER_BYTES + (size_t)i * ps;
     }
     struct wal_txn t = {.page_size = ps, .commit_pages = np, .pages = pages, .n_pages = np};
-    struct install_map im = {.base = (uintptr_t)map,
-                             .len = (size_t)in->bytes,
-                             .page = (size_t)sysconf(_SC_PAGESIZE)};
     db->wal_written = install_written;
     db->wal_written_ctx = &im;
     int rc = np > 0 ? vfs_db_append_locked(db, &t, held) : SQLITE_OK;

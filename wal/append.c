@@ -5,7 +5,8 @@
  *   1. (restart) the index restarts: mxFrame 0, new salts, nBackfill 0, read marks reset;
  *   2. (mxFrame == 0) a new WAL header at offset 0;
  *   3. per page: its index entry (above mxFrame, so invisible), then its frame;
- *      the last frame, carrying the commit size, is written last;
+ *      the last frame, carrying the commit size, is written last (and the caller's flush, if it
+ *      gathers writes, completes them all);
  *   4. the new index header is published (copy 2, barrier, copy 1).
  * Work is O(pages in the transaction): nothing reads or walks the existing WAL. */
 #include <assert.h>
@@ -137,6 +138,9 @@ int wal_append_txn(const struct wal_shm *shm, const struct wal_io *io, const str
         }
     }
 
+    if (io->flush != NULL && io->flush(io->ctx) != 0) {
+        return WAL_EIO;
+    }
     uint32_t first = h.mx_frame + 1;
     h.mx_frame = frame;
     h.n_page = txn->commit_pages;

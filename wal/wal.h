@@ -298,11 +298,14 @@ int wal_index_restart(const struct wal_shm *shm, struct wal_index_hdr *h /* IN/O
 
 /* I/O on the WAL file, supplied by the caller. write() and read() return 0 on success (the whole
  * range), non-zero otherwise. read may be NULL; it is used only to take the checkpoint sequence
- * from the existing WAL header when the log restarts. */
+ * from the existing WAL header when the log restarts. flush may be NULL: a caller whose write()
+ * only gathers the bytes (into fewer, larger writes) completes them there; it is called once the
+ * frames are written, before the index header is published. */
 struct wal_io {
     void *ctx;
     int (*write)(void *ctx, const void *buf, size_t n, uint64_t offset);
     int (*read)(void *ctx, void *buf, size_t n, uint64_t offset);
+    int (*flush)(void *ctx);
 };
 
 struct wal_page {

@@ -1347,6 +1347,102 @@ static void test_vfs_older_snapshot_leaves_a_newer_database(void **state)
     cluster_stop(&c);
 }
 
+/* Installs a whole image on node i as the runtime would (label = index). */
+static int install_image(struct cluster *c, int i, uint64_t label, const uint8_t *image, size_t len)
+{
+    assert_int_equal(vfs_db_install_begin(c->node[i].db, label), SQLITE_OK);
+    assert_int_equal(vfs_db_install_chunk(c->node[i].db, image, len), SQLITE_OK);
+    return vfs_db_install_end(c->node[i].db, label, 1);
+}
+
+/* A database that holds no entry yet (a node that has just joined) takes an image straight into
+ * its database file, with no WAL frames: the WAL path writes every page twice. With a reader in a
+ * read transaction it uses the WAL path; the reader keeps its view either way. A copy into the
+ * file cut short (the marker "<db>-installing" left behind) is undone at the next attach: the
+ * database held nothing, and is empty again, not a mix. */
+static void test_vfs_new_database_takes_the_image_into_its_file(void **state)
+{
+    (void)state;
+    struct vfs_db_config cfg = {.checkpoint_frames = 100000};
+    struct cluster c;
+    cluster_start(&c, 3, &cfg, &cfg);
+    c.node[0].n_followers = 0; /* the followers get the image only */
+    sqlite3 *l = open_conn(c.path[0]);
+    exec_ok(l, "CREATE TABLE t(a INTEGER PRIMARY KEY, b BLOB)");
+    for (int i = 0; i < 30; i++) {
+        exec_ok(l, "INSERT INTO t(b) VALUES(randomblob(800))");
+    }
+    struct vfs_snapshot *s;
+    uint64_t size = 0;
+    assert_int_equal(vfs_db_snapshot_open(c.node[0].db, &s, &size), SQLITE_OK);
+    size_t len;
+    uint8_t *image = snapshot_bytes(s, &len);
+    vfs_snapshot_close(s);
+    uint32_t np = (uint32_t)((len - 24) / 4096);
+
+    /* n1: nothing reads; the image goes into the file, the WAL stays empty. */
+    char wal[160], marker[160];
+    snprintf(wal, sizeof wal, "%s-wal", c.path[1]);
+    snprintf(marker, sizeof marker, "%s-installing", c.path[1]);
+    assert_int_equal(install_image(&c, 1, 31, image, len), SQLITE_OK);
+    assert_int_equal(vfs_db_applied(c.node[1].db), 31);
+    assert_int_equal(file_size(wal), 0);
+    assert_int_equal(file_size(c.path[1]), (long)np * 4096);
+    assert_int_not_equal(access(marker, F_OK), 0);
+    assert_int_equal(count_on(c.path[1], "SELECT count(*) FROM t"), 30);
+    sqlite3 *f1 = open_conn(c.path[1]);
+    assert_integrity_ok(f1);
+    sqlite3_close(f1);
+
+    /* n2: a reader in a read transaction: the WAL path, and the reader's view does not move. */
+    sqlite3 *r = open_conn(c.path[2]);
+    exec_ok(r, "BEGIN; SELECT count(*) FROM sqlite_master;");
+    assert_int_equal(install_image(&c, 2, 31, image, len), SQLITE_OK);
+    char wal2[160];
+    snprintf(wal2, sizeof wal2, "%s-wal", c.path[2]);
+    assert_true(file_size(wal2) > (long)np * 4096);
+    assert_int_equal(query_int(r, "SELECT count(*) FROM sqlite_master"), 0);
+    exec_ok(r, "COMMIT");
+    assert_int_equal(query_int(r, "SELECT count(*) FROM t"), 30);
+    sqlite3_close(r);
+
+    /* Replication goes on from the image on both. */
+    c.node[0].n_followers = 2;
+    exec_ok(l, "INSERT INTO t(b) VALUES(randomblob(800))");
+    assert_int_equal(count_on(c.path[1], "SELECT count(*) FROM t"), 31);
+    assert_int_equal(count_on(c.path[2], "SELECT count(*) FROM t"), 31);
+
+    /* A copy cut short: n1 detached, half an image in its file, the marker present. */
+    assert_int_equal(vfs_db_detach(c.node[1].db), SQLITE_OK);
+    c.node[1].db = NULL;
+    FILE *fp = fopen(c.path[1], "r+b");
+    assert_non_null(fp);
+    assert_int_equal(fwrite(image + 24, 4096, np / 2, fp), np / 2);
+    fclose(fp);
+    fp = fopen(marker, "wb");
+    assert_non_null(fp);
+    fclose(fp);
+    struct vfs_node_ops ops = {.ctx = &c.node[1], .write_gate = fake_gate, .propose = fake_propose};
+    assert_int_equal(vfs_db_attach(c.path[1], &ops, &cfg, 0, &c.node[1].db), SQLITE_OK);
+    assert_int_not_equal(access(marker, F_OK), 0);
+    assert_int_equal(vfs_db_applied(c.node[1].db), 0);
+    assert_int_equal(count_on(c.path[1], "SELECT count(*) FROM sqlite_master"), 0);
+    /* ... and it takes the next image whole. */
+    c.node[0].n_followers = 0;
+    assert_int_equal(vfs_db_snapshot_open(c.node[0].db, &s, &size), SQLITE_OK);
+    free(image);
+    image = snapshot_bytes(s, &len);
+    vfs_snapshot_close(s);
+    assert_int_equal(install_image(&c, 1, 32, image, len), SQLITE_OK);
+    assert_int_equal(count_on(c.path[1], "SELECT count(*) FROM t"), 31);
+    c.node[0].n_followers = 2;
+    exec_ok(l, "INSERT INTO t(b) VALUES(randomblob(800))");
+    assert_files_identical(&c);
+    free(image);
+    sqlite3_close(l);
+    cluster_stop(&c);
+}
+
 /* Copies node i's files as a kill would leave them (database, WAL, no -shm) to DIR/copy.db, with
  * the state mark taken from `mark_from`. Returns the copy's path. */
 static const char *copy_as_killed(struct cluster *c, int i, const char *mark_from)
@@ -1612,6 +1708,8 @@ int main(void)
         cmocka_unit_test_teardown(test_vfs_snapshot_survives_log_restart_and_skips_entries_it_holds,
                                   teardown_dir),
         cmocka_unit_test_teardown(test_vfs_older_snapshot_leaves_a_newer_database, teardown_dir),
+        cmocka_unit_test_teardown(test_vfs_new_database_takes_the_image_into_its_file,
+                                  teardown_dir),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     teardown_dir(NULL);
