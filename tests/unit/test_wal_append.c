@@ -360,7 +360,7 @@ static int follower_apply(const struct shipped *s, int page_size, int restart, i
     }
     struct failing_io fio = {open(walp, O_RDWR | O_CREAT, 0644), fail_at, 0};
     assert_true(fio.fd >= 0);
-    struct wal_io io = {&fio, fio_write, fio_read};
+    struct wal_io io = {&fio, fio_write, fio_read, NULL};
     struct wal_shm shm = {&f, wt_file_map};
     struct wal_txn txn = {(uint32_t)page_size,
                           s->commit,

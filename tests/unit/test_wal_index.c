@@ -276,7 +276,7 @@ static void test_wal_index_appender_walcheck(void **state)
     snprintf(shmp, sizeof shmp, "%s/x.db-shm", dir);
     struct failing_io fio = {open(walp, O_RDWR | O_CREAT | O_TRUNC, 0644), 0, 0, 0};
     assert_true(fio.fd >= 0);
-    struct wal_io io = {&fio, failing_write, fio_read};
+    struct wal_io io = {&fio, failing_write, fio_read, NULL};
     struct wt_mem_shm m;
     struct wal_shm shm;
     init_index(&m, &shm);
@@ -444,7 +444,7 @@ static void test_wal_index_appender_continues_big_endian_log(void **state)
     snprintf(walp, sizeof walp, "%s/x.db-wal", dir);
     snprintf(shmp, sizeof shmp, "%s/x.db-shm", dir);
     int fd = open(walp, O_RDWR | O_CREAT | O_TRUNC, 0644);
-    struct wal_io io = {&fd, wt_fd_write, wt_fd_read};
+    struct wal_io io = {&fd, wt_fd_write, wt_fd_read, NULL};
     struct wt_mem_shm m;
     struct wal_shm shm;
     init_index(&m, &shm);
@@ -520,7 +520,7 @@ static void test_wal_index_appender_map_failure(void **state)
     snprintf(shmp, sizeof shmp, "%s/x.db-shm", dir);
     int fd = open(walp, O_RDWR | O_CREAT | O_TRUNC, 0644);
     assert_true(fd >= 0);
-    struct wal_io io = {&fd, wt_fd_write, wt_fd_read};
+    struct wal_io io = {&fd, wt_fd_write, wt_fd_read, NULL};
     struct flaky_shm f;
     struct wal_shm shm;
     init_index(&f.mem, &shm);
@@ -655,7 +655,7 @@ static void test_wal_index_reads_sqlite_index(void **state)
         pages[i].data = wal + wal_frame_offset(512, fr) + WAL_FRAME_HDR_SIZE;
     }
     int fd = open(walp, O_RDWR);
-    struct wal_io io = {&fd, wt_fd_write, wt_fd_read};
+    struct wal_io io = {&fd, wt_fd_write, wt_fd_read, NULL};
     struct wal_txn txn = {512, s.n_page, pages, 3, 0, {0, 0}};
     struct wal_append_result res;
     assert_int_equal(wal_append_txn(&shm, &io, &txn, &res), WAL_OK);
