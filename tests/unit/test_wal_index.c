@@ -266,6 +266,53 @@ static int check_frame(void *arg, uint32_t frame, const struct wal_frame_hdr *fh
     return pg[frame] == fh->pgno ? 0 : 1;
 }
 
+/* A caller's write() may only gather the bytes; its flush() completes them before the index
+ * header is published. A flush that fails publishes nothing, as a failed write does. */
+static int flush_calls, flush_fails;
+
+static int counting_flush(void *ctx)
+{
+    (void)ctx;
+    flush_calls++;
+    return flush_fails;
+}
+
+static void test_wal_index_appender_flushes_before_publishing(void **state)
+{
+    (void)state;
+    wt_tmpdir(g_dir, sizeof g_dir);
+    char walp[128];
+    snprintf(walp, sizeof walp, "%s/x.db-wal", g_dir);
+    struct failing_io fio = {open(walp, O_RDWR | O_CREAT | O_TRUNC, 0644), 0, 0, 0};
+    assert_true(fio.fd >= 0);
+    struct wal_io io = {&fio, failing_write, fio_read, counting_flush};
+    struct wt_mem_shm m;
+    struct wal_shm shm;
+    init_index(&m, &shm);
+    uint8_t *store;
+    struct wal_page *pages = make_txn(512, 5, 50, 1, &store);
+    struct wal_txn txn = {512, 50, pages, 5, 0, {0x1234, 0x5678}};
+    struct wal_index_hdr before, after;
+    assert_int_equal(wal_index_hdr_read(&shm, &before), WAL_OK);
+    flush_calls = 0;
+    flush_fails = 1;
+    assert_int_equal(wal_append_txn(&shm, &io, &txn, NULL), WAL_EIO);
+    assert_int_equal(flush_calls, 1);
+    assert_int_equal(wal_index_hdr_read(&shm, &after), WAL_OK);
+    assert_memory_equal(&before, &after, sizeof before);
+    flush_fails = 0;
+    struct wal_append_result res;
+    assert_int_equal(wal_append_txn(&shm, &io, &txn, &res), WAL_OK);
+    assert_int_equal(flush_calls, 2);
+    assert_int_equal(res.mx_frame, 5);
+    assert_int_equal(wal_index_hdr_read(&shm, &after), WAL_OK);
+    assert_int_equal(after.mx_frame, 5);
+    close(fio.fd);
+    free(pages);
+    free(store);
+    wt_mem_free(&m);
+}
+
 static void test_wal_index_appender_walcheck(void **state)
 {
     (void)state;
@@ -691,6 +738,8 @@ int main(void)
         cmocka_unit_test_teardown(test_wal_index_lookup_across_blocks, remove_tmpdir),
         cmocka_unit_test_teardown(test_wal_index_cleanup_then_reappend, remove_tmpdir),
         cmocka_unit_test_teardown(test_wal_index_appender_walcheck, remove_tmpdir),
+        cmocka_unit_test_teardown(test_wal_index_appender_flushes_before_publishing,
+                                  remove_tmpdir),
         cmocka_unit_test_teardown(test_wal_index_appender_continues_big_endian_log, remove_tmpdir),
         cmocka_unit_test_teardown(test_wal_index_appender_map_failure, remove_tmpdir),
         cmocka_unit_test_teardown(test_wal_index_reads_sqlite_index, remove_tmpdir),
