@@ -735,6 +735,7 @@ static int append_locked(struct vfs_db *db, const struct wal_txn *t_in, uint64_t
     sqlite3_randomness(sizeof t.salt, t.salt);
     struct wal_io io = {.ctx = db, .write = wal_write, .read = wal_read, .flush = wal_flush};
     struct wal_append_result res;
+    db->wbuf_len = 0; /* what a failed append gathered lies past mxFrame: drop it */
     rc = wal_append_txn(&db->shm, &io, &t, &res);
     if (locked_readers) {
         readers_unlock(db);
