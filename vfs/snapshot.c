@@ -426,6 +426,64 @@ static int image_overcounts(const uint8_t *page1, uint32_t np)
     return wal_get_be32(page1 + 92) == wal_get_be32(page1 + 24) && counted > np;
 }
 
+/* Node lock held: makes the database durable as it is (WAL synced, checkpointed). */
+static int keep_state(struct vfs_db *db)
+{
+    int rc = db->walf->pMethods->xSync(db->walf, SQLITE_SYNC_NORMAL);
+    return rc == SQLITE_OK ? vfs_db_checkpoint_locked(db) : rc;
+}
+
+/* Node lock held: the image into the database file of a database that holds nothing yet; or
+ * SQLITE_BUSY, having changed nothing, when the file cannot take it (node.c says when). */
+static int install_into_file(struct vfs_db *db, const uint8_t *pages, uint32_t ps, uint32_t np,
+                             uint64_t held, struct install_map *im)
+{
+    int rc = vfs_db_file_install_begin(db);
+    if (rc != SQLITE_OK) {
+        return rc;
+    }
+    rc = write_image_file(db, pages, ps, np, im);
+    int erc = vfs_db_file_install_end(db, np, held, rc == SQLITE_OK);
+    return rc != SQLITE_OK ? rc : erc;
+}
+
+/* Node lock held: the image as ONE WAL transaction, made durable and checkpointed; the image's
+ * index becomes the applied index. */
+static int install_into_wal(struct vfs_db *db, const uint8_t *image, uint32_t ps, uint32_t np,
+                            uint64_t held, struct install_map *im)
+{
+    struct wal_page *pages = malloc((np > 0 ? np : 1) * sizeof *pages);
+    if (pages == NULL) {
+        return SQLITE_NOMEM;
+    }
+    for (uint32_t i = 0; i < np; i++) {
+        pages[i].pgno = i + 1;
+        pages[i].data = image + (size_t)i * ps;
+    }
+    struct wal_txn t = {.page_size = ps, .commit_pages = np, .pages = pages, .n_pages = np};
+    db->wal_written = install_written;
+    db->wal_written_ctx = im;
+    int rc = np > 0 ? vfs_db_append_locked(db, &t, held) : SQLITE_OK;
+    db->wal_written = NULL;
+    db->wal_written_ctx = NULL;
+    free(pages);
+    if (rc == SQLITE_OK && np > 0) {
+        /* The node records the image as its log's base once this returns, and drops the log
+         * before it: the image must be durable now. The checkpoint below syncs the WAL only when
+         * it has frames to copy, which a reader on older frames can prevent. */
+        rc = db->walf->pMethods->xSync(db->walf, SQLITE_SYNC_NORMAL);
+    }
+    if (rc == SQLITE_OK) {
+        rc = vfs_db_checkpoint_locked(db);
+    }
+    if (rc == SQLITE_OK) {
+        pthread_mutex_lock(&vfs_mu);
+        db->applied = held;
+        pthread_mutex_unlock(&vfs_mu);
+    }
+    return rc;
+}
+
 int vfs_db_install_end(struct vfs_db *db, uint64_t index, int ok)
 {
     struct vfs_install *in = db->install;
@@ -441,105 +499,59 @@ int vfs_db_install_end(struct vfs_db *db, uint64_t index, int ok)
         return install_fail(db, SQLITE_IOERR_READ, strerror(errno));
     }
     uint32_t ps = wal_get_le32(map + 8), np = wal_get_le32(map + 12);
+    uint64_t held = wal_get_le64(map + 16);
+    const char *bad = NULL;
     if (wal_get_le32(map) != IMAGE_MAGIC || wal_get_le32(map + 4) != IMAGE_VERSION || ps < 512 ||
         ps > 65536 || (ps & (ps - 1)) != 0 ||
         in->bytes != IMAGE_HEADER_BYTES + (uint64_t)np * ps) {
-        munmap(map, (size_t)in->bytes);
-        return install_fail(db, SQLITE_CORRUPT, "malformed image (header or length)");
-    }
-    uint64_t held = wal_get_le64(map + 16);
-    if (held < index) {
+        bad = "malformed image (header or length)";
+    } else if (held < index) {
         /* The entries between would be taken as applied and never written. */
-        munmap(map, (size_t)in->bytes);
-        return install_fail(db, SQLITE_CORRUPT, "the image holds fewer entries than its label");
+        bad = "the image holds fewer entries than its label";
+    } else if (np > 0 && image_overcounts(map + IMAGE_HEADER_BYTES, np)) {
+        bad = "its database header counts more pages than the image holds";
     }
-    if (np > 0 && image_overcounts(map + IMAGE_HEADER_BYTES, np)) {
+    if (bad != NULL) {
         munmap(map, (size_t)in->bytes);
-        return install_fail(db, SQLITE_CORRUPT,
-                            "its database header counts more pages than the image holds");
+        return install_fail(db, SQLITE_CORRUPT, bad);
     }
+    struct install_map im = {.base = (uintptr_t)map,
+                             .len = (size_t)in->bytes,
+                             .page = (size_t)sysconf(_SC_PAGESIZE)};
+    const uint8_t *pages = map + IMAGE_HEADER_BYTES;
     vfs_node_lock(db);
     pthread_mutex_lock(&vfs_mu);
     uint64_t applied = db->applied;
     pthread_mutex_unlock(&vfs_mu);
+    int rc;
+    const char *why;
     if (held <= applied) {
         /* This database already holds every entry of the image, and maybe more (a stream that
          * was overtaken by a newer one, or by entries applied from the log): installed, the
          * image would take it back to an older state, past entries the log may no longer hold.
          * Keep it, and make it durable as an install would (the node then records `index` as
          * its log's base). */
-        munmap(map, (size_t)in->bytes);
-        int rc = db->walf->pMethods->xSync(db->walf, SQLITE_SYNC_NORMAL);
+        rc = keep_state(db);
+        why = "cannot make the database durable";
         if (rc == SQLITE_OK) {
-            rc = vfs_db_checkpoint_locked(db);
+            sqlite3_log(SQLITE_NOTICE, "walraft: snapshot %llu not installed: it holds entries up "
+                        "to %llu, this database up to %llu",
+                        (unsigned long long)index, (unsigned long long)held,
+                        (unsigned long long)applied);
         }
-        vfs_node_unlock(db);
-        if (rc != SQLITE_OK) {
-            return install_fail(db, rc, "cannot make the database durable");
-        }
-        sqlite3_log(SQLITE_NOTICE, "walraft: snapshot %llu not installed: it holds entries up to "
-                    "%llu, this database up to %llu",
-                    (unsigned long long)index, (unsigned long long)held,
-                    (unsigned long long)applied);
-        install_drop(db);
-        return SQLITE_OK;
-    }
-    struct install_map im = {.base = (uintptr_t)map,
-                             .len = (size_t)in->bytes,
-                             .page = (size_t)sysconf(_SC_PAGESIZE)};
-    if (applied == 0 && np > 0) {
+    } else {
         /* A database that holds nothing yet takes the image straight into its file. */
-        int rc = vfs_db_file_install_begin(db);
-        if (rc == SQLITE_OK) {
-            rc = write_image_file(db, map + IMAGE_HEADER_BYTES, ps, np, &im);
-            int erc = vfs_db_file_install_end(db, np, held, rc == SQLITE_OK);
-            rc = rc != SQLITE_OK ? rc : erc;
+        rc = applied == 0 && np > 0 ? install_into_file(db, pages, ps, np, held, &im) : SQLITE_BUSY;
+        why = "cannot write the image into the database file";
+        if (rc == SQLITE_BUSY) {
+            rc = install_into_wal(db, pages, ps, np, held, &im);
+            why = "cannot write the image into the WAL";
         }
-        if (rc != SQLITE_BUSY) {
-            vfs_node_unlock(db);
-            munmap(map, (size_t)in->bytes);
-            if (rc != SQLITE_OK) {
-                return install_fail(db, rc, "cannot write the image into the database file");
-            }
-            install_drop(db);
-            return SQLITE_OK;
-        }
-    }
-    struct wal_page *pages = malloc((np > 0 ? np : 1) * sizeof *pages);
-    if (pages == NULL) {
-        vfs_node_unlock(db);
-        munmap(map, (size_t)in->bytes);
-        return install_fail(db, SQLITE_NOMEM, "out of memory");
-    }
-    for (uint32_t i = 0; i < np; i++) {
-        pages[i].pgno = i + 1;
-        pages[i].data = map + IMAGE_HEADER_BYTES + (size_t)i * ps;
-    }
-    struct wal_txn t = {.page_size = ps, .commit_pages = np, .pages = pages, .n_pages = np};
-    db->wal_written = install_written;
-    db->wal_written_ctx = &im;
-    int rc = np > 0 ? vfs_db_append_locked(db, &t, held) : SQLITE_OK;
-    db->wal_written = NULL;
-    db->wal_written_ctx = NULL;
-    if (rc == SQLITE_OK && np > 0) {
-        /* The node records the image as its log's base once this returns, and drops the log
-         * before it: the image must be durable now. The checkpoint below syncs the WAL only when
-         * it has frames to copy, which a reader on older frames can prevent. */
-        rc = db->walf->pMethods->xSync(db->walf, SQLITE_SYNC_NORMAL);
-    }
-    if (rc == SQLITE_OK) {
-        rc = vfs_db_checkpoint_locked(db);
-    }
-    if (rc == SQLITE_OK) {
-        pthread_mutex_lock(&vfs_mu);
-        db->applied = held;
-        pthread_mutex_unlock(&vfs_mu);
     }
     vfs_node_unlock(db);
-    free(pages);
     munmap(map, (size_t)in->bytes);
     if (rc != SQLITE_OK) {
-        return install_fail(db, rc, "cannot write the image into the WAL");
+        return install_fail(db, rc, why);
     }
     install_drop(db);
     return SQLITE_OK;

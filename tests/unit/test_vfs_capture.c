@@ -1208,6 +1208,26 @@ static uint8_t *snapshot_bytes(struct vfs_snapshot *s, size_t *len)
     return buf;
 }
 
+/* The leader's (node 0's) image as it stands now, whole (*len: its length). */
+static uint8_t *leader_image(struct cluster *c, size_t *len)
+{
+    struct vfs_snapshot *s;
+    uint64_t size = 0;
+    assert_int_equal(vfs_db_snapshot_open(c->node[0].db, &s, &size), SQLITE_OK);
+    uint8_t *image = snapshot_bytes(s, len);
+    vfs_snapshot_close(s);
+    assert_int_equal(*len, size);
+    return image;
+}
+
+/* Installs a whole image on node i as the runtime would, labelled `label`. */
+static int install_image(struct cluster *c, int i, uint64_t label, const uint8_t *image, size_t len)
+{
+    assert_int_equal(vfs_db_install_begin(c->node[i].db, label), SQLITE_OK);
+    assert_int_equal(vfs_db_install_chunk(c->node[i].db, image, len), SQLITE_OK);
+    return vfs_db_install_end(c->node[i].db, label, 1);
+}
+
 /* A snapshot pinned on a fully checkpointed WAL (SQLite's reader then reads the database file
  * alone, holding no mark on the log) must not pick up the frames of the next generation when
  * writers restart the log and change pages while it is being sent. Installed on a follower, a
@@ -1313,13 +1333,8 @@ static void test_vfs_older_snapshot_leaves_a_newer_database(void **state)
     for (int i = 0; i < 10; i++) {
         exec_ok(l, "INSERT INTO t(b) VALUES(randomblob(300))");
     }
-    struct vfs_snapshot *s;
-    uint64_t size = 0;
-    assert_int_equal(vfs_db_snapshot_open(c.node[0].db, &s, &size), SQLITE_OK);
     size_t len;
-    uint8_t *image = snapshot_bytes(s, &len);
-    vfs_snapshot_close(s);
-    assert_int_equal(len, size);
+    uint8_t *image = leader_image(&c, &len);
     exec_ok(l, "UPDATE t SET b = randomblob(300) WHERE a <= 5");
     for (int i = 0; i < 10; i++) {
         exec_ok(l, "INSERT INTO t(b) VALUES(randomblob(300))");
@@ -1328,9 +1343,7 @@ static void test_vfs_older_snapshot_leaves_a_newer_database(void **state)
 
     /* The image holds entries up to 11; labelled 9 or 11, it is older than the follower. */
     for (uint64_t label = 9; label <= 11; label += 2) {
-        assert_int_equal(vfs_db_install_begin(c.node[1].db, label), SQLITE_OK);
-        assert_int_equal(vfs_db_install_chunk(c.node[1].db, image, len), SQLITE_OK);
-        assert_int_equal(vfs_db_install_end(c.node[1].db, label, 1), SQLITE_OK);
+        assert_int_equal(install_image(&c, 1, label, image, len), SQLITE_OK);
         assert_int_equal(vfs_db_applied(c.node[1].db), 22);
         assert_int_equal(count_on(c.path[1], "SELECT count(*) FROM t"), 20);
     }
@@ -1345,14 +1358,6 @@ static void test_vfs_older_snapshot_leaves_a_newer_database(void **state)
     free(image);
     sqlite3_close(l);
     cluster_stop(&c);
-}
-
-/* Installs a whole image on node i as the runtime would (label = index). */
-static int install_image(struct cluster *c, int i, uint64_t label, const uint8_t *image, size_t len)
-{
-    assert_int_equal(vfs_db_install_begin(c->node[i].db, label), SQLITE_OK);
-    assert_int_equal(vfs_db_install_chunk(c->node[i].db, image, len), SQLITE_OK);
-    return vfs_db_install_end(c->node[i].db, label, 1);
 }
 
 /* A database that holds no entry yet (a node that has just joined) takes an image straight into
@@ -1372,12 +1377,8 @@ static void test_vfs_new_database_takes_the_image_into_its_file(void **state)
     for (int i = 0; i < 30; i++) {
         exec_ok(l, "INSERT INTO t(b) VALUES(randomblob(800))");
     }
-    struct vfs_snapshot *s;
-    uint64_t size = 0;
-    assert_int_equal(vfs_db_snapshot_open(c.node[0].db, &s, &size), SQLITE_OK);
     size_t len;
-    uint8_t *image = snapshot_bytes(s, &len);
-    vfs_snapshot_close(s);
+    uint8_t *image = leader_image(&c, &len);
     uint32_t np = (uint32_t)((len - 24) / 4096);
 
     /* n1: nothing reads; the image goes into the file, the WAL stays empty. */
@@ -1429,10 +1430,8 @@ static void test_vfs_new_database_takes_the_image_into_its_file(void **state)
     assert_int_equal(count_on(c.path[1], "SELECT count(*) FROM sqlite_master"), 0);
     /* ... and it takes the next image whole. */
     c.node[0].n_followers = 0;
-    assert_int_equal(vfs_db_snapshot_open(c.node[0].db, &s, &size), SQLITE_OK);
     free(image);
-    image = snapshot_bytes(s, &len);
-    vfs_snapshot_close(s);
+    image = leader_image(&c, &len);
     assert_int_equal(install_image(&c, 1, 32, image, len), SQLITE_OK);
     assert_int_equal(count_on(c.path[1], "SELECT count(*) FROM t"), 31);
     c.node[0].n_followers = 2;
