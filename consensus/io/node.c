@@ -151,7 +151,8 @@ struct snap_send {
     uint64_t offset;
     uint8_t *chunk;
     size_t chunk_len;
-    bool eof;
+    bool read_eof; /* the read on the work pool reached the end (written there) */
+    bool eof;      /* the last chunk was sent (loop only: read_eof is copied when it goes) */
     bool failed;
     int fsm_rc;
     uv_work_t work;
@@ -1277,7 +1278,7 @@ static void snap_work_read(uv_work_t *w)
             return;
         }
         if (k == 0) {
-            s->eof = true;
+            s->read_eof = true;
             break;
         }
         got += k;
@@ -1362,6 +1363,9 @@ static void snap_work_after(uv_work_t *w, int status)
     io_put64(buf + 16, s->term);
     io_put64(buf + 24, s->offset);
     io_put64(buf + 32, s->size);
+    /* Only now is the end the loop's to see: an acknowledgement of every chunk sent so far that
+     * came while the read of the last one ran must not pass for the final one. */
+    s->eof = s->read_eof;
     buf[40] = s->eof ? 1 : 0;
     io_put32(buf + 41, (uint32_t)cfg_len);
     memcpy(buf + CHUNK_HEADER_BYTES, cfg, cfg_len);
