@@ -335,10 +335,10 @@ static void close_handles(struct vfs_db *db)
     db->name_db = db->name_wal = NULL;
 }
 
-/* Opens the node's own connection: it puts the database in WAL mode and makes sure the wal-index
- * is valid (SQLite runs recovery if needed) before the node takes the WRITE lock for good. */
 static int file_install_undo(struct vfs_db *db);
 
+/* Opens the node's own connection: it puts the database in WAL mode and makes sure the wal-index
+ * is valid (SQLite runs recovery if needed) before the node takes the WRITE lock for good. */
 static int open_conn(struct vfs_db *db, const char *path)
 {
     vfs_opening_node = 1;
@@ -1219,7 +1219,7 @@ static int sync_dir_of(const char *path)
     return rc;
 }
 
-/* Creates (ok) or removes the marker "<db>-installing", durably. */
+/* Creates (present) or removes the marker "<db>-installing", durably. */
 static int installing_mark(struct vfs_db *db, int present)
 {
     char *path = sqlite3_mprintf("%s-installing", db->sh->path);
