@@ -74,6 +74,26 @@ def start3(c, params=PARAMS, n1_env=None):
     return [n1, n2, n3]
 
 
+def start3_compacted(c, chunks):
+    """Three nodes with a short trailing log and frequent checkpoints, whose leader holds `chunks`
+    transactions of 4 MB in table big (and 20 small rows): the log is compacted well before a
+    fourth node joins. Returns the node parameters, the nodes and the leader's raft_status()."""
+    params = (PARAMS.replace("raft_election_timeout_ms=500", "raft_election_timeout_ms=2000")
+              .replace("raft_commit_timeout_ms=3000", "raft_commit_timeout_ms=30000")
+              + "&raft_trailing_entries=8&raft_checkpoint_frames=200")
+    nodes = start3(c, params)
+    n1 = nodes[0]
+    q(n1, "CREATE TABLE big(k INTEGER PRIMARY KEY, v BLOB)")
+    for i in range(chunks):
+        q(n1, "!BEGIN; " + " ".join("INSERT INTO big(v) VALUES (randomblob(1000000));"
+                                   for _ in range(4)) + " COMMIT;", timeout=120)
+    for i in range(20):
+        q(n1, "INSERT INTO big(v) VALUES (randomblob(1000))")
+    st = json.loads(q1(n1, "SELECT raft_status()"))
+    check(st["first_index"] > 10, "the log was compacted: %s" % st)
+    return params, nodes, st
+
+
 def leader_among(nodes):
     for n in nodes:
         if n.p.poll() is None:
@@ -587,20 +607,8 @@ def test_follower_killed_while_applying_converges(c):
 
 @scenario
 def test_node_joining_after_compaction_gets_a_snapshot_while_writes_go_on(c):
-    # A short trailing log and frequent checkpoints: the log is compacted well before n4 joins.
-    params = (PARAMS.replace("raft_election_timeout_ms=500", "raft_election_timeout_ms=2000")
-              .replace("raft_commit_timeout_ms=3000", "raft_commit_timeout_ms=30000")
-              + "&raft_trailing_entries=8&raft_checkpoint_frames=200")
-    nodes = start3(c, params)
+    params, nodes, st = start3_compacted(c, 26)  # 26 x 4 MB = 104 MB
     n1 = nodes[0]
-    q(n1, "CREATE TABLE big(k INTEGER PRIMARY KEY, v BLOB)")
-    for i in range(26):  # 26 x 4 MB = 104 MB
-        q(n1, "!BEGIN; " + " ".join("INSERT INTO big(v) VALUES (randomblob(1000000));"
-                                   for _ in range(4)) + " COMMIT;", timeout=120)
-    for i in range(20):
-        q(n1, "INSERT INTO big(v) VALUES (randomblob(1000))")
-    st = json.loads(q1(n1, "SELECT raft_status()"))
-    check(st["first_index"] > 10, "the log was compacted: %s" % st)
     n4 = c.start("n4", params)
     r = n4.cmd("SELECT raft_join('n4','%s','%s')" % (c.addr(3), c.addr(0)), timeout=120)
     check(r.startswith("ok"), "join: " + r)
@@ -631,19 +639,8 @@ def test_joiner_killed_while_installing_its_snapshot_starts_again(c):
     """A new node writes its first snapshot straight into its database file. Killed while it does
     (kill -9 as the last chunk arrives: the copy of ~50 MB takes tens of milliseconds), it starts
     again: a copy cut short is undone (the database held nothing), and it catches up."""
-    params = (PARAMS.replace("raft_election_timeout_ms=500", "raft_election_timeout_ms=2000")
-              .replace("raft_commit_timeout_ms=3000", "raft_commit_timeout_ms=30000")
-              + "&raft_trailing_entries=8&raft_checkpoint_frames=200")
-    nodes = start3(c, params)
+    params, nodes, _ = start3_compacted(c, 12)  # 12 x 4 MB
     n1 = nodes[0]
-    q(n1, "CREATE TABLE big(k INTEGER PRIMARY KEY, v BLOB)")
-    for i in range(12):  # 12 x 4 MB
-        q(n1, "!BEGIN; " + " ".join("INSERT INTO big(v) VALUES (randomblob(1000000));"
-                                   for _ in range(4)) + " COMMIT;", timeout=120)
-    for i in range(20):
-        q(n1, "INSERT INTO big(v) VALUES (randomblob(1000))")
-    st = json.loads(q1(n1, "SELECT raft_status()"))
-    check(st["first_index"] > 10, "the log was compacted: %s" % st)
     n4 = c.start("n4", params)
 
     def log():
