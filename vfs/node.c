@@ -1251,6 +1251,13 @@ static int installing_marked(struct vfs_db *db)
     return there;
 }
 
+/* Truncates the WAL to nothing, durably. */
+static int wal_empty(struct vfs_db *db)
+{
+    int rc = db->walf->pMethods->xTruncate(db->walf, 0);
+    return rc == SQLITE_OK ? db->walf->pMethods->xSync(db->walf, SQLITE_SYNC_NORMAL) : rc;
+}
+
 /* Readers locked out: restarts the index on an empty WAL, the database file `n_page` pages. */
 static int index_restart_empty(struct vfs_db *db, uint32_t n_page, struct wal_index_hdr *h)
 {
@@ -1281,10 +1288,7 @@ int vfs_db_file_install_begin(struct vfs_db *db)
         return rc;
     }
     /* Every frame is in the database file (backfill == mxFrame): the WAL can go. */
-    rc = db->walf->pMethods->xTruncate(db->walf, 0);
-    if (rc == SQLITE_OK) {
-        rc = db->walf->pMethods->xSync(db->walf, SQLITE_SYNC_NORMAL);
-    }
+    rc = wal_empty(db);
     if (rc != SQLITE_OK) {
         (void)index_restart_empty(db, h.n_page, &h);
         (void)installing_mark(db, 0);
@@ -1339,10 +1343,7 @@ static int file_install_undo(struct vfs_db *db)
     if (rc != SQLITE_OK) {
         return rc;
     }
-    rc = db->walf->pMethods->xTruncate(db->walf, 0);
-    if (rc == SQLITE_OK) {
-        rc = db->walf->pMethods->xSync(db->walf, SQLITE_SYNC_NORMAL);
-    }
+    rc = wal_empty(db);
     if (rc == SQLITE_OK) {
         rc = vfs_db_file_install_end(db, 0, 0, 0); /* unlocks the readers */
     } else {

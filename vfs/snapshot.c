@@ -467,14 +467,11 @@ static int install_into_wal(struct vfs_db *db, const uint8_t *image, uint32_t ps
     db->wal_written = NULL;
     db->wal_written_ctx = NULL;
     free(pages);
-    if (rc == SQLITE_OK && np > 0) {
-        /* The node records the image as its log's base once this returns, and drops the log
-         * before it: the image must be durable now. The checkpoint below syncs the WAL only when
-         * it has frames to copy, which a reader on older frames can prevent. */
-        rc = db->walf->pMethods->xSync(db->walf, SQLITE_SYNC_NORMAL);
-    }
     if (rc == SQLITE_OK) {
-        rc = vfs_db_checkpoint_locked(db);
+        /* The node records the image as its log's base once this returns, and drops the log
+         * before it: the image must be durable now. The checkpoint syncs the WAL only when it
+         * has frames to copy, which a reader on older frames can prevent. */
+        rc = np > 0 ? keep_state(db) : vfs_db_checkpoint_locked(db);
     }
     if (rc == SQLITE_OK) {
         pthread_mutex_lock(&vfs_mu);
@@ -540,8 +537,9 @@ int vfs_db_install_end(struct vfs_db *db, uint64_t index, int ok)
                         (unsigned long long)applied);
         }
     } else {
-        /* A database that holds nothing yet takes the image straight into its file. */
-        rc = applied == 0 && np > 0 ? install_into_file(db, pages, ps, np, held, &im) : SQLITE_BUSY;
+        /* A database that holds nothing yet takes the image straight into its file (node.c
+         * decides: SQLITE_BUSY otherwise). */
+        rc = np > 0 ? install_into_file(db, pages, ps, np, held, &im) : SQLITE_BUSY;
         why = "cannot write the image into the database file";
         if (rc == SQLITE_BUSY) {
             rc = install_into_wal(db, pages, ps, np, held, &im);
